@@ -1,0 +1,126 @@
+"""The small CNN of the PyTorch pipeline, in Flax.
+
+conv 3x3/32 (SAME) -> ReLU -> max-pool 2 -> conv 3x3/64 (SAME) -> ReLU -> max-pool 2
+-> dense 512 -> ReLU -> dense num_classes.  Inputs are NHWC float images that the
+caller has already normalised per channel.
+
+Two ways to compute the 3x3 convolutions give the same function (and the same
+parameter tree, so a model can switch between them):
+
+* ``"xla"``: ``lax.conv_general_dilated``.  Fast on GPU.  Under ``jax.vmap``
+  XLA:CPU rewrites it into a grouped convolution, which is slow there.
+* ``"im2col"``: zero padding, nine shifted views concatenated on the channel axis,
+  one matrix product.  On CPU this is a plain GEMM, which XLA:CPU runs well.
+
+Initialisation follows PyTorch's defaults for Conv2d and Linear (weights and
+biases uniform in +-1/sqrt(fan_in)), so that the PyTorch baseline and jaxmia start
+from the same distribution.
+"""
+
+from __future__ import annotations
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+CONV_IMPLS = ("xla", "im2col")
+
+# FLOPs of one image-step (forward + backward, counting a multiply-add as 2).
+# Forward: conv1 32*32*32*27*2, conv2 16*16*64*288*2, fc1 4096*512*2, fc2 512*C*2.
+# Backward costs twice the forward (input and weight gradients), except that
+# conv1 needs no gradient with respect to the input image.
+
+
+def flops_per_image_step(num_classes: int) -> int:
+    """Floating-point operations of one training step on one image (fwd + bwd)."""
+    conv1 = 32 * 32 * 32 * 27 * 2
+    conv2 = 16 * 16 * 64 * 288 * 2
+    fc1 = 4096 * 512 * 2
+    fc2 = 512 * num_classes * 2
+    forward = conv1 + conv2 + fc1 + fc2
+    return 3 * forward - conv1
+
+
+def _torch_weight_init(key, shape, dtype=jnp.float32):
+    # PyTorch: kaiming_uniform(a=sqrt(5)) = U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+    fan_in = math.prod(shape[:-1])
+    bound = 1.0 / math.sqrt(fan_in)
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+
+def _torch_bias_init(fan_in: int):
+    bound = 1.0 / math.sqrt(fan_in)
+
+    def init(key, shape, dtype=jnp.float32):
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
+def _im2col_3x3(x: jax.Array) -> jax.Array:
+    """float[B, H, W, C] -> float[B, H, W, 9*C]; patch order (dy, dx, c)."""
+    h, w = x.shape[1], x.shape[2]
+    xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    views = [xp[:, dy : dy + h, dx : dx + w, :] for dy in range(3) for dx in range(3)]
+    return jnp.concatenate(views, axis=-1)
+
+
+class Conv3x3(nn.Module):
+    """3x3 convolution, stride 1, SAME padding, kernel float[3, 3, Cin, Cout]."""
+
+    features: int
+    impl: str = "xla"
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        cin = x.shape[-1]
+        kernel = self.param("kernel", _torch_weight_init, (3, 3, cin, self.features))
+        bias = self.param("bias", _torch_bias_init(9 * cin), (self.features,))
+        x = x.astype(self.dtype)
+        kernel = kernel.astype(self.dtype)
+        if self.impl == "im2col":
+            y = _im2col_3x3(x) @ kernel.reshape(9 * cin, self.features)
+        elif self.impl == "xla":
+            y = lax.conv_general_dilated(
+                x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+            )
+        else:
+            raise ValueError(f"unknown conv impl {self.impl!r}; expected one of {CONV_IMPLS}")
+        return y + bias.astype(self.dtype)
+
+
+class Dense(nn.Module):
+    features: int
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        fan_in = x.shape[-1]
+        kernel = self.param("kernel", _torch_weight_init, (fan_in, self.features))
+        bias = self.param("bias", _torch_bias_init(fan_in), (self.features,))
+        return x.astype(self.dtype) @ kernel.astype(self.dtype) + bias.astype(self.dtype)
+
+
+def _max_pool_2x2(x: jax.Array) -> jax.Array:
+    b, h, w, c = x.shape
+    return x.reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+
+
+class SmallCNN(nn.Module):
+    """float[B, 32, 32, 3] (normalised) -> float32 logits[B, num_classes]."""
+
+    num_classes: int = 100
+    conv_impl: str = "xla"
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        x = _max_pool_2x2(nn.relu(Conv3x3(32, self.conv_impl, self.dtype, name="conv1")(x)))
+        x = _max_pool_2x2(nn.relu(Conv3x3(64, self.conv_impl, self.dtype, name="conv2")(x)))
+        x = x.reshape(x.shape[0], -1)
+        x = nn.relu(Dense(512, self.dtype, name="fc1")(x))
+        return Dense(self.num_classes, self.dtype, name="fc2")(x).astype(jnp.float32)
