@@ -1,0 +1,419 @@
+"""Training many with/without models at once.
+
+The per-model code below (``_init``, ``_epoch``, ``_evaluate``) is written for
+one model.  ``ChunkTrainer`` stacks a chunk of K models along a leading axis,
+maps the per-model code over it (``jax.vmap``, or ``lax.map`` where that is
+faster, e.g. on CPU), spreads the axis over the local devices with
+``jax.shard_map``, and compiles one program per stage.  The host loop calls the
+compiled epoch once per epoch (a ``lax.scan`` over that epoch's steps runs
+inside), donating the stacked state, and updates the progress bars between
+calls.
+
+Exactness of the padding (see plan.py for the rows): a padded or masked-out
+slot adds exactly zero to the batch's summed loss (``where``, not a multiply,
+so even an infinite loss on a masked slot stays out), the batch mean divides by
+the number of real examples, and a batch without any real example leaves
+parameters and optimizer state untouched, so momentum and weight decay do not
+move the model on steps the unpadded model would not take.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax import lax
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from jaxmia.config import Config
+from jaxmia.data import Dataset
+from jaxmia.model import SmallCNN
+from jaxmia.plan import Job, job_rows, steps_per_epoch
+
+AXIS = "models"
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSetup:
+    """Everything static about one model's training (hashable: it keys the compile)."""
+
+    num_classes: int
+    batch_size: int
+    steps_per_epoch: int
+    epochs: int
+    lr: float
+    momentum: float
+    weight_decay: float
+    conv: str  # "xla" | "im2col"
+    strategy: str  # "vmap" | "map"
+    compute_dtype: str  # "float32" | "bfloat16"
+    eval_batches: int  # test images evaluated = eval_batches * batch_size (padded, masked)
+
+    @property
+    def slots(self) -> int:
+        return self.steps_per_epoch * self.batch_size
+
+
+def resolve_backend_choices(cfg: Config, platform: str) -> tuple[str, str]:
+    """(conv, strategy) for 'auto': the formulation measured fastest on that backend."""
+    conv = cfg.conv
+    strategy = cfg.strategy
+    if conv == "auto":
+        conv = "im2col" if platform == "cpu" else "xla"
+    if strategy == "auto":
+        strategy = "map" if platform == "cpu" else "vmap"
+    return conv, strategy
+
+
+def make_setup(cfg: Config, n_test: int, platform: str) -> TrainSetup:
+    conv, strategy = resolve_backend_choices(cfg, platform)
+    n_eval = n_test if cfg.test_samples is None else cfg.test_samples
+    return TrainSetup(
+        num_classes=cfg.num_classes,
+        batch_size=cfg.batch_size,
+        steps_per_epoch=steps_per_epoch(cfg.subset_size, cfg.batch_size),
+        epochs=cfg.epochs,
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay,
+        conv=conv,
+        strategy=strategy,
+        compute_dtype=cfg.compute_dtype,
+        eval_batches=-(-n_eval // cfg.batch_size),
+    )
+
+
+def make_optimizer(setup: TrainSetup) -> optax.GradientTransformation:
+    """SGD as torch.optim.SGD does it: grad + wd * param, then heavy-ball momentum."""
+    sgd = optax.sgd(setup.lr, momentum=setup.momentum or None)
+    if setup.weight_decay:
+        return optax.chain(optax.add_decayed_weights(setup.weight_decay), sgd)
+    return sgd
+
+
+@dataclasses.dataclass(frozen=True)
+class DeviceData:
+    """The data set as device arrays, replicated on every device of the mesh."""
+
+    train_images: jax.Array  # uint8[N, 32, 32, 3]
+    train_labels: jax.Array  # int32[N]
+    test_images: jax.Array  # uint8[E, 32, 32, 3], E = eval_batches * batch_size
+    test_labels: jax.Array  # int32[E]
+    test_mask: jax.Array  # bool[E], False on padding
+    mean: jax.Array  # float32[3]
+    std: jax.Array  # float32[3]
+
+
+jax.tree_util.register_dataclass(
+    DeviceData,
+    data_fields=[f.name for f in dataclasses.fields(DeviceData)],
+    meta_fields=[],
+)
+
+
+def put_data(dataset: Dataset, setup: TrainSetup, mesh: Mesh) -> DeviceData:
+    e = setup.eval_batches * setup.batch_size
+    n_eval = min(e, len(dataset.test_labels))
+    test_images = np.zeros((e, 32, 32, 3), np.uint8)
+    test_labels = np.zeros((e,), np.int32)
+    test_images[:n_eval] = dataset.test_images[:n_eval]
+    test_labels[:n_eval] = dataset.test_labels[:n_eval]
+    test_mask = np.arange(e) < n_eval
+    replicated = NamedSharding(mesh, P())
+    host = DeviceData(
+        train_images=np.asarray(dataset.train_images, np.uint8),
+        train_labels=np.asarray(dataset.train_labels, np.int32),
+        test_images=test_images,
+        test_labels=test_labels,
+        test_mask=test_mask,
+        mean=np.asarray(dataset.mean, np.float32),
+        std=np.asarray(dataset.std, np.float32),
+    )
+    return jax.device_put(host, replicated)
+
+
+# --------------------------------------------------------------------------
+# One model.
+
+
+def _model(setup: TrainSetup) -> SmallCNN:
+    dtype = jnp.bfloat16 if setup.compute_dtype == "bfloat16" else jnp.float32
+    return SmallCNN(setup.num_classes, setup.conv, dtype)
+
+
+def _keys(ids):
+    """(init key, order key) of one model from uint32[4] = (seed, stream, round, member)."""
+    key = jax.random.key(ids[0])
+    for part in (ids[1], ids[2], ids[3]):
+        key = jax.random.fold_in(key, part)
+    init_key, order_key = jax.random.split(key)
+    return init_key, order_key
+
+
+def _inputs(data: DeviceData, idx):
+    x = data.train_images[idx].astype(jnp.float32) / 255.0
+    return (x - data.mean) / data.std, data.train_labels[idx]
+
+
+def _init(setup: TrainSetup, ids):
+    init_key, _ = _keys(ids)
+    params = _model(setup).init(init_key, jnp.zeros((1, 32, 32, 3), jnp.float32))["params"]
+    return params, make_optimizer(setup).init(params)
+
+
+def _masked_mean_loss(logits, labels, mask):
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    count = mask.sum()
+    return jnp.where(mask, ce, 0.0).sum() / jnp.maximum(count, 1), count
+
+
+def _epoch(setup: TrainSetup, data: DeviceData, state, idx, mask, ids, epoch):
+    """One epoch of one model: shuffle its real slots, then scan over the batches.
+
+    Returns the new state and the mean training loss over the epoch's real examples.
+    """
+    model = _model(setup)
+    tx = make_optimizer(setup)
+    _, order_key = _keys(ids)
+    u = jax.random.uniform(jax.random.fold_in(order_key, epoch), idx.shape)
+    # Real slots get a random key in [0, 1), padding 2: padding sorts to the end,
+    # so every batch but the last holds exactly batch_size real examples.
+    order = jnp.argsort(jnp.where(mask, u, 2.0))
+    batches_idx = idx[order].reshape(setup.steps_per_epoch, setup.batch_size)
+    batches_mask = mask[order].reshape(setup.steps_per_epoch, setup.batch_size)
+
+    def step(carry, batch):
+        params, opt_state, loss_sum = carry
+        b_idx, b_mask = batch
+        x, y = _inputs(data, b_idx)
+
+        def loss_fn(p):
+            return _masked_mean_loss(model.apply({"params": p}, x), y, b_mask)
+
+        (loss, count), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        updates, new_opt_state = tx.update(grads, opt_state, params)
+        new_params = optax.apply_updates(params, updates)
+        take = count > 0
+        params, opt_state = jax.tree.map(
+            lambda new, old: jnp.where(take, new, old),
+            (new_params, new_opt_state),
+            (params, opt_state),
+        )
+        return (params, opt_state, loss_sum + loss * count), None
+
+    params, opt_state = state
+    (params, opt_state, loss_sum), _ = lax.scan(
+        step, (params, opt_state, jnp.zeros((), jnp.float32)), (batches_idx, batches_mask)
+    )
+    return (params, opt_state), loss_sum / jnp.maximum(mask.sum(), 1)
+
+
+def _evaluate(setup: TrainSetup, data: DeviceData, params, idx, mask):
+    """(x's loss, train accuracy, test accuracy) of one model; x = idx[0]."""
+    model = _model(setup)
+
+    def apply(x):
+        return model.apply({"params": params}, x)
+
+    x, y = _inputs(data, idx[:1])
+    target_loss = optax.softmax_cross_entropy_with_integer_labels(apply(x), y)[0]
+
+    def count_correct(carry, batch):
+        b_x, b_y, b_mask = batch
+        hit = (jnp.argmax(apply(b_x), axis=-1) == b_y) & b_mask
+        return carry + hit.sum(), None
+
+    b = setup.batch_size
+    train_x = idx.reshape(-1, b)
+    train_m = mask.reshape(-1, b)
+
+    def train_batch(carry, batch):
+        b_idx, b_mask = batch
+        xx, yy = _inputs(data, b_idx)
+        return count_correct(carry, (xx, yy, b_mask))
+
+    train_hits, _ = lax.scan(train_batch, jnp.zeros((), jnp.int32), (train_x, train_m))
+
+    def test_batch(carry, batch):
+        b_img, b_y, b_mask = batch
+        xx = (b_img.astype(jnp.float32) / 255.0 - data.mean) / data.std
+        return count_correct(carry, (xx, b_y, b_mask))
+
+    test = (
+        data.test_images.reshape(-1, b, 32, 32, 3),
+        data.test_labels.reshape(-1, b),
+        data.test_mask.reshape(-1, b),
+    )
+    test_hits, _ = lax.scan(test_batch, jnp.zeros((), jnp.int32), test)
+    train_acc = train_hits / jnp.maximum(mask.sum(), 1)
+    test_acc = test_hits / jnp.maximum(data.test_mask.sum(), 1)
+    return target_loss, train_acc.astype(jnp.float32), test_acc.astype(jnp.float32)
+
+
+# --------------------------------------------------------------------------
+# A chunk of models.
+
+
+def _over_models(strategy: str, fn: Callable, shared, *per_model):
+    """Applies fn(shared, *one_model_args) to every model of the local stack."""
+    if strategy == "vmap":
+        return jax.vmap(fn, in_axes=(None,) + (0,) * len(per_model))(shared, *per_model)
+    return lax.map(lambda args: fn(shared, *args), per_model)
+
+
+@dataclasses.dataclass
+class ChunkResult:
+    """Per-job numpy results of one chunk (padding jobs already dropped)."""
+
+    target_loss: np.ndarray  # float32[J]
+    train_accuracy: np.ndarray  # float32[J]
+    test_accuracy: np.ndarray  # float32[J]
+    epoch_loss: np.ndarray  # float32[J, epochs]: mean training loss of each epoch
+
+
+class ChunkTrainer:
+    """Compiles and runs the three stages (init, epoch, evaluate) for K models at once."""
+
+    def __init__(
+        self,
+        setup: TrainSetup,
+        dataset: Dataset,
+        *,
+        seed: int,
+        target: int,
+        subset_size: int,
+        models_per_chunk: int,
+        devices: Sequence[jax.Device] | None = None,
+    ):
+        devices = list(devices if devices is not None else jax.local_devices())
+        if models_per_chunk % len(devices):
+            raise ValueError("models_per_chunk must be a multiple of the device count")
+        self.setup = setup
+        self.seed = seed
+        self.target = target
+        self.subset_size = subset_size
+        self.n_train = len(dataset.train_labels)
+        self.models_per_chunk = models_per_chunk
+        self.mesh = Mesh(np.array(devices), (AXIS,))
+        self.data = put_data(dataset, setup, self.mesh)
+        self._stacked = NamedSharding(self.mesh, P(AXIS))
+        self._compiled = None
+        self.compile_seconds = 0.0
+
+    def _sharded(self, fn, n_in, n_out):
+        """jit(shard_map(models-stacked fn)) with data replicated and models sharded."""
+        in_specs = (P(),) + (P(AXIS),) * n_in
+        out_specs = (P(AXIS),) * n_out if n_out > 1 else P(AXIS)
+        return jax.shard_map(
+            fn, mesh=self.mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False
+        )
+
+    def _build(self):
+        setup, strategy = self.setup, self.setup.strategy
+
+        def init(data, ids):
+            del data
+            return _over_models(strategy, lambda _, i: _init(setup, i), None, ids)
+
+        def epoch(data, state, idx, mask, ids, ep):
+            fn = lambda d, s, i, m, k, e: _epoch(setup, d, s, i, m, k, e)  # noqa: E731
+            return _over_models(strategy, fn, data, state, idx, mask, ids, ep)
+
+        def evaluate(data, state, idx, mask):
+            fn = lambda d, s, i, m: _evaluate(setup, d, s[0], i, m)  # noqa: E731
+            return _over_models(strategy, fn, data, state, idx, mask)
+
+        k = self.models_per_chunk
+        rows = jax.ShapeDtypeStruct((k, setup.slots), jnp.int32, sharding=self._stacked)
+        masks = jax.ShapeDtypeStruct((k, setup.slots), jnp.bool_, sharding=self._stacked)
+        ids = jax.ShapeDtypeStruct((k, 4), jnp.uint32, sharding=self._stacked)
+        eps = jax.ShapeDtypeStruct((k,), jnp.int32, sharding=self._stacked)
+
+        init_fn = jax.jit(self._sharded(init, 1, 1))
+        t0 = time.perf_counter()
+        init_c = init_fn.lower(self.data, ids).compile()
+        state_shape = jax.eval_shape(init_fn, self.data, ids)
+        state_shape = jax.tree.map(
+            lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=self._stacked), state_shape
+        )
+        epoch_fn = jax.jit(self._sharded(epoch, 5, 2), donate_argnums=(1,))
+        epoch_c = epoch_fn.lower(self.data, state_shape, rows, masks, ids, eps).compile()
+        eval_fn = jax.jit(self._sharded(evaluate, 3, 3))
+        eval_c = eval_fn.lower(self.data, state_shape, rows, masks).compile()
+        self.compile_seconds = time.perf_counter() - t0
+        self._compiled = (init_c, epoch_c, eval_c)
+
+    def compile(self) -> float:
+        """Compiles all stages (once); returns the seconds it took."""
+        if self._compiled is None:
+            self._build()
+        return self.compile_seconds
+
+    def run(self, jobs: Sequence[Job], on_epoch: Callable[[int], None] | None = None):
+        """Trains and evaluates up to models_per_chunk jobs; returns a ChunkResult."""
+        k = self.models_per_chunk
+        if not 0 < len(jobs) <= k:
+            raise ValueError(f"a chunk takes 1..{k} jobs, got {len(jobs)}")
+        self.compile()
+        init_c, epoch_c, eval_c = self._compiled
+        # Fill a short chunk with copies of its last job: same shapes, one compile;
+        # the copies' results are dropped.
+        padded = list(jobs) + [jobs[-1]] * (k - len(jobs))
+        idx, mask, ids = job_rows(
+            padded,
+            seed=self.seed,
+            n_train=self.n_train,
+            target=self.target,
+            subset_size=self.subset_size,
+            batch_size=self.setup.batch_size,
+        )
+        put = partial(jax.device_put, device=self._stacked)
+        idx, mask, ids = put(idx), put(mask), put(ids)
+        state = init_c(self.data, ids)
+        epoch_losses = []
+        for e in range(self.setup.epochs):
+            ep = put(np.full((k,), e, np.int32))
+            state, loss = epoch_c(self.data, state, idx, mask, ids, ep)
+            epoch_losses.append(loss)
+            if on_epoch is not None:
+                loss.block_until_ready()
+                on_epoch(e)
+        target_loss, train_acc, test_acc = eval_c(self.data, state, idx, mask)
+        n = len(jobs)
+        fetched = jax.device_get((target_loss, train_acc, test_acc, epoch_losses))
+        return ChunkResult(
+            target_loss=np.asarray(fetched[0], np.float32)[:n],
+            train_accuracy=np.asarray(fetched[1], np.float32)[:n],
+            test_accuracy=np.asarray(fetched[2], np.float32)[:n],
+            epoch_loss=np.stack(fetched[3], axis=1).astype(np.float32)[:n],
+        )
+
+
+def auto_models_per_chunk(setup: TrainSetup, n_jobs: int, devices: Sequence[jax.Device]) -> int:
+    """The largest chunk that fits the devices' memory, capped by the work there is.
+
+    CPU: a few models per device (more only adds memory traffic there).  GPU and
+    other accelerators: the device's memory limit divided by an estimate of one
+    model's footprint (parameters, gradients, momentum, and the activations of
+    one batch with a 2x margin), capped at 1024 per device.
+    """
+    n_dev = len(devices)
+    per_dev_needed = -(-n_jobs // n_dev)
+    if devices[0].platform == "cpu":
+        per_dev = 4
+    else:
+        stats = devices[0].memory_stats() or {}
+        limit = stats.get("bytes_limit", 16 * 2**30)
+        n_params = 32 * 27 + 32 + 64 * 288 + 64 + 4096 * 512 + 512 + 512 * setup.num_classes
+        n_params += setup.num_classes
+        param_bytes = 4 * n_params * 4  # params, grads, momentum, update
+        act_bytes = setup.batch_size * 1_100_000 * 2  # ~1.1 MB per image, x2 margin
+        per_dev = max(1, min(1024, int(0.6 * limit) // (param_bytes + act_bytes)))
+    return n_dev * max(1, min(per_dev, per_dev_needed))
