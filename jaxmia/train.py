@@ -276,6 +276,7 @@ class ChunkResult:
     train_accuracy: np.ndarray  # float32[J]
     test_accuracy: np.ndarray  # float32[J]
     epoch_loss: np.ndarray  # float32[J, epochs]: mean training loss of each epoch
+    params: dict | None = None  # final parameters, stacked [J, ...], when asked for
 
 
 class ChunkTrainer:
@@ -356,7 +357,12 @@ class ChunkTrainer:
             self._build()
         return self.compile_seconds
 
-    def run(self, jobs: Sequence[Job], on_epoch: Callable[[int], None] | None = None):
+    def run(
+        self,
+        jobs: Sequence[Job],
+        on_epoch: Callable[[int], None] | None = None,
+        keep_params: bool = False,
+    ) -> ChunkResult:
         """Trains and evaluates up to models_per_chunk jobs; returns a ChunkResult."""
         k = self.models_per_chunk
         if not 0 < len(jobs) <= k:
@@ -393,6 +399,7 @@ class ChunkTrainer:
             train_accuracy=np.asarray(fetched[1], np.float32)[:n],
             test_accuracy=np.asarray(fetched[2], np.float32)[:n],
             epoch_loss=np.stack(fetched[3], axis=1).astype(np.float32)[:n],
+            params=jax.tree.map(lambda a: np.asarray(a)[:n], state[0]) if keep_params else None,
         )
 
 

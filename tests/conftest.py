@@ -1,0 +1,48 @@
+"""Shared fixtures: tiny data sets and configs so that every test runs in seconds on a CPU."""
+
+from __future__ import annotations
+
+import os
+
+# Four fake CPU devices, so the sharding over devices is exercised on any machine.
+# Must be set before JAX is imported anywhere in the test session.
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
+os.environ.setdefault("JAXMIA_NO_DOWNLOAD", "1")
+os.environ.setdefault("JAXMIA_CACHE_DIR", "off")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from jaxmia.data import Dataset  # noqa: E402
+
+
+def make_tiny_dataset(n_train=240, n_test=40, num_classes=5, seed=0) -> Dataset:
+    """Random but learnable images: a class-coloured square on noise."""
+    rng = np.random.default_rng(seed)
+
+    def images(labels):
+        x = rng.integers(0, 160, (len(labels), 32, 32, 3))
+        for c in range(num_classes):
+            x[labels == c, 8:24, 8:24, c % 3] += 40 + 15 * c
+        return np.clip(x, 0, 255).astype(np.uint8)
+
+    train_labels = (np.arange(n_train) % num_classes).astype(np.int32)
+    test_labels = (np.arange(n_test) % num_classes).astype(np.int32)
+    train_images = images(train_labels)
+    flat = train_images.reshape(-1, 3) / 255.0
+    return Dataset(
+        name="synthetic",
+        train_images=train_images,
+        train_labels=train_labels,
+        test_images=images(test_labels),
+        test_labels=test_labels,
+        class_names=tuple(f"class_{c}" for c in range(num_classes)),
+        synthetic=True,
+        fingerprint=f"tiny:{n_train}:{n_test}:{num_classes}:{seed}",
+        mean=flat.mean(0).astype(np.float32),
+        std=flat.std(0).astype(np.float32),
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset() -> Dataset:
+    return make_tiny_dataset()

@@ -1,0 +1,208 @@
+"""The vmapped trainer against plain one-model-at-a-time training, and its invariances."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jaxmia.config import Config
+from jaxmia.plan import CALIBRATION, Job, calibration_jobs, job_rows, steps_per_epoch
+from jaxmia.train import (
+    ChunkTrainer,
+    _inputs,
+    _keys,
+    _model,
+    make_optimizer,
+    make_setup,
+    put_data,
+)
+
+TARGET = 7
+
+
+def tiny_cfg(**kw) -> Config:
+    base = dict(
+        dataset="synthetic",
+        num_classes=5,
+        subset_size=40,
+        batch_size=16,
+        epochs=3,
+        lr=0.05,
+        momentum=0.9,
+        weight_decay=5e-4,
+        test_samples=40,
+    )
+    base.update(kw)
+    return Config(**base)
+
+
+def trainer(ds, cfg, k, strategy="vmap", devices=None, conv="im2col"):
+    setup = make_setup(cfg.replace(strategy=strategy, conv=conv), len(ds.test_labels), "cpu")
+    return ChunkTrainer(
+        setup,
+        ds,
+        seed=cfg.seed,
+        target=TARGET,
+        subset_size=cfg.subset_size,
+        models_per_chunk=k,
+        devices=devices or jax.local_devices()[:1],
+    )
+
+
+def reference_train(ds, cfg, job: Job):
+    """One model, no padding, no masks, no vmap: real examples only, PyTorch-style batches.
+
+    The data order is the trainer's (same keys), so any difference would come
+    from the padding, the masking or the vmapping.
+    """
+    setup = make_setup(cfg.replace(conv="im2col"), len(ds.test_labels), "cpu")
+    mesh = jax.sharding.Mesh(np.array(jax.local_devices()[:1]), ("models",))
+    data = put_data(ds, setup, mesh)
+    idx, mask, ids = job_rows(
+        [job],
+        seed=cfg.seed,
+        n_train=len(ds.train_labels),
+        target=TARGET,
+        subset_size=cfg.subset_size,
+        batch_size=cfg.batch_size,
+    )
+    idx, mask, ids = idx[0], mask[0], jnp.asarray(ids[0])
+    model, tx = _model(setup), make_optimizer(setup)
+    init_key, order_key = _keys(ids)
+    params = model.init(init_key, jnp.zeros((1, 32, 32, 3)))["params"]
+    opt_state = tx.init(params)
+
+    @jax.jit
+    def step(params, opt_state, b_idx):
+        x, y = _inputs(data, b_idx)
+
+        def loss_fn(p):
+            logits = model.apply({"params": p}, x)
+            return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+        grads = jax.grad(loss_fn)(params)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state
+
+    for e in range(cfg.epochs):
+        u = jax.random.uniform(jax.random.fold_in(order_key, e), idx.shape)
+        order = np.asarray(jnp.argsort(jnp.where(mask, u, 2.0)))
+        real = idx[order][: int(mask.sum())]
+        for s in range(0, len(real), cfg.batch_size):
+            params, opt_state = step(params, opt_state, jnp.asarray(real[s : s + cfg.batch_size]))
+    x, y = _inputs(data, jnp.asarray([TARGET]))
+    logits = model.apply({"params": params}, x)
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, y)[0]
+    return params, float(loss)
+
+
+def assert_params_close(a, b, rtol=2e-5, atol=2e-6):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("subset_size", [40, 47])
+def test_vmapped_models_equal_models_trained_alone(tiny_dataset, subset_size):
+    # subset_size=47, batch 16: n+1 = 48 fills three batches exactly, so the OUT
+    # model's third batch has 15 points.  subset_size=40: the IN model's last
+    # batch is partial.  Both must equal plain, unpadded training.
+    cfg = tiny_cfg(subset_size=subset_size)
+    jobs = calibration_jobs(2)
+    res = trainer(tiny_dataset, cfg, k=4).run(jobs, keep_params=True)
+    for i, job in enumerate(jobs):
+        params, loss = reference_train(tiny_dataset, cfg, job)
+        one = jax.tree.map(lambda a, i=i: a[i], res.params)
+        assert_params_close(one, params)
+        np.testing.assert_allclose(res.target_loss[i], loss, rtol=2e-5)
+
+
+def test_empty_padding_batch_is_not_a_step(tiny_dataset):
+    # n = 48 = 3 batches of 16: the IN model (49 points) needs 4 batches, so the
+    # OUT model's 4th batch is pure padding.  With momentum 0.9 and weight decay a
+    # zero-gradient step would still move the weights; the trainer must skip it.
+    cfg = tiny_cfg(subset_size=48)
+    assert steps_per_epoch(48, 16) == 4
+    out_job = Job(CALIBRATION, 0, False)
+    res = trainer(tiny_dataset, cfg, k=1).run([out_job], keep_params=True)
+    params, loss = reference_train(tiny_dataset, cfg, out_job)
+    assert_params_close(jax.tree.map(lambda a: a[0], res.params), params)
+    np.testing.assert_allclose(res.target_loss[0], loss, rtol=2e-5)
+
+
+def test_member_and_nonmember_differ_only_by_the_target(tiny_dataset):
+    cfg = tiny_cfg()
+    idx, mask, ids = job_rows(
+        calibration_jobs(1), seed=0, n_train=240, target=TARGET, subset_size=40, batch_size=16
+    )
+    np.testing.assert_array_equal(idx[0], idx[1])
+    assert mask[0].sum() == cfg.subset_size + 1 and mask[1].sum() == cfg.subset_size
+    assert np.flatnonzero(mask[0] != mask[1]).tolist() == [0] and idx[0, 0] == TARGET
+    assert TARGET not in idx[0, 1 : cfg.subset_size + 1]
+    assert len(set(idx[0, 1 : cfg.subset_size + 1].tolist())) == cfg.subset_size
+
+
+def test_chunk_size_strategy_and_devices_do_not_change_results(tiny_dataset):
+    cfg = tiny_cfg(epochs=2)
+    jobs = calibration_jobs(3)  # 6 models
+    whole = trainer(tiny_dataset, cfg, k=6).run(jobs)
+    by_two = [trainer(tiny_dataset, cfg, k=2).run(jobs[i : i + 2]) for i in range(0, 6, 2)]
+    mapped = trainer(tiny_dataset, cfg, k=6, strategy="map").run(jobs)
+    # A short last chunk is padded with copies; the real jobs' results are unchanged.
+    padded = trainer(tiny_dataset, cfg, k=4).run(jobs[4:])
+    devs = jax.local_devices()
+    assert len(devs) == 4, "conftest asks XLA for four CPU devices"
+    sharded = trainer(tiny_dataset, cfg, k=8, devices=devs).run(jobs)
+    ref = whole.target_loss
+    np.testing.assert_allclose(np.concatenate([r.target_loss for r in by_two]), ref, rtol=1e-5)
+    np.testing.assert_allclose(mapped.target_loss, ref, rtol=1e-5)
+    np.testing.assert_allclose(padded.target_loss, ref[4:], rtol=1e-5)
+    np.testing.assert_allclose(sharded.target_loss, ref, rtol=1e-5)
+    np.testing.assert_allclose(sharded.test_accuracy, whole.test_accuracy, atol=1e-6)
+
+
+def test_conv_formulations_agree(tiny_dataset):
+    cfg = tiny_cfg(epochs=1)
+    jobs = calibration_jobs(1)
+    a = trainer(tiny_dataset, cfg, k=2, conv="im2col").run(jobs)
+    b = trainer(tiny_dataset, cfg, k=2, conv="xla").run(jobs)
+    np.testing.assert_allclose(a.target_loss, b.target_loss, rtol=1e-4)
+
+
+def test_accuracies_count_exactly(tiny_dataset):
+    # lr = 0 keeps the initial weights: accuracies then follow from one forward pass.
+    cfg = tiny_cfg(lr=1e-12, momentum=0.0, weight_decay=0.0, epochs=1)
+    job = Job(CALIBRATION, 0, True)
+    res = trainer(tiny_dataset, cfg, k=1).run([job], keep_params=True)
+    setup = make_setup(cfg.replace(conv="im2col"), 40, "cpu")
+    mesh = jax.sharding.Mesh(np.array(jax.local_devices()[:1]), ("models",))
+    data = put_data(tiny_dataset, setup, mesh)
+    params = jax.tree.map(lambda a: a[0], res.params)
+    idx, mask, _ = job_rows(
+        [job], seed=0, n_train=240, target=TARGET, subset_size=40, batch_size=16
+    )
+    x, y = _inputs(data, jnp.asarray(idx[0][mask[0]]))
+    pred = np.argmax(_model(setup).apply({"params": params}, x), -1)
+    assert res.train_accuracy[0] == pytest.approx(np.mean(pred == np.asarray(y)), abs=1e-6)
+    xt = (tiny_dataset.test_images / 255.0 - tiny_dataset.mean) / tiny_dataset.std
+    pred_t = np.argmax(_model(setup).apply({"params": params}, jnp.asarray(xt, jnp.float32)), -1)
+    expected = np.mean(pred_t == tiny_dataset.test_labels)
+    assert res.test_accuracy[0] == pytest.approx(expected, abs=1e-6)
+
+
+def test_members_end_with_lower_target_loss(tiny_dataset):
+    # The effect the attack measures.  With shuffled labels nothing but
+    # memorisation can fit x's label, so only the IN model (which saw x) does.
+    rng = np.random.default_rng(1)
+    shuffled = dataclasses.replace(
+        tiny_dataset, train_labels=rng.permutation(tiny_dataset.train_labels)
+    )
+    cfg = tiny_cfg(epochs=8, lr=0.05)
+    res = trainer(shuffled, cfg, k=8).run(calibration_jobs(4))
+    member, nonmember = res.target_loss[0::2], res.target_loss[1::2]
+    assert np.all(np.isfinite(res.target_loss))
+    assert member.mean() < nonmember.mean()
