@@ -12,6 +12,7 @@ os.environ.setdefault("JAXMIA_CACHE_DIR", "off")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+
 from jaxmia.data import Dataset  # noqa: E402
 
 
