@@ -1,0 +1,129 @@
+"""Config loading and validation: every mistake is one UserError line that says what is allowed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from jaxmia.config import FIELDS, Config, config_from_dict, load_config
+from jaxmia.errors import UserError
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+PIPELINE_KEYS = [
+    "target_index",
+    "num_classes",
+    "n_iterations",
+    "subset_size",
+    "epochs",
+    "batch_size",
+    "lr",
+    "alpha",
+    "save_plots",
+    "seed",
+]
+
+
+def test_pipeline_keys_and_own_keys_exist():
+    own = ["dataset", "momentum", "weight_decay", "eval_pairs", "models_per_chunk"]
+    assert set(PIPELINE_KEYS + own) <= set(FIELDS)
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_configs_load(path):
+    cfg = load_config(path)
+    assert cfg.run_name == path.stem
+    raw = path.read_text()
+    for key in PIPELINE_KEYS:
+        assert f"{key}:" in raw, f"{path.name} should spell out {key}"
+
+
+def test_seed_override_and_float_parsing(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("dataset: synthetic\nnum_classes: 10\nlr: 1e-3\nseed: 4\n")
+    cfg = load_config(p, seed=9)
+    assert cfg.seed == 9 and cfg.lr == pytest.approx(0.001)
+    assert load_config(p).seed == 4
+
+
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ({"n_iteration": 3}, "unknown key 'n_iteration'; did you mean 'n_iterations'?"),
+        ({"alpah": 0.1}, "did you mean 'alpha'?"),
+        ({"alpha": 1.5}, "alpha must be strictly between 0 and 1"),
+        ({"alpha": 0}, "alpha must be strictly between 0 and 1"),
+        ({"batch_size": 0}, "batch_size must be an integer >= 1"),
+        ({"batch_size": 2.5}, "batch_size must be an integer >= 1"),
+        ({"epochs": True}, "epochs must be an integer >= 1"),
+        ({"subset_size": "many"}, "subset_size must be an integer >= 1"),
+        ({"target_index": -1}, "target_index must be an integer >= 0 or null"),
+        ({"lr": -0.1}, "lr must be > 0"),
+        ({"lr": "fast"}, "lr must be a finite number"),
+        ({"momentum": 1.0}, "momentum must be in [0, 1)"),
+        ({"weight_decay": -1e-4}, "weight_decay must be >= 0"),
+        ({"save_plots": "yes"}, "save_plots must be true or false"),
+        ({"dataset": "imagenet"}, "dataset must be one of cifar100, cifar10, synthetic"),
+        ({"models_per_chunk": 0}, "models_per_chunk must be 'auto' or an integer >= 1"),
+        ({"models_per_chunk": "max"}, "models_per_chunk must be 'auto' or an integer >= 1"),
+        ({"num_classes": 10}, "num_classes must be 100 for dataset cifar100"),
+        ({"dataset": "cifar10"}, "num_classes must be 10 for dataset cifar10"),
+        ({"eval_pairs": -1}, "eval_pairs must be an integer >= 0"),
+        ({"run_name": "a/b"}, "run_name must be a plain folder name"),
+        ({"on_nonfinite": "ignore"}, "on_nonfinite must be one of stop, skip"),
+    ],
+)
+def test_bad_values_are_one_clear_line(raw, expected):
+    with pytest.raises(UserError) as err:
+        config_from_dict(raw)
+    msg = str(err.value)
+    assert expected in msg
+    assert "\n" not in msg
+
+
+def test_checks_against_the_data_set():
+    cfg = Config(dataset="synthetic", num_classes=10, subset_size=99, target_index=5)
+    cfg.check_against(n_train=100, n_test=10)
+    with pytest.raises(UserError, match=r"subset_size must be below .*at most 99"):
+        cfg.replace(subset_size=100).check_against(n_train=100, n_test=10)
+    with pytest.raises(UserError, match=r"target_index must be in \[0, 99\]"):
+        cfg.replace(target_index=100).check_against(n_train=100, n_test=10)
+    with pytest.raises(UserError, match="test_samples must be at most"):
+        cfg.replace(test_samples=11).check_against(n_train=100, n_test=10)
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("alpha: [0.1\n", "malformed YAML (line 2"),
+        ("- 1\n- 2\n", "expected a mapping"),
+        ("alpha: 0.1\nalpha: : x\n", "malformed YAML"),
+    ],
+)
+def test_malformed_files(tmp_path, text, expected):
+    p = tmp_path / "bad.yaml"
+    p.write_text(text)
+    with pytest.raises(UserError, match=expected.replace("(", r"\(")):
+        load_config(p)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(UserError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_results_hash_ignores_only_what_cannot_change_a_round():
+    base = Config(dataset="synthetic", num_classes=10)
+    h = base.results_hash("data", "v")
+    for same in (
+        {"n_iterations": 7},
+        {"eval_pairs": 9},
+        {"models_per_chunk": 4},
+        {"alpha": 0.2},
+        {"save_plots": False},
+    ):
+        assert base.replace(**same).results_hash("data", "v") == h, same
+    for other in ({"seed": 1}, {"lr": 0.5}, {"subset_size": 10}, {"epochs": 2}):
+        assert base.replace(**other).results_hash("data", "v") != h, other
+    assert base.results_hash("other data", "v") != h
+    assert base.results_hash("data", "v2") != h
