@@ -1,0 +1,180 @@
+"""Tests for jaxmia.report: atomic writes, JSON/npz round trips, the console summary."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+
+from jaxmia import report, stats
+
+
+def test_atomic_write_leaves_no_temp_files(tmp_path):
+    p = tmp_path / "a.txt"
+    assert report.atomic_write_text(p, "hello") == p
+    report.atomic_write_bytes(p, b"again")
+    assert p.read_bytes() == b"again"
+    assert [q.name for q in tmp_path.iterdir()] == ["a.txt"]
+    # The result gets ordinary permissions, not tempfile's 0600.
+    umask = os.umask(0)
+    os.umask(umask)
+    assert p.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_failed_replace_keeps_previous_file(tmp_path, monkeypatch):
+    p = tmp_path / "results.json"
+    report.write_json(p, {"v": 1})
+
+    def fail(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", fail)
+    with pytest.raises(OSError, match="No space") as info:
+        report.write_json(p, {"v": 2})
+    assert info.value.errno == 28
+    assert json.loads(p.read_text()) == {"v": 1}
+    assert [q.name for q in tmp_path.iterdir()] == ["results.json"]
+
+
+def test_failed_write_midway_keeps_previous_file(tmp_path, monkeypatch):
+    p = tmp_path / "losses.npz"
+    report.write_npz(p, a=np.arange(3))
+
+    def fail(fd):
+        raise OSError(13, "Permission denied")
+
+    monkeypatch.setattr(os, "fsync", fail)
+    with pytest.raises(OSError, match="Permission denied"):
+        report.write_npz(p, a=np.arange(5))
+    with np.load(p) as f:
+        assert f["a"].tolist() == [0, 1, 2]
+    assert [q.name for q in tmp_path.iterdir()] == ["losses.npz"]
+
+
+def test_missing_folder_raises_oserror(tmp_path):
+    with pytest.raises(OSError):
+        report.atomic_write_text(tmp_path / "missing" / "x.txt", "x")
+
+
+def test_json_round_trip_with_numpy_types(tmp_path):
+    obj = {
+        "f32": np.float32(0.5),
+        "i64": np.int64(7),
+        "b": np.bool_(True),
+        "arr": np.array([[1.0, 2.0], [3.0, np.nan]]),
+        "tuple": (1, 2),
+        "fit": stats.GaussianFit(1.0, 2.0),
+        "nan": float("nan"),
+        "inf": np.inf,
+        "ninf": -np.inf,
+        "none": None,
+        "s": "cattle",
+    }
+    p = report.write_json(tmp_path / "r.json", obj)
+    text = p.read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    back = json.loads(text)
+    assert list(back) == list(obj)  # insertion order kept
+    assert back["f32"] == 0.5 and back["i64"] == 7 and back["b"] is True
+    assert back["arr"] == [[1.0, 2.0], [3.0, None]]
+    assert back["tuple"] == [1, 2]
+    assert back["fit"] == {"mean": 1.0, "std": 2.0}
+    assert back["nan"] is None and back["inf"] is None and back["ninf"] is None
+    assert back["s"] == "cattle"
+    assert text.startswith('{\n  "f32"')  # indent=2
+    with pytest.raises(TypeError):
+        report.write_json(tmp_path / "bad.json", {"x": object()})
+
+
+def test_npz_round_trip(tmp_path):
+    arrays = {
+        "member_losses": np.array([0.1, 0.2], np.float32),
+        "synthetic": np.array(True),
+        "acc": np.ones((2, 2)),
+    }
+    p = report.write_npz(tmp_path / "l.npz", **arrays)
+    with np.load(p) as f:
+        assert set(f.files) == set(arrays)
+        for k, v in arrays.items():
+            np.testing.assert_array_equal(f[k], v)
+            assert f[k].dtype == v.dtype
+
+
+def _results(**overrides):
+    ev = stats.evaluate_predictions(
+        np.array([True, False, True, False]), np.array([0.05, 3.5, 0.2, 0.1]), 1.2345
+    )
+    r = {
+        "dataset": "cifar100",
+        "synthetic": False,
+        "target_index": 123,
+        "target_label": "cattle",
+        "n_iterations": 64,
+        "subset_size": 500,
+        "epochs": 10,
+        "alpha": 0.05,
+        "threshold": 1.2345,
+        "power": 0.83,
+        "fpr": 0.046875,
+        "gaussian_threshold": 1.1,
+        "gaussian_power": 0.8,
+        "auc": 0.91,
+        "member_loss_mean": 0.3,
+        "member_loss_std": 0.25,
+        "nonmember_loss_mean": 3.2,
+        "nonmember_loss_std": 1.1,
+        "evaluation": ev,
+        "train_accuracy": 0.99,
+        "test_accuracy": 0.2,
+        "compile_seconds": 12.34,
+        "train_seconds": 56.7,
+        "models_per_second": 2.26,
+    }
+    r.update(overrides)
+    return r
+
+
+def test_format_summary():
+    text = report.format_summary(_results())
+    lines = text.splitlines()
+    assert "SYNTHETIC" not in text
+    assert "Target index: 123 (cattle)" in lines
+    assert "Threshold (FPR <= 0.05): 1.2345" in lines
+    assert "Power (TPR): 0.8300" in lines
+    assert "Empirical FPR: 0.0469" in lines
+    assert "Mean loss member: 0.3000 ± 0.2500" in lines
+    assert "Mean loss non-member: 3.2000 ± 1.1000" in lines
+    assert "Gaussian threshold: 1.1000" in lines
+    assert "Gaussian power: 0.8000" in lines
+    assert "AUC: 0.9100" in lines
+    items = [ln for ln in lines if "loss=" in ln]
+    assert len(items) == 4
+    assert items[0].strip().startswith("x in train:")
+    assert "loss=0.0500  predicted member=True  correct=True" in items[0]
+    assert items[3].strip().startswith("x not in train:")
+    assert "loss=0.1000  predicted member=True  correct=False" in items[3]
+    assert "  TPR: 1.0000  95% CI [0.1581, 1.0000]" in lines
+    lo, hi = stats.clopper_pearson(1, 2)
+    assert f"  FPR: 0.5000  95% CI [{lo:.4f}, {hi:.4f}]" in lines
+    assert "  Accuracy: 0.7500" in lines
+    assert "Time: compile 12.3 s, training 56.7 s, 2.26 models/s" in lines
+
+
+def test_format_summary_synthetic_and_missing_keys():
+    text = report.format_summary(_results(synthetic=True))
+    assert text.splitlines()[0].startswith("[SYNTHETIC DATA]")
+    minimal = report.format_summary({"synthetic": True, "threshold": 2.0, "evaluation": None})
+    assert minimal.splitlines()[0].startswith("[SYNTHETIC DATA]")
+    assert "Threshold: 2.0000" in minimal
+    r = _results()
+    for key in ("models_per_second", "compile_seconds", "gaussian_power", "alpha", "target_label"):
+        del r[key]
+    text = report.format_summary(r)
+    assert "Target index: 123" in text and "models/s" not in text
+    assert report.format_summary({}) == ""
+    # An undecided (NaN) evaluation item prints without crashing.
+    ev = stats.evaluate_predictions(np.array([True, False]), [math.nan, 2.0], 1.0)
+    assert "predicted member=None" in report.format_summary({"evaluation": ev})
