@@ -1,0 +1,118 @@
+"""Command line: ``python -m jaxmia.run --config configs/single_point_mia.yaml``.
+
+Only argument parsing and wiring live here; the experiment is in experiment.py.
+User mistakes end with one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from jaxmia.errors import UserError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line instead of usage + message
+        print(f"jaxmia: error: {message} (see --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="jaxmia",
+        description="Single-point membership inference: train with/without model pairs "
+        "in parallel and measure how well x's loss reveals its membership.",
+    )
+    p.add_argument("--config", default="configs/single_point_mia.yaml", help="YAML config")
+    p.add_argument("--data-dir", default="./datasets", help="where data sets are looked for")
+    p.add_argument("--output-dir", default="./outputs", help="where run folders are written")
+    p.add_argument("--seed", type=int, default=None, help="overrides the config's seed")
+    p.add_argument("--run-name", default=None, help="run folder name (default: config name)")
+    p.add_argument("--fresh", action="store_true", help="discard this run folder's chunks")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    multi = p.add_argument_group(
+        "several hosts", "start one process per host with jax.distributed; process 0 writes"
+    )
+    multi.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address")
+    multi.add_argument("--num-processes", type=int, metavar="N", help="processes in all")
+    multi.add_argument("--process-id", type=int, metavar="I", help="this process, 0..N-1")
+    multi.add_argument(
+        "--distributed",
+        action="store_true",
+        help="call jax.distributed.initialize() with what the cluster environment says",
+    )
+    return p
+
+
+def _init_distributed(args) -> None:
+    given = [args.coordinator, args.num_processes, args.process_id]
+    if not args.distributed and all(v is None for v in given):
+        return
+    if not args.distributed and any(v is None for v in given):
+        raise UserError("--coordinator, --num-processes and --process-id go together")
+    if args.num_processes is not None and args.num_processes < 1:
+        raise UserError(f"--num-processes must be >= 1, got {args.num_processes}")
+    if args.process_id is not None and not 0 <= args.process_id < (args.num_processes or 1):
+        raise UserError(f"--process-id must be in [0, {args.num_processes - 1}]")
+    import jax
+
+    jax.distributed.initialize(
+        coordinator_address=args.coordinator,
+        num_processes=args.num_processes,
+        process_id=args.process_id,
+    )
+
+
+def _enable_compile_cache() -> None:
+    """JAX's persistent compilation cache, so a second run skips most compiling."""
+    where = os.environ.get("JAXMIA_CACHE_DIR", str(Path.home() / ".cache" / "jaxmia" / "xla"))
+    if where.lower() in ("", "0", "off", "none"):
+        return
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", where)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from jaxmia.config import load_config
+    from jaxmia.experiment import NonFiniteLoss, run_experiment
+    from jaxmia.report import format_summary
+
+    try:
+        if args.seed is not None and args.seed < 0:
+            raise UserError(f"--seed must be >= 0, got {args.seed}")
+        cfg = load_config(args.config, seed=args.seed)
+        if args.run_name is not None:
+            cfg = cfg.replace(run_name=args.run_name)
+        _enable_compile_cache()
+        _init_distributed(args)
+        results = run_experiment(
+            cfg,
+            data_dir=args.data_dir,
+            output_dir=args.output_dir,
+            fresh=args.fresh,
+            progress=not args.no_progress,
+        )
+    except UserError as e:
+        print(f"jaxmia: error: {e}", file=sys.stderr)
+        return 2
+    except NonFiniteLoss as e:
+        print(f"jaxmia: stopped: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("jaxmia: interrupted; finished chunks are kept, rerun to resume", file=sys.stderr)
+        return 130
+    if results is not None:  # None on processes other than 0
+        print(format_summary(results))
+        print(f"Outputs in {Path(args.output_dir) / cfg.run_name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
