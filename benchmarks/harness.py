@@ -1,0 +1,588 @@
+"""jaxmia against the sequential PyTorch baseline: speed, memory, chunk-size sweep, faithfulness.
+
+    python benchmarks/harness.py --config configs/bench_cpu.yaml --quick
+    python benchmarks/harness.py --config configs/bench_cpu.yaml --reps 3 --sweep 1,2,4,8,16
+    python benchmarks/harness.py --gpu          # GPU sizes (synthetic data), see README
+
+Every run is a subprocess of its own, so its peak resident memory (``wait4``'s
+ru_maxrss) belongs to it alone and nothing it compiled or cached in memory helps
+the next one.  Within a repetition the implementations take turns, and the order
+rotates from one repetition to the next, so a slow spell of a shared machine does
+not land on one implementation only; the table reports medians over repetitions.
+
+jaxmia's timed runs use ``JAXMIA_CACHE_DIR=off`` and a fresh output folder, so the
+compile time is real and nothing is resumed.  Two extra runs with a persistent
+cache folder show what the cache saves.
+
+Results: ``<out>/<backend>-<YYYY-MM-DD>.json`` and a PNG next to it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.metadata
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+BASELINE = ROOT / "benchmarks" / "pytorch_baseline.py"
+MODES = ("seed", "tuned", "func")
+CHILD_FLAG = "--jaxmia-child"
+
+# The smoke preset: every stage of the harness on a config small enough for a test.
+SMOKE_CONFIG = {
+    "dataset": "synthetic",
+    "num_classes": 10,
+    "n_iterations": 2,
+    "subset_size": 32,
+    "epochs": 1,
+    "batch_size": 16,
+    "lr": 0.02,
+    "alpha": 0.1,
+    "eval_pairs": 0,
+    "models_per_chunk": 2,
+    "test_samples": 32,
+    "target_index": 0,
+    "save_plots": False,
+}
+
+# GPU sizes (applied on top of --config): bigger subsets, big chunks, the baseline on
+# CUDA and timed on its first jobs only (it trains one model at a time, so its rate
+# does not depend on how many it trains).
+GPU_PRESET = {
+    "overrides": {"subset_size": 2000, "n_iterations": 512, "epochs": 2, "eval_pairs": 0},
+    "models_per_chunk": 512,
+    "sweep": [1, 2, 4, 8, 16, 32, 64, 128, 256, 512],
+    "baseline_max_jobs": 16,
+    "device": "cuda",
+}
+
+
+class HarnessError(Exception):
+    """A run failed or the harness was asked for something impossible."""
+
+
+# --------------------------------------------------------------------------
+# Running one implementation.
+
+
+def _jaxmia_child(argv: list[str]) -> int:
+    """Runs jaxmia's CLI in this process, then writes the device's peak memory to a file."""
+    stats_path = argv[0]
+    from jaxmia.run import main
+
+    rc = main(argv[1:])
+    import jax
+
+    stats = jax.local_devices()[0].memory_stats() or {}
+    Path(stats_path).write_text(json.dumps({"peak_bytes_in_use": stats.get("peak_bytes_in_use")}))
+    return rc
+
+
+def _vm_hwm_mib(pid: int) -> float | None:
+    """A live process's peak resident memory so far (Linux VmHWM), in MiB."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def _spawn(cmd: list[str], env: dict, log: Path, timeout: float) -> tuple[int, float, float]:
+    """Runs cmd; returns (exit code, peak RSS of that child in MiB, wall seconds).
+
+    The peak is the child's VmHWM, polled while it runs.  wait4's ru_maxrss is
+    only the fallback: Linux carries the parent's resident size over a fork and
+    exec into it, so a child of a big parent would report at least that.
+    """
+    t0 = time.perf_counter()
+    peak = None
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        deadline = t0 + timeout
+        while True:
+            hwm = _vm_hwm_mib(proc.pid)
+            if hwm is not None:
+                peak = max(peak or 0.0, hwm)
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.perf_counter() > deadline:
+                proc.kill()
+                os.wait4(proc.pid, 0)
+                proc.returncode = -9
+                raise HarnessError(f"{' '.join(cmd[:4])} ... ran past {timeout:.0f} s; see {log}")
+            time.sleep(0.05)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if peak is None:
+        peak = usage.ru_maxrss / 1024.0
+    return proc.returncode, peak, time.perf_counter() - t0
+
+
+def run_impl(
+    impl: str, config: Path, work: Path, opts, *, cache_dir: str = "off", every_job: bool = False
+) -> dict:
+    """One run of ``impl`` ("jaxmia" or a baseline mode) on ``config``; its results plus memory.
+
+    Baselines train only their first ``opts.baseline_max_jobs`` jobs when that is
+    set, unless ``every_job`` (the faithfulness check needs all of them).
+    """
+    out_dir = Path(tempfile.mkdtemp(prefix=f"{impl}-", dir=work))
+    env = dict(os.environ, PYTHONPATH=str(ROOT), JAXMIA_CACHE_DIR=cache_dir)
+    common = ["--config", str(config), "--output-dir", str(out_dir), "--data-dir", opts.data_dir]
+    stats_path = out_dir / "device_stats.json"
+    if impl == "jaxmia":
+        cmd = [sys.executable, str(Path(__file__).resolve()), CHILD_FLAG, str(stats_path)]
+        cmd += common + ["--no-progress"]
+    else:
+        cmd = [sys.executable, str(BASELINE), "--mode", impl, "--device", opts.device] + common
+        if opts.baseline_max_jobs and not every_job:
+            cmd += ["--max-jobs", str(opts.baseline_max_jobs)]
+    log = out_dir / "log.txt"
+    rc, rss_mib, wall = _spawn(cmd, env, log, opts.run_timeout)
+    if rc != 0:
+        tail = log.read_text(errors="replace").strip().splitlines()[-3:]
+        raise HarnessError(f"{impl} on {config.name} exited {rc}: {' | '.join(tail)}")
+    name = yaml.safe_load(config.read_text()).get("run_name") or config.stem
+    run_dir = out_dir / (name if impl == "jaxmia" else f"{name}-torch-{impl}")
+    results = json.loads((run_dir / "results.json").read_text())
+    device_peak = None
+    if impl == "jaxmia" and stats_path.exists():
+        device_peak = json.loads(stats_path.read_text()).get("peak_bytes_in_use")
+    elif impl != "jaxmia":
+        device_peak = results.get("peak_device_bytes")
+    return {
+        "results": results,
+        "run_dir": str(run_dir),
+        "peak_rss_mib": round(rss_mib, 1),
+        "peak_device_mib": round(device_peak / 2**20, 1) if device_peak else None,
+        "wall_seconds": round(wall, 2),
+    }
+
+
+def metrics(run: dict, flops: int) -> dict:
+    """The numbers the table shows, from one run."""
+    r = run["results"]
+    isps = r["image_steps_per_second"]
+    return {
+        "models_per_second": r["models_per_second"],
+        "image_steps_per_second": isps,
+        "gflops_per_second": round(isps * flops / 1e9, 2),
+        "train_seconds": r["train_seconds"],
+        "compile_seconds": r["compile_seconds"],
+        "models_trained": r["models_trained"],
+        "models_per_chunk": r.get("models_per_chunk"),
+        "peak_rss_mib": run["peak_rss_mib"],
+        "peak_device_mib": run["peak_device_mib"],
+        "wall_seconds": run["wall_seconds"],
+    }
+
+
+def median_metrics(runs: list[dict]) -> dict:
+    out = {}
+    for key in runs[0]:
+        vals = [r[key] for r in runs if r[key] is not None]
+        out[key] = round(statistics.median(vals), 4) if vals else None
+    return out
+
+
+# --------------------------------------------------------------------------
+# Configs.
+
+
+def write_config(base: dict, work: Path, name: str, **changes) -> Path:
+    cfg = {**base, **changes, "run_name": name}
+    path = work / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def sweep_rounds(base: dict, k: int) -> int:
+    """Rounds for a sweep point: at least the base run's jobs, and whole chunks of k."""
+    jobs = 2 * base["n_iterations"] + 2 * base.get("eval_pairs", 0)
+    step = k if k % 2 == 0 else 2 * k  # jobs = 2 * rounds must be a multiple of k
+    return max(1, -(-jobs // step) * step // 2)
+
+
+# --------------------------------------------------------------------------
+# Faithfulness.
+
+
+def faithfulness(jax_run: dict, torch_run: dict, n_rounds_min: int) -> dict:
+    """KS tests of jaxmia's against the baseline's member and non-member losses, and accuracy."""
+    from jaxmia.stats import ks_test
+
+    zj = np.load(Path(jax_run["run_dir"]) / "losses.npz")
+    zt = np.load(Path(torch_run["run_dir"]) / "losses.npz")
+    ks_m, p_m = ks_test(zj["member_losses"], zt["member_losses"])
+    ks_n, p_n = ks_test(zj["nonmember_losses"], zt["nonmember_losses"])
+    rj, rt = jax_run["results"], torch_run["results"]
+    acc_diff = 100.0 * abs(rj["test_accuracy"] - rt["test_accuracy"])
+    rounds = len(zj["member_losses"])
+    passed = bool(p_m > 0.01 and p_n > 0.01 and acc_diff < 2.0 and rounds >= n_rounds_min)
+    return {
+        "rounds": rounds,
+        "member_ks": round(ks_m, 4),
+        "member_p": round(p_m, 4),
+        "nonmember_ks": round(ks_n, 4),
+        "nonmember_p": round(p_n, 4),
+        "test_accuracy_jaxmia": round(rj["test_accuracy"], 4),
+        "test_accuracy_baseline": round(rt["test_accuracy"], 4),
+        "test_accuracy_diff_points": round(acc_diff, 3),
+        "member_loss_mean": [rj["member_loss_mean"], rt["member_loss_mean"]],
+        "nonmember_loss_mean": [rj["nonmember_loss_mean"], rt["nonmember_loss_mean"]],
+        "auc": [rj["auc"], rt["auc"]],
+        "baseline": rt["implementation"],
+        "criteria": f"KS p > 0.01 for each, |test acc diff| < 2 points, >= {n_rounds_min} rounds",
+        "passed": passed,
+    }
+
+
+# --------------------------------------------------------------------------
+# Machine and plot.
+
+
+def machine_info() -> dict:
+    info = {
+        "nproc": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "loadavg_start": [round(x, 2) for x in os.getloadavg()],
+    }
+    try:
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+        for line in lscpu.splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in ("Model name", "Thread(s) per core", "Core(s) per socket"):
+                info[key.strip()] = value.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    for dist in ("jax", "jaxlib", "torch"):
+        try:
+            info[f"{dist}_version"] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            info[f"{dist}_version"] = None
+    return info
+
+
+def plot(report: dict, path: Path) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(11, 4.2), dpi=100)
+    FigureCanvasAgg(fig)
+    ax1, ax2 = fig.subplots(1, 2)
+    names = list(report["implementations"])
+    rates = [report["implementations"][n]["image_steps_per_second"] for n in names]
+    bars = ax1.bar(names, rates, color=["tab:blue" if n == "jaxmia" else "tab:gray" for n in names])
+    for bar, n in zip(bars, names, strict=True):
+        g = report["implementations"][n]["gflops_per_second"]
+        ax1.annotate(
+            f"{g:.1f} GFLOP/s",
+            (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+            ha="center",
+            va="bottom",
+            fontsize=8,
+        )
+    ax1.set_ylabel("image-steps / s (median)")
+    ax1.set_title(f"{report['backend']}: {Path(report['config']['path']).name}")
+    sweep = [p for p in report["sweep"] if p.get("image_steps_per_second")]
+    if sweep:
+        ks = [p["models_per_chunk"] for p in sweep]
+        ax2.plot(ks, [p["image_steps_per_second"] for p in sweep], "o-", label="jaxmia")
+        ax2.set_xscale("log", base=2)
+        tuned = report["implementations"].get("tuned")
+        if tuned:
+            ax2.axhline(tuned["image_steps_per_second"], color="tab:gray", ls="--", label="tuned")
+        ax2.legend()
+    ax2.set_xlabel("models_per_chunk")
+    ax2.set_ylabel("image-steps / s")
+    ax2.set_title("jaxmia chunk-size sweep")
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+# --------------------------------------------------------------------------
+# The benchmark.
+
+
+def benchmark(opts) -> dict:
+    from jaxmia.config import load_config
+    from jaxmia.model import flops_per_image_step
+
+    t_start = time.perf_counter()
+    work = Path(tempfile.mkdtemp(prefix="jaxmia-bench-"))
+    say = (lambda *a: None) if opts.silent else (lambda *a: print(*a, flush=True))
+    try:
+        if opts.smoke:
+            base = dict(SMOKE_CONFIG)
+            config_path = write_config(base, work, "smoke")
+        else:
+            config_path = Path(opts.config)
+            base = load_config(config_path).to_dict()
+            base.pop("run_name", None)
+        base.update(opts.overrides)
+        cfg = load_config(write_config(base, work, "bench"))  # validates the overrides
+        flops = flops_per_image_step(cfg.num_classes)
+        main_cfg = write_config(base, work, "bench")
+
+        machine = machine_info()
+        impls = ["jaxmia", *opts.modes]
+        runs: dict[str, list[dict]] = {name: [] for name in impls}
+        raw: dict[str, list[dict]] = {name: [] for name in impls}
+        for rep in range(opts.reps):
+            order = impls[rep % len(impls) :] + impls[: rep % len(impls)]
+            for name in order:
+                say(f"[rep {rep + 1}/{opts.reps}] {name} ...")
+                run = run_impl(name, main_cfg, work, opts)
+                raw[name].append(run)
+                runs[name].append(metrics(run, flops))
+                say(
+                    f"    {runs[name][-1]['image_steps_per_second']:.0f} image-steps/s, "
+                    f"train {runs[name][-1]['train_seconds']:.1f} s, "
+                    f"compile {runs[name][-1]['compile_seconds']:.1f} s, "
+                    f"RSS {runs[name][-1]['peak_rss_mib']:.0f} MiB"
+                )
+        table = {name: {**median_metrics(runs[name]), "runs": runs[name]} for name in impls}
+        backend = raw["jaxmia"][0]["results"].get("backend", "cpu")
+        jax_rate = table["jaxmia"]["image_steps_per_second"]
+        speedups = {m: round(jax_rate / table[m]["image_steps_per_second"], 3) for m in opts.modes}
+
+        # The persistent compilation cache: a cold run fills it, a warm one reads it.
+        cache = None
+        if not opts.no_cache_check:
+            cache_dir = work / "xla-cache"
+            k = table["jaxmia"]["models_per_chunk"]
+            small = write_config(
+                base, work, "cache", n_iterations=max(1, k // 2), eval_pairs=0, models_per_chunk=k
+            )
+            cold = run_impl("jaxmia", small, work, opts, cache_dir=str(cache_dir))
+            warm = run_impl("jaxmia", small, work, opts, cache_dir=str(cache_dir))
+            cache = {
+                "compile_seconds_cold": cold["results"]["compile_seconds"],
+                "compile_seconds_warm": warm["results"]["compile_seconds"],
+                "wall_seconds_cold": cold["wall_seconds"],
+                "wall_seconds_warm": warm["wall_seconds"],
+            }
+            say(
+                f"compile cache: cold {cache['compile_seconds_cold']:.1f} s, "
+                f"warm {cache['compile_seconds_warm']:.1f} s"
+            )
+
+        # Chunk-size sweep; the configured chunk size is already measured above.
+        sweep = []
+        for k in opts.sweep:
+            if k == table["jaxmia"]["models_per_chunk"]:
+                point = {k_: table["jaxmia"][k_] for k_ in runs["jaxmia"][0]}
+                sweep.append({**point, "models_per_chunk": k, "from": "timed runs"})
+                continue
+            say(f"[sweep] models_per_chunk={k} ...")
+            path = write_config(
+                base,
+                work,
+                f"sweep{k}",
+                models_per_chunk=k,
+                n_iterations=sweep_rounds(base, k),
+                eval_pairs=0,
+            )
+            try:
+                point = metrics(run_impl("jaxmia", path, work, opts), flops)
+            except HarnessError as e:  # most often out of memory: the end of the sweep
+                sweep.append({"models_per_chunk": k, "error": str(e)[:300]})
+                say(f"    failed: {e}")
+                break
+            sweep.append(point)
+            say(f"    {point['image_steps_per_second']:.0f} image-steps/s")
+        sweep.sort(key=lambda p: p["models_per_chunk"])
+
+        faith = None
+        if not opts.no_faithfulness:
+            if opts.smoke:
+                fpath, min_rounds = main_cfg, 1
+                fj = raw["jaxmia"][0]
+                ft = raw["tuned"][0] if "tuned" in raw else None
+                if ft is None or opts.baseline_max_jobs:
+                    ft = run_impl("tuned", fpath, work, opts, every_job=True)
+            else:
+                fpath, min_rounds = Path(opts.faithfulness_config), 64
+                say(f"[faithfulness] {fpath} ...")
+                fj = run_impl("jaxmia", fpath, work, opts)
+                ft = run_impl("tuned", fpath, work, opts, every_job=True)
+            faith = faithfulness(fj, ft, min_rounds)
+            faith["config"] = str(fpath)
+            say(
+                f"    passed={faith['passed']}: KS p member {faith['member_p']}, "
+                f"non-member {faith['nonmember_p']}, "
+                f"test acc diff {faith['test_accuracy_diff_points']} points"
+            )
+
+        machine["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+        today = datetime.date.today().isoformat()
+        report = {
+            "backend": backend,
+            "date": today,
+            "quick": opts.quick,
+            "smoke": opts.smoke,
+            "machine": machine,
+            "config": {"path": str(opts.config if not opts.smoke else "smoke"), **base},
+            "reps": opts.reps,
+            "flops_per_image_step": flops,
+            "flop_count": (
+                "jaxmia.model.flops_per_image_step: multiply-add = 2 FLOPs; forward = "
+                "conv1 + conv2 + fc1 + fc2 (pooling, ReLU, softmax and the update not "
+                "counted); backward = 2 x forward minus conv1's input gradient"
+            ),
+            "image_steps": "models x epochs x mean training-set size / train seconds",
+            "speedup_vs_tuned": speedups.get("tuned"),
+            "speedup_vs": speedups,
+            "implementations": table,
+            "compile_cache": cache,
+            "sweep": sweep,
+            "faithfulness": faith,
+            "elapsed_seconds": round(time.perf_counter() - t_start, 1),
+        }
+        out = Path(opts.out)
+        out.mkdir(parents=True, exist_ok=True)
+        json_path = out / f"{backend}-{today}.json"
+        json_path.write_text(json.dumps(report, indent=2) + "\n")
+        plot(report, json_path.with_suffix(".png"))
+        report["json_path"] = str(json_path)
+        say(format_table(report))
+        say(f"wrote {json_path} and {json_path.with_suffix('.png')}")
+        return report
+    finally:
+        if opts.keep_work:
+            print(f"work folder kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def format_table(report: dict) -> str:
+    """The markdown table for benchmarks/README.md."""
+    head = (
+        "| implementation | models/s | image-steps/s | GFLOP/s | train s | compile s "
+        "| peak RSS MiB | peak device MiB |\n|---|---|---|---|---|---|---|---|"
+    )
+    lines = [head]
+    for name, m in report["implementations"].items():
+        label = name if name == "jaxmia" else f"pytorch-{name}"
+        dev = "" if m["peak_device_mib"] is None else f"{m['peak_device_mib']:.0f}"
+        lines.append(
+            f"| {label} | {m['models_per_second']:.3f} | {m['image_steps_per_second']:.0f} "
+            f"| {m['gflops_per_second']:.2f} | {m['train_seconds']:.1f} "
+            f"| {m['compile_seconds']:.1f} | {m['peak_rss_mib']:.0f} | {dev} |"
+        )
+    lines.append(f"\nspeedup_vs_tuned: {report['speedup_vs_tuned']}")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------
+# Command line.
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        print(f"harness: error: {message} (see --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        vals = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers like 1,2,4, got {text!r}") from None
+    if not vals or min(vals) < 1:
+        raise argparse.ArgumentTypeError(f"expected integers >= 1, got {text!r}")
+    return vals
+
+
+def _modes(text: str) -> list[str]:
+    modes = [m.strip() for m in text.split(",") if m.strip()]
+    bad = [m for m in modes if m not in MODES]
+    if bad or not modes:
+        raise argparse.ArgumentTypeError(f"modes must be among {','.join(MODES)}, got {text!r}")
+    return modes
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="harness", description=__doc__.split("\n")[0])
+    p.add_argument("--config", default=str(ROOT / "configs" / "bench_cpu.yaml"))
+    p.add_argument("--faithfulness-config", default=str(ROOT / "configs/bench_faithfulness.yaml"))
+    p.add_argument("--quick", action="store_true", help="one repetition, short sweep (< 10 min)")
+    p.add_argument("--smoke", action="store_true", help="tiny built-in config, for the tests")
+    p.add_argument("--gpu", action="store_true", help="GPU sizes; baseline on CUDA")
+    p.add_argument("--reps", type=int, default=None, help="repetitions (default 3, quick 1)")
+    p.add_argument("--modes", type=_modes, default=list(MODES), help="baseline modes")
+    p.add_argument("--sweep", type=_int_list, default=None, help="models_per_chunk values")
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    p.add_argument("--data-dir", default="./datasets")
+    p.add_argument("--device", default=None, help="baseline device: cpu or cuda")
+    p.add_argument("--baseline-max-jobs", type=int, default=None, help="time the first N jobs")
+    p.add_argument("--run-timeout", type=float, default=900.0, help="seconds per run")
+    p.add_argument("--no-faithfulness", action="store_true")
+    p.add_argument("--no-cache-check", action="store_true")
+    p.add_argument("--keep-work", action="store_true", help="keep the temporary run folders")
+    p.add_argument("--silent", action="store_true")
+    return p
+
+
+def parse(argv: list[str] | None = None):
+    opts = build_parser().parse_args(argv)
+    opts.overrides = {}
+    if opts.smoke:
+        opts.reps = opts.reps or 1
+        opts.sweep = opts.sweep or [1, 2]
+        opts.no_cache_check = True
+        opts.run_timeout = min(opts.run_timeout, 120.0)
+    elif opts.gpu:
+        opts.overrides = dict(GPU_PRESET["overrides"])
+        opts.overrides["models_per_chunk"] = GPU_PRESET["models_per_chunk"]
+        opts.sweep = opts.sweep or GPU_PRESET["sweep"]
+        opts.device = opts.device or GPU_PRESET["device"]
+        if opts.baseline_max_jobs is None:
+            opts.baseline_max_jobs = GPU_PRESET["baseline_max_jobs"]
+    elif opts.quick:
+        opts.sweep = opts.sweep or [1, 2, 4, 8]
+    opts.reps = opts.reps or (1 if opts.quick else 3)
+    opts.sweep = opts.sweep or [1, 2, 4, 8, 16]
+    opts.device = opts.device or "cpu"
+    if opts.reps < 1:
+        build_parser().error("--reps must be >= 1")
+    if opts.baseline_max_jobs is not None and opts.baseline_max_jobs < 1:
+        build_parser().error("--baseline-max-jobs must be >= 1")
+    return opts
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == [CHILD_FLAG]:
+        return _jaxmia_child(argv[1:])
+    opts = parse(argv)
+    from jaxmia.errors import UserError
+
+    try:
+        report = benchmark(opts)
+    except (HarnessError, UserError) as e:
+        print(f"harness: error: {e}", file=sys.stderr)
+        return 2
+    faith = report.get("faithfulness")
+    return 0 if faith is None or faith["passed"] or opts.smoke else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
