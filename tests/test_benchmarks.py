@@ -1,0 +1,265 @@
+"""The PyTorch baseline and the benchmark harness: tiny smoke runs, and the baseline against jaxmia.
+
+No timing is asserted here; speed is the harness's business.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from jaxmia.config import Config  # noqa: E402
+from jaxmia.plan import calibration_jobs, evaluation_jobs, job_rows  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+TARGET = 7
+
+
+def _load(name: str):
+    path = ROOT / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+pb = _load("pytorch_baseline")
+harness = _load("harness")
+
+
+def tiny_cfg(**kw) -> Config:
+    base = dict(
+        dataset="synthetic",
+        num_classes=5,
+        n_iterations=3,
+        eval_pairs=1,
+        subset_size=40,
+        batch_size=16,
+        epochs=2,
+        lr=0.05,
+        momentum=0.9,
+        weight_decay=5e-4,
+        test_samples=40,
+        target_index=TARGET,
+        models_per_chunk=4,
+        run_name="tiny",
+    )
+    base.update(kw)
+    return Config(**base)
+
+
+def test_baseline_trains_on_the_plans_subsets(tiny_dataset):
+    cfg = tiny_cfg()
+    jobs = pb.all_jobs(cfg)
+    assert jobs == calibration_jobs(3) + evaluation_jobs(1)
+    sets = pb.training_sets(cfg, jobs, len(tiny_dataset.train_labels), TARGET)
+    idx, mask, _ = job_rows(
+        jobs, seed=cfg.seed, n_train=240, target=TARGET, subset_size=40, batch_size=16
+    )
+    for job, rows, row, keep in zip(jobs, sets, idx, mask, strict=True):
+        assert sorted(rows.tolist()) == sorted(row[keep].tolist())
+        assert len(rows) == cfg.subset_size + int(job.member)
+        assert (TARGET in rows.tolist()) == job.member
+    # IN and OUT model of a round share their subset.
+    for r in range(3):
+        assert sets[2 * r][1:].tolist() == sets[2 * r + 1].tolist()
+
+
+@pytest.fixture(scope="module")
+def three_modes(tiny_dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("baseline")
+    cfg = tiny_cfg()
+    return cfg, out, {m: pb.run_baseline(cfg, tiny_dataset, m, out) for m in pb.MODES}
+
+
+@pytest.mark.parametrize("mode", pb.MODES)
+def test_each_mode_writes_jaxmias_products(three_modes, mode):
+    cfg, out, runs = three_modes
+    run_dir = out / f"tiny-torch-{mode}"
+    results = json.loads((run_dir / "results.json").read_text())
+    for key in (
+        "threshold",
+        "power",
+        "auc",
+        "member_loss_mean",
+        "evaluation",
+        "train_accuracy",
+        "test_accuracy",
+        "rounds_used",
+        "target_index",
+        "models_per_second",
+        "image_steps_per_second",
+        "train_seconds",
+        "compile_seconds",
+    ):
+        assert key in results, key
+    assert results["implementation"] == f"pytorch-{mode}"
+    assert results["models_trained"] == 2 * cfg.n_iterations + 2 * cfg.eval_pairs
+    assert results["rounds_used"] == cfg.n_iterations
+    with np.load(run_dir / "losses.npz") as z:
+        for name in ("member_losses", "nonmember_losses"):
+            assert z[name].shape == (cfg.n_iterations,)
+            assert np.all(np.isfinite(z[name]))
+        assert z["eval_member_losses"].shape == (cfg.eval_pairs,)
+        assert z["train_accuracy"].shape == (cfg.n_iterations, 2)
+        assert z["job_epoch_loss"].shape == (8, cfg.epochs)
+    assert 0 <= results["test_accuracy"] <= 1
+
+
+def test_modes_train_the_same_models(three_modes):
+    # Same init seed and the same batch order in every mode: the per-example
+    # DataLoader, the in-memory tensors and the vmapped functional SGD must agree.
+    _, out, _ = three_modes
+    losses = {}
+    for mode in pb.MODES:
+        with np.load(out / f"tiny-torch-{mode}" / "losses.npz") as z:
+            losses[mode] = (z["job_target_loss"], z["job_epoch_loss"])
+    for mode in ("seed", "func"):
+        np.testing.assert_allclose(losses[mode][0], losses["tuned"][0], rtol=2e-3, atol=2e-3)
+        np.testing.assert_allclose(losses[mode][1], losses["tuned"][1], rtol=1e-3, atol=1e-3)
+
+
+def test_max_jobs_trains_only_the_first_jobs(tiny_dataset, tmp_path):
+    res = pb.run_baseline(tiny_cfg(), tiny_dataset, "tuned", tmp_path, max_jobs=3)
+    assert res["partial"] and res["models_trained"] == 3
+    with np.load(tmp_path / "tiny-torch-tuned" / "losses.npz") as z:
+        assert z["job_round"].tolist() == [0, 0, 1]
+
+
+def torch_state_from_flax(params) -> dict:
+    """jaxmia's parameter tree as the baseline's state_dict.
+
+    Conv kernels HWIO -> OIHW, dense kernels [in, out] -> [out, in], and fc1's
+    input rows from jaxmia's NHWC flatten order (h, w, c) to torch's (c, h, w).
+    """
+
+    def t(a):
+        return torch.from_numpy(np.array(a, np.float32))
+
+    fc1 = np.asarray(params["fc1"]["kernel"]).reshape(8, 8, 64, 512)
+    return {
+        "0.weight": t(params["conv1"]["kernel"]).permute(3, 2, 0, 1).contiguous(),
+        "0.bias": t(params["conv1"]["bias"]),
+        "3.weight": t(params["conv2"]["kernel"]).permute(3, 2, 0, 1).contiguous(),
+        "3.bias": t(params["conv2"]["bias"]),
+        "7.weight": t(fc1.transpose(3, 2, 0, 1).reshape(512, 4096)),
+        "7.bias": t(params["fc1"]["bias"]),
+        "9.weight": t(params["fc2"]["kernel"]).T.contiguous(),
+        "9.bias": t(params["fc2"]["bias"]),
+    }
+
+
+@pytest.mark.parametrize("member", [True, False])
+def test_baseline_equals_jaxmia_from_the_same_start(tiny_dataset, member):
+    # jaxmia's initial weights copied into torch and jaxmia's batch order fed to
+    # the tuned baseline: the two must train the same model.  This checks the
+    # CNN, the loss, the partial last batch and SGD with momentum and weight decay.
+    import jax
+    import jax.numpy as jnp
+
+    from jaxmia.plan import CALIBRATION, Job
+    from jaxmia.train import ChunkTrainer, _init, _keys, make_setup
+
+    cfg = tiny_cfg(epochs=3)
+    job = Job(CALIBRATION, 0, member)
+    setup = make_setup(cfg.replace(conv="im2col", strategy="vmap"), 40, "cpu")
+    trainer = ChunkTrainer(
+        setup,
+        tiny_dataset,
+        seed=cfg.seed,
+        target=TARGET,
+        subset_size=cfg.subset_size,
+        models_per_chunk=1,
+        devices=jax.local_devices()[:1],
+    )
+    res = trainer.run([job], keep_params=True)
+
+    idx, mask, ids = job_rows(
+        [job], seed=cfg.seed, n_train=240, target=TARGET, subset_size=40, batch_size=16
+    )
+    idx, mask = idx[0], mask[0]
+    init_params, _ = _init(setup, jnp.asarray(ids[0]))
+    _, order_key = _keys(jnp.asarray(ids[0]))
+    real = np.flatnonzero(mask)  # positions of the real slots; rows = idx[real]
+    orders = []
+    for e in range(cfg.epochs):
+        u = jax.random.uniform(jax.random.fold_in(order_key, e), idx.shape)
+        order = np.asarray(jnp.argsort(jnp.where(mask, u, 2.0)))[: len(real)]
+        orders.append(torch.as_tensor(np.searchsorted(real, order)))
+
+    rows = pb.training_sets(cfg, [job], 240, TARGET)[0]
+    np.testing.assert_array_equal(rows, idx[real])
+    model = pb.build_cnn(cfg.num_classes)
+    model.load_state_dict(torch_state_from_flax(jax.device_get(init_params)))
+    data = pb.TensorData(cfg, tiny_dataset, torch.device("cpu"), channels_last=False)
+    epoch_loss = pb.fit_tuned(cfg, model, data, rows, orders)
+    loss, train_acc, test_acc = pb.evaluate_tuned(model, data, rows, TARGET, 64)
+
+    np.testing.assert_allclose(epoch_loss, res.epoch_loss[0], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(loss, res.target_loss[0], rtol=1e-4, atol=1e-5)
+    assert train_acc == pytest.approx(float(res.train_accuracy[0]))
+    assert test_acc == pytest.approx(float(res.test_accuracy[0]))
+    final = torch_state_from_flax(jax.tree.map(lambda a: a[0], res.params))
+    for name, value in model.state_dict().items():
+        np.testing.assert_allclose(value.numpy(), final[name].numpy(), rtol=1e-3, atol=1e-5)
+
+
+def test_baseline_cli_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
+    assert pb.main(["--config", str(tmp_path / "missing.yaml")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("pytorch_baseline: error:") and "\n" not in err
+    with pytest.raises(SystemExit) as e:
+        pb.main(["--config", "x.yaml", "--mode", "fast"])
+    assert e.value.code == 2
+    assert "\n" not in capsys.readouterr().err.strip()
+
+
+def test_baseline_cli_writes_outputs(tmp_path):
+    cfg_path = tmp_path / "cli.yaml"
+    cfg_path.write_text(
+        "dataset: synthetic\nnum_classes: 10\nn_iterations: 2\nsubset_size: 32\nepochs: 1\n"
+        "batch_size: 16\neval_pairs: 0\ntest_samples: 32\nsave_plots: false\n"
+    )
+    rc = pb.main(
+        ["--config", str(cfg_path), "--mode", "tuned", "--output-dir", str(tmp_path / "o")]
+        + ["--data-dir", str(tmp_path / "d")]
+    )
+    assert rc == 0
+    results = json.loads((tmp_path / "o" / "cli-torch-tuned" / "results.json").read_text())
+    assert results["n_iterations"] == 2 and results["synthetic"] is True
+
+
+def test_harness_smoke(tmp_path, monkeypatch):
+    # The runs are subprocesses: measure the real CPU, not conftest's fake devices.
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    out = tmp_path / "results"
+    # Only the tuned baseline: the three modes are smoke-tested in-process above.
+    argv = ["--smoke", "--silent", "--modes", "tuned", "--out", str(out)]
+    argv += ["--data-dir", str(tmp_path / "data")]
+    assert harness.main(argv) == 0
+    (path,) = out.glob("*.json")
+    report = json.loads(path.read_text())
+    assert path.with_suffix(".png").stat().st_size > 0
+    assert set(report["implementations"]) == {"jaxmia", "tuned"}
+    assert report["speedup_vs_tuned"] > 0
+    for m in report["implementations"].values():
+        assert m["image_steps_per_second"] > 0 and m["peak_rss_mib"] > 0
+        assert m["gflops_per_second"] > 0
+    assert [p["models_per_chunk"] for p in report["sweep"]] == [1, 2]
+    faith = report["faithfulness"]
+    assert 0 <= faith["member_p"] <= 1 and 0 <= faith["nonmember_p"] <= 1
+
+
+def test_harness_sweep_rounds_fill_whole_chunks():
+    base = {"n_iterations": 5, "eval_pairs": 1}
+    for k in (1, 2, 3, 4, 8, 16):
+        rounds = harness.sweep_rounds(base, k)
+        assert (2 * rounds) % k == 0 and 2 * rounds >= 12
