@@ -4,11 +4,11 @@
     python benchmarks/harness.py --config configs/bench_cpu.yaml --reps 3 --sweep 1,2,4,8,16
     python benchmarks/harness.py --gpu          # GPU sizes (synthetic data), see README
 
-Every run is a subprocess of its own, so its peak resident memory (``wait4``'s
-ru_maxrss) belongs to it alone and nothing it compiled or cached in memory helps
-the next one.  Within a repetition the implementations take turns, and the order
-rotates from one repetition to the next, so a slow spell of a shared machine does
-not land on one implementation only; the table reports medians over repetitions.
+Every run is a subprocess of its own, so its peak resident memory (VmHWM)
+belongs to it alone and nothing it compiled or cached in memory helps the next
+one.  Within a repetition the implementations take turns, and the order rotates
+from one repetition to the next, so a slow spell of a shared machine does not
+land on one implementation only; the table reports medians over repetitions.
 
 jaxmia's timed runs use ``JAXMIA_CACHE_DIR=off`` and a fresh output folder, so the
 compile time is real and nothing is resumed.  Two extra runs with a persistent
@@ -57,6 +57,10 @@ SMOKE_CONFIG = {
     "target_index": 0,
     "save_plots": False,
 }
+
+# --quick times the baselines on their first 16 jobs (two func chunks of 8): a
+# sequential baseline's rate per model does not depend on how many it trains.
+QUICK_BASELINE_MAX_JOBS = 16
 
 # GPU sizes (applied on top of --config): bigger subsets, big chunks, the baseline on
 # CUDA and timed on its first jobs only (it trains one model at a time, so its rate
@@ -153,6 +157,8 @@ def run_impl(
         cmd = [sys.executable, str(BASELINE), "--mode", impl, "--device", opts.device] + common
         if opts.baseline_max_jobs and not every_job:
             cmd += ["--max-jobs", str(opts.baseline_max_jobs)]
+        if opts.baseline_threads:
+            cmd += ["--threads", str(opts.baseline_threads)]
     log = out_dir / "log.txt"
     rc, rss_mib, wall = _spawn(cmd, env, log, opts.run_timeout)
     if rc != 0:
@@ -337,9 +343,9 @@ def benchmark(opts) -> dict:
             base = load_config(config_path).to_dict()
             base.pop("run_name", None)
         base.update(opts.overrides)
-        cfg = load_config(write_config(base, work, "bench"))  # validates the overrides
-        flops = flops_per_image_step(cfg.num_classes)
         main_cfg = write_config(base, work, "bench")
+        cfg = load_config(main_cfg)  # validates the overrides
+        flops = flops_per_image_step(cfg.num_classes)
 
         machine = machine_info()
         impls = ["jaxmia", *opts.modes]
@@ -533,6 +539,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default="./datasets")
     p.add_argument("--device", default=None, help="baseline device: cpu or cuda")
     p.add_argument("--baseline-max-jobs", type=int, default=None, help="time the first N jobs")
+    p.add_argument(
+        "--baseline-threads", type=int, default=None, help="torch threads (default: all cores)"
+    )
     p.add_argument("--run-timeout", type=float, default=900.0, help="seconds per run")
     p.add_argument("--no-faithfulness", action="store_true")
     p.add_argument("--no-cache-check", action="store_true")
@@ -558,11 +567,15 @@ def parse(argv: list[str] | None = None):
             opts.baseline_max_jobs = GPU_PRESET["baseline_max_jobs"]
     elif opts.quick:
         opts.sweep = opts.sweep or [1, 2, 4, 8]
+        if opts.baseline_max_jobs is None:
+            opts.baseline_max_jobs = QUICK_BASELINE_MAX_JOBS
     opts.reps = opts.reps or (1 if opts.quick else 3)
     opts.sweep = opts.sweep or [1, 2, 4, 8, 16]
     opts.device = opts.device or "cpu"
     if opts.reps < 1:
         build_parser().error("--reps must be >= 1")
+    if opts.baseline_threads is not None and opts.baseline_threads < 1:
+        build_parser().error("--baseline-threads must be >= 1")
     if opts.baseline_max_jobs is not None and opts.baseline_max_jobs < 1:
         build_parser().error("--baseline-max-jobs must be >= 1")
     return opts

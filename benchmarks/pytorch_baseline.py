@@ -153,8 +153,8 @@ def epoch_permutation(g: torch.Generator, n: int) -> torch.Tensor:
 def normalise(images: np.ndarray, mean, std) -> torch.Tensor:
     """uint8[N, 32, 32, 3] -> float32[N, 3, 32, 32], (x / 255 - mean) / std per channel."""
     x = torch.tensor(np.asarray(images, np.uint8)).permute(0, 3, 1, 2).float().div_(255.0)
-    m = torch.as_tensor(np.asarray(mean, np.float32)).view(1, 3, 1, 1)
-    s = torch.as_tensor(np.asarray(std, np.float32)).view(1, 3, 1, 1)
+    m = torch.tensor(np.asarray(mean, np.float32)).view(1, 3, 1, 1)
+    s = torch.tensor(np.asarray(std, np.float32)).view(1, 3, 1, 1)
     return ((x - m) / s).contiguous()
 
 
@@ -171,12 +171,11 @@ class TensorData:
         n_test = n_test_used(cfg, dataset)
         self.x = normalise(dataset.train_images, dataset.mean, dataset.std)
         self.x = self.x.to(device, memory_format=fmt)
-        self.y = torch.as_tensor(np.asarray(dataset.train_labels, np.int64), device=device)
+        self.y = torch.tensor(np.asarray(dataset.train_labels, np.int64), device=device)
         test_x = normalise(dataset.test_images[:n_test], dataset.mean, dataset.std)
         self.test_x = test_x.to(device, memory_format=fmt)
-        self.test_y = torch.as_tensor(
-            np.asarray(dataset.test_labels[:n_test], np.int64), device=device
-        )
+        test_y = np.asarray(dataset.test_labels[:n_test], np.int64)
+        self.test_y = torch.tensor(test_y, device=device)
 
 
 if torch is not None:
@@ -191,8 +190,8 @@ if torch is not None:
             self.images = images
             self.labels = labels
             self.indices = np.asarray(indices, np.int64)
-            self.mean = torch.as_tensor(np.asarray(mean, np.float32)).view(3, 1, 1)
-            self.std = torch.as_tensor(np.asarray(std, np.float32)).view(3, 1, 1)
+            self.mean = torch.tensor(np.asarray(mean, np.float32)).view(3, 1, 1)
+            self.std = torch.tensor(np.asarray(std, np.float32)).view(3, 1, 1)
 
         def __len__(self):
             return len(self.indices)
