@@ -571,8 +571,10 @@ def run_baseline(
     cfg.check_against(n_train, n_test)
     target = resolve_target(cfg.target_index, cfg.seed, n_train)
     cfg = cfg.replace(target_index=target)
-    if mode != "seed":  # seed keeps torch's default thread count, as the pipeline does
-        torch.set_num_threads(threads or os.cpu_count() or 1)
+    if threads:
+        torch.set_num_threads(threads)
+    elif mode != "seed":  # seed keeps torch's default thread count, as the pipeline does
+        torch.set_num_threads(os.cpu_count() or 1)
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
 
@@ -648,7 +650,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None, help="overrides the config's seed")
     p.add_argument("--max-jobs", type=int, default=None, help="train only the first N models")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (tuned, func)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     p.add_argument(
         "--memory-format",
         default="channels_last",
