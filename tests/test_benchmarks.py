@@ -77,7 +77,9 @@ def test_baseline_trains_on_the_plans_subsets(tiny_dataset):
 def three_modes(tiny_dataset, tmp_path_factory):
     out = tmp_path_factory.mktemp("baseline")
     cfg = tiny_cfg()
-    return cfg, out, {m: pb.run_baseline(cfg, tiny_dataset, m, out) for m in pb.MODES}
+    # One torch thread: on a shared 2-core machine two threads can be 10x slower.
+    runs = {m: pb.run_baseline(cfg, tiny_dataset, m, out, threads=1) for m in pb.MODES}
+    return cfg, out, runs
 
 
 @pytest.mark.parametrize("mode", pb.MODES)
@@ -128,7 +130,7 @@ def test_modes_train_the_same_models(three_modes):
 
 
 def test_max_jobs_trains_only_the_first_jobs(tiny_dataset, tmp_path):
-    res = pb.run_baseline(tiny_cfg(), tiny_dataset, "tuned", tmp_path, max_jobs=3)
+    res = pb.run_baseline(tiny_cfg(), tiny_dataset, "tuned", tmp_path, max_jobs=3, threads=1)
     assert res["partial"] and res["models_trained"] == 3
     with np.load(tmp_path / "tiny-torch-tuned" / "losses.npz") as z:
         assert z["job_round"].tolist() == [0, 0, 1]
@@ -230,7 +232,7 @@ def test_baseline_cli_writes_outputs(tmp_path):
     )
     rc = pb.main(
         ["--config", str(cfg_path), "--mode", "tuned", "--output-dir", str(tmp_path / "o")]
-        + ["--data-dir", str(tmp_path / "d")]
+        + ["--data-dir", str(tmp_path / "d"), "--threads", "1"]
     )
     assert rc == 0
     results = json.loads((tmp_path / "o" / "cli-torch-tuned" / "results.json").read_text())
@@ -242,7 +244,8 @@ def test_harness_smoke(tmp_path, monkeypatch):
     monkeypatch.delenv("XLA_FLAGS", raising=False)
     out = tmp_path / "results"
     # Only the tuned baseline: the three modes are smoke-tested in-process above.
-    argv = ["--smoke", "--silent", "--modes", "tuned", "--out", str(out)]
+    argv = ["--smoke", "--silent", "--modes", "tuned", "--baseline-threads", "1"]
+    argv += ["--out", str(out)]
     argv += ["--data-dir", str(tmp_path / "data")]
     assert harness.main(argv) == 0
     (path,) = out.glob("*.json")
