@@ -150,12 +150,17 @@ def epoch_permutation(g: torch.Generator, n: int) -> torch.Tensor:
 # Data.
 
 
-def normalise(images: np.ndarray, mean, std) -> torch.Tensor:
-    """uint8[N, 32, 32, 3] -> float32[N, 3, 32, 32], (x / 255 - mean) / std per channel."""
-    x = torch.tensor(np.asarray(images, np.uint8)).permute(0, 3, 1, 2).float().div_(255.0)
-    m = torch.tensor(np.asarray(mean, np.float32)).view(1, 3, 1, 1)
-    s = torch.tensor(np.asarray(std, np.float32)).view(1, 3, 1, 1)
-    return ((x - m) / s).contiguous()
+def normalise(images: np.ndarray, mean, std, channels_last: bool = False) -> torch.Tensor:
+    """uint8[N, 32, 32, 3] -> float32[N, 3, 32, 32], (x / 255 - mean) / std per channel.
+
+    Normalised in place in NHWC order; the NCHW view of that is already
+    channels_last, so only the contiguous layout costs a copy.
+    """
+    x = torch.from_numpy(np.array(images, np.uint8)).float()  # one float copy, NHWC
+    x.div_(255.0).sub_(torch.tensor(np.asarray(mean, np.float32)))
+    x.div_(torch.tensor(np.asarray(std, np.float32)))
+    x = x.permute(0, 3, 1, 2)
+    return x if channels_last else x.contiguous()
 
 
 def n_test_used(cfg: Config, dataset) -> int:
@@ -167,13 +172,11 @@ class TensorData:
     """The data set as tensors on one device (tuned and func modes)."""
 
     def __init__(self, cfg: Config, dataset, device: torch.device, channels_last: bool):
-        fmt = torch.channels_last if channels_last else torch.contiguous_format
         n_test = n_test_used(cfg, dataset)
-        self.x = normalise(dataset.train_images, dataset.mean, dataset.std)
-        self.x = self.x.to(device, memory_format=fmt)
+        norm = (dataset.mean, dataset.std, channels_last)
+        self.x = normalise(dataset.train_images, *norm).to(device)
         self.y = torch.tensor(np.asarray(dataset.train_labels, np.int64), device=device)
-        test_x = normalise(dataset.test_images[:n_test], dataset.mean, dataset.std)
-        self.test_x = test_x.to(device, memory_format=fmt)
+        self.test_x = normalise(dataset.test_images[:n_test], *norm).to(device)
         test_y = np.asarray(dataset.test_labels[:n_test], np.int64)
         self.test_y = torch.tensor(test_y, device=device)
 
