@@ -314,8 +314,11 @@ def plot(report: dict, path: Path) -> None:
         ax2.set_xscale("log", base=2)
         tuned = report["implementations"].get("tuned")
         if tuned:
-            ax2.axhline(tuned["image_steps_per_second"], color="tab:gray", ls="--", label="tuned")
-        ax2.legend()
+            ax2.axhline(
+                tuned["image_steps_per_second"], color="tab:gray", ls="--", label="pytorch-tuned"
+            )
+        ax2.set_ylim(bottom=0)
+        ax2.legend(loc="lower right")
     ax2.set_xlabel("models_per_chunk")
     ax2.set_ylabel("image-steps / s")
     ax2.set_title("jaxmia chunk-size sweep")
