@@ -337,7 +337,7 @@ def _job_result(target_loss, train_acc, test_acc, epoch_loss) -> dict:
 # A chunk of models at once with torch.func (func mode).
 
 
-def _padded_orders(cfg, sets, gens, slots: int):
+def _padded_orders(sets, gens, slots: int):
     """Per model, this epoch's shuffled rows padded to ``slots``: (idx int64[K, S], mask bool)."""
     k = len(sets)
     idx = torch.zeros((k, slots), dtype=torch.int64)
@@ -388,7 +388,7 @@ def run_func(cfg, data: TensorData, jobs, sets, target, device, models_per_chunk
         sizes = torch.tensor([len(s) for s in chunk_sets], dtype=torch.float32, device=device)
         epoch_losses = []
         for _ in range(cfg.epochs):
-            idx, mask = _padded_orders(cfg, chunk_sets, gens, steps * b)
+            idx, mask = _padded_orders(chunk_sets, gens, steps * b)
             idx, mask = idx.to(device), mask.to(device)
             total = torch.zeros(k, device=device)
             for s in range(steps):
