@@ -42,14 +42,25 @@ FLOP_PER_IMG_STEP = 44.7e6
 # loop in {vmap_in, map_in, mapbs<n>_in, unroll_in, map_out, mapbs<n>_out,
 # unroll_out, vmap_out, shard_<inner>}, env: dict of env vars, dtype f32|bf16.
 
-T1 = {"XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false",
-      "OMP_NUM_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1", "TF_NUM_INTRAOP_THREADS": "1"}
+T1 = {
+    "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false",
+    "OMP_NUM_THREADS": "1",
+    "TF_NUM_INTEROP_THREADS": "1",
+    "TF_NUM_INTRAOP_THREADS": "1",
+}
 DEV2 = "--xla_force_host_platform_device_count=2"
 
 
 def V(**kw):
-    d = dict(conv1="im2col", conv2="im2col", pool="reshape", order="relu_pool",
-             loop="map_in", env={}, dtype="f32")
+    d = dict(
+        conv1="im2col",
+        conv2="im2col",
+        pool="reshape",
+        order="relu_pool",
+        loop="map_in",
+        env={},
+        dtype="f32",
+    )
     d.update(kw)
     return d
 
@@ -86,20 +97,38 @@ VARIANTS = {
     "im2col_unroll_in_1thr": V(loop="unroll_in", env=T1),
     "shard_map_in": V(loop="shard_map_in", env={"XLA_FLAGS": DEV2}),
     "shard_map_out": V(loop="shard_map_out", env={"XLA_FLAGS": DEV2}),
-    "shard_map_in_1thr": V(loop="shard_map_in", env={**T1, "XLA_FLAGS": DEV2 + " " + T1["XLA_FLAGS"]}),
-    "shard_map_out_1thr": V(loop="shard_map_out", env={**T1, "XLA_FLAGS": DEV2 + " " + T1["XLA_FLAGS"]}),
-    "shard_unroll_in_1thr": V(loop="shard_unroll_in", env={**T1, "XLA_FLAGS": DEV2 + " " + T1["XLA_FLAGS"]}),
+    "shard_map_in_1thr": V(
+        loop="shard_map_in", env={**T1, "XLA_FLAGS": DEV2 + " " + T1["XLA_FLAGS"]}
+    ),
+    "shard_map_out_1thr": V(
+        loop="shard_map_out", env={**T1, "XLA_FLAGS": DEV2 + " " + T1["XLA_FLAGS"]}
+    ),
+    "shard_unroll_in_1thr": V(
+        loop="shard_unroll_in", env={**T1, "XLA_FLAGS": DEV2 + " " + T1["XLA_FLAGS"]}
+    ),
     # 5. XLA CPU flags
     "im2col_map_in_fastmath": V(env={"XLA_FLAGS": "--xla_cpu_enable_fast_math=true"}),
     "im2col_map_in_xnn": V(env={"XLA_FLAGS": "--xla_cpu_use_xnnpack=true"}),
-    "im2col_map_in_ynn": V(env={"XLA_FLAGS": "--xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_DOT"}),
-    "im2col_map_in_xnngraph": V(env={"XLA_FLAGS": "--xla_cpu_experimental_xnn_graph_fusion_mode=XNN_GRAPH_FUSION_MODE_GREEDY"}),
+    "im2col_map_in_ynn": V(
+        env={"XLA_FLAGS": "--xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_DOT"}
+    ),
+    "im2col_map_in_xnngraph": V(
+        env={
+            "XLA_FLAGS": "--xla_cpu_experimental_xnn_graph_fusion_mode=XNN_GRAPH_FUSION_MODE_GREEDY"
+        }
+    ),
     "im2col_map_in_onednn": V(env={"XLA_FLAGS": "--xla_cpu_use_onednn=true"}),
-    "im2col_map_in_concsched": V(env={"XLA_FLAGS": "--xla_cpu_enable_concurrency_optimized_scheduler=true"}),
-    "im2col_unroll_in_concsched": V(loop="unroll_in", env={"XLA_FLAGS": "--xla_cpu_enable_concurrency_optimized_scheduler=true"}),
+    "im2col_map_in_concsched": V(
+        env={"XLA_FLAGS": "--xla_cpu_enable_concurrency_optimized_scheduler=true"}
+    ),
+    "im2col_unroll_in_concsched": V(
+        loop="unroll_in", env={"XLA_FLAGS": "--xla_cpu_enable_concurrency_optimized_scheduler=true"}
+    ),
 }
 
-DEFAULT_SET = [n for n in VARIANTS if n not in ("laxconv_map_in", "laxconv_map_out")]  # 40 img-steps/s: run by hand
+DEFAULT_SET = [
+    n for n in VARIANTS if n not in ("laxconv_map_in", "laxconv_map_out")
+]  # 40 img-steps/s: run by hand
 
 
 # --------------------------------------------------------------------------
@@ -122,15 +151,21 @@ def build(spec, K, steps):
 
     # --- conv formulations, NHWC activations, HWIO weights -------------------
     def conv_lax(x, w):
-        return lax.conv_general_dilated(x.astype(cdt), w.astype(cdt), (1, 1), "SAME",
-                                        dimension_numbers=("NHWC", "HWIO", "NHWC"),
-                                        preferred_element_type=f32)
+        return lax.conv_general_dilated(
+            x.astype(cdt),
+            w.astype(cdt),
+            (1, 1),
+            "SAME",
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            preferred_element_type=f32,
+        )
 
     def conv_im2col(x, w):
         b, h, wd, c = x.shape
         xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
         patches = jnp.concatenate(
-            [xp[:, i:i + h, j:j + wd, :] for i in range(3) for j in range(3)], axis=-1)
+            [xp[:, i : i + h, j : j + wd, :] for i in range(3) for j in range(3)], axis=-1
+        )
         out = mm(patches.reshape(b * h * wd, 9 * c), w.reshape(9 * c, -1))
         return out.reshape(b, h, wd, -1)
 
@@ -140,7 +175,7 @@ def build(spec, K, steps):
         out = 0.0
         for i in range(3):
             for j in range(3):
-                out = out + mm(xp[:, i:i + h, j:j + wd, :].reshape(b * h * wd, c), w[i, j])
+                out = out + mm(xp[:, i : i + h, j : j + wd, :].reshape(b * h * wd, c), w[i, j])
         return out.reshape(b, h, wd, -1)
 
     # channel-first (NCHW activations) ----------------------------------------
@@ -148,19 +183,34 @@ def build(spec, K, steps):
         b, c, h, wd = x.shape
         xp = jnp.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
         patches = jnp.concatenate(
-            [xp[:, :, i:i + h, j:j + wd] for i in range(3) for j in range(3)], axis=1)
+            [xp[:, :, i : i + h, j : j + wd] for i in range(3) for j in range(3)], axis=1
+        )
         wt = w.reshape(9 * c, -1).T  # [O, 9C], (i, j, c) order matches the concat
-        out = jnp.einsum("ok,bkp->bop", wt.astype(cdt), patches.reshape(b, 9 * c, h * wd).astype(cdt),
-                         preferred_element_type=f32)
+        out = jnp.einsum(
+            "ok,bkp->bop",
+            wt.astype(cdt),
+            patches.reshape(b, 9 * c, h * wd).astype(cdt),
+            preferred_element_type=f32,
+        )
         return out.reshape(b, -1, h, wd)
 
     def conv_lax_cf(x, w):
-        return lax.conv_general_dilated(x.astype(cdt), w.astype(cdt), (1, 1), "SAME",
-                                        dimension_numbers=("NCHW", "HWIO", "NCHW"),
-                                        preferred_element_type=f32)
+        return lax.conv_general_dilated(
+            x.astype(cdt),
+            w.astype(cdt),
+            (1, 1),
+            "SAME",
+            dimension_numbers=("NCHW", "HWIO", "NCHW"),
+            preferred_element_type=f32,
+        )
 
-    CONV = {"lax": conv_lax, "im2col": conv_im2col, "acc": conv_acc,
-            "im2col_cf": conv_im2col_cf, "lax_cf": conv_lax_cf}
+    CONV = {
+        "lax": conv_lax,
+        "im2col": conv_im2col,
+        "acc": conv_acc,
+        "im2col_cf": conv_im2col_cf,
+        "lax_cf": conv_lax_cf,
+    }
     cf = spec["conv1"].endswith("_cf")
     assert cf == spec["conv2"].endswith("_cf")
     sp = (2, 3) if cf else (1, 2)  # spatial axes
@@ -171,12 +221,16 @@ def build(spec, K, steps):
             win[sp[0]] = win[sp[1]] = 2
             return lax.reduce_window(x, -jnp.inf, lax.max, win, win, "VALID")
         if spec["pool"] == "slices":
+
             def s(a, i, j):
                 idx = [slice(None)] * 4
                 idx[sp[0]] = slice(i, None, 2)
                 idx[sp[1]] = slice(j, None, 2)
                 return a[tuple(idx)]
-            return jnp.maximum(jnp.maximum(s(x, 0, 0), s(x, 0, 1)), jnp.maximum(s(x, 1, 0), s(x, 1, 1)))
+
+            return jnp.maximum(
+                jnp.maximum(s(x, 0, 0), s(x, 0, 1)), jnp.maximum(s(x, 1, 0), s(x, 1, 1))
+            )
         if cf:
             b, c, h, w = x.shape
             return x.reshape(b, c, h // 2, 2, w // 2, 2).max(axis=(3, 5))
@@ -217,29 +271,33 @@ def build(spec, K, steps):
         if cf:
             x = jnp.transpose(x, (0, 3, 1, 2))
         y = labels[idx]
-        l, g = jax.value_and_grad(loss_fn)(p, x, y)
+        loss, g = jax.value_and_grad(loss_fn)(p, x, y)
         upd, o = tx.update(g, o, p)
-        return (optax.apply_updates(p, upd), o), l
+        return (optax.apply_updates(p, upd), o), loss
 
     # --- loop structures ------------------------------------------------------
     def split(tree, k):
-        return [jax.tree.map(lambda a: a[m], tree) for m in range(k)]
+        return [jax.tree.map(lambda a, m=m: a[m], tree) for m in range(k)]
 
     def stack(trees):
         return jax.tree.map(lambda *a: jnp.stack(a), *trees)
 
     def make_loop(loop):
         """(images, labels, stacked state, idx int32[k, S, B]) -> (state, loss f32[k, S])."""
+
         def one_model_all_steps(images, labels, st, idx_m):  # idx_m [S, B]
             return lax.scan(lambda s, i: step_one(images, labels, s, i), st, idx_m)
 
         if loop == "vmap_in":
+
             def f(images, labels, st, idx):
                 def body(s, i):  # i [k, B]
                     return jax.vmap(lambda a, b: step_one(images, labels, a, b))(s, i)
-                st, l = lax.scan(body, st, jnp.swapaxes(idx, 0, 1))
-                return st, l.T
+
+                st, losses = lax.scan(body, st, jnp.swapaxes(idx, 0, 1))
+                return st, losses.T
         elif loop == "vmap_out":
+
             def f(images, labels, st, idx):
                 return jax.vmap(lambda a, b: one_model_all_steps(images, labels, a, b))(st, idx)
         elif loop.endswith("_in") and loop.startswith("map"):
@@ -247,16 +305,23 @@ def build(spec, K, steps):
 
             def f(images, labels, st, idx):
                 def body(s, i):
-                    return lax.map(lambda a: step_one(images, labels, a[0], a[1]), (s, i), batch_size=bs)
-                st, l = lax.scan(body, st, jnp.swapaxes(idx, 0, 1))
-                return st, l.T
+                    return lax.map(
+                        lambda a: step_one(images, labels, a[0], a[1]), (s, i), batch_size=bs
+                    )
+
+                st, losses = lax.scan(body, st, jnp.swapaxes(idx, 0, 1))
+                return st, losses.T
         elif loop.endswith("_out") and loop.startswith("map"):
             bs = int(loop[5:-4]) if loop.startswith("mapbs") else None
 
             def f(images, labels, st, idx):
-                return lax.map(lambda a: one_model_all_steps(images, labels, a[0], a[1]), (st, idx),
-                               batch_size=bs)
+                return lax.map(
+                    lambda a: one_model_all_steps(images, labels, a[0], a[1]),
+                    (st, idx),
+                    batch_size=bs,
+                )
         elif loop == "unroll_in":
+
             def f(images, labels, st, idx):
                 k = idx.shape[0]
                 sts = split(st, k)
@@ -264,12 +329,17 @@ def build(spec, K, steps):
                 def body(ss, i):
                     outs = [step_one(images, labels, ss[m], i[m]) for m in range(k)]
                     return [o[0] for o in outs], jnp.stack([o[1] for o in outs])
-                sts, l = lax.scan(body, sts, jnp.swapaxes(idx, 0, 1))
-                return stack(sts), l.T
+
+                sts, losses = lax.scan(body, sts, jnp.swapaxes(idx, 0, 1))
+                return stack(sts), losses.T
         elif loop == "unroll_out":
+
             def f(images, labels, st, idx):
                 k = idx.shape[0]
-                outs = [one_model_all_steps(images, labels, s, idx[m]) for m, s in enumerate(split(st, k))]
+                outs = [
+                    one_model_all_steps(images, labels, s, idx[m])
+                    for m, s in enumerate(split(st, k))
+                ]
                 return stack([o[0] for o in outs]), jnp.stack([o[1] for o in outs])
         else:
             raise ValueError(loop)
@@ -278,7 +348,9 @@ def build(spec, K, steps):
     loop = spec["loop"]
     mesh = None
     if loop.startswith("shard_"):
-        from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+        from jax.sharding import Mesh, NamedSharding
+        from jax.sharding import PartitionSpec as P
+
         try:
             shard_map = jax.shard_map
         except AttributeError:
@@ -286,8 +358,10 @@ def build(spec, K, steps):
         devs = jax.devices()
         assert len(devs) >= 2, "shard variants need --xla_force_host_platform_device_count=2"
         mesh = Mesh(np.array(devs[:2]), ("m",))
-        inner = make_loop(loop[len("shard_"):])
-        f = shard_map(inner, mesh=mesh, in_specs=(P(), P(), P("m"), P("m")), out_specs=(P("m"), P("m")))
+        inner = make_loop(loop[len("shard_") :])
+        f = shard_map(
+            inner, mesh=mesh, in_specs=(P(), P(), P("m"), P("m")), out_specs=(P("m"), P("m"))
+        )
     else:
         f = make_loop(loop)
 
@@ -306,14 +380,24 @@ def build(spec, K, steps):
         bnd = 1.0 / np.sqrt(fan_in)
         return rng.uniform(-bnd, bnd, (K,) + shape).astype(np.float32)
 
-    params = (uni((3, 3, 3, 32), 27), uni((32,), 27), uni((3, 3, 32, 64), 288), uni((64,), 288),
-              uni((4096, 512), 4096), uni((512,), 4096), uni((512, 100), 512), uni((100,), 512))
+    params = (
+        uni((3, 3, 3, 32), 27),
+        uni((32,), 27),
+        uni((3, 3, 32, 64), 288),
+        uni((64,), 288),
+        uni((4096, 512), 4096),
+        uni((512,), 4096),
+        uni((512, 100), 512),
+        uni((100,), 512),
+    )
     params = tuple(jnp.asarray(a) for a in params)
     opt = jax.vmap(tx.init)(params)
     state = (params, opt)
     images, labels, idx = jnp.asarray(images), jnp.asarray(labels), jnp.asarray(idx)
     if mesh is not None:
-        from jax.sharding import NamedSharding, PartitionSpec as P
+        from jax.sharding import NamedSharding
+        from jax.sharding import PartitionSpec as P
+
         sh, rep = NamedSharding(mesh, P("m")), NamedSharding(mesh, P())
         state = jax.device_put(state, sh)
         idx = jax.device_put(idx, sh)
@@ -328,6 +412,7 @@ def build(spec, K, steps):
 def child(names, K, steps, check_steps, reps, min_time):
     import jax
     import numpy as np
+
     out = {}
     runs = {}
     for n in names:
@@ -338,8 +423,8 @@ def child(names, K, steps, check_steps, reps, min_time):
         comp = fn.lower(st, idx, im, lb).compile()
         ctime_check = time.perf_counter() - t0
         p0 = [np.asarray(a[0]) for a in st[0]]  # model 0 init (before donation)
-        st, l = comp(st, idx, im, lb)
-        losses = np.asarray(l)
+        st, out_l = comp(st, idx, im, lb)
+        losses = np.asarray(out_l)
         p1 = [np.asarray(a[0]) for a in st[0]]
         # parameter change of model 0 (conv1, conv2, last dense): sensitive to the gradient
         delta = np.concatenate([(p1[i] - p0[i]).ravel() for i in (0, 2, 6)])
@@ -349,13 +434,22 @@ def child(names, K, steps, check_steps, reps, min_time):
         t0 = time.perf_counter()
         comp = fn.lower(st, idx, im, lb).compile()
         ctime = time.perf_counter() - t0
-        st, l = comp(st, idx, im, lb)
-        jax.block_until_ready(l)  # warm-up
+        st, out_l = comp(st, idx, im, lb)
+        jax.block_until_ready(out_l)  # warm-up
         runs[n] = [comp, st, idx, im, lb, steps_v]
-        out[n] = {"compile_s": ctime, "check_compile_s": ctime_check,
-                  "check_losses": losses[:, -1].tolist(), "check_delta": delta.tolist(), "times": [],
-                  "steps": steps_v}
-        print(f"[{n}] compiled in {ctime:.1f}s, check loss[-1] {losses[:, -1][:3]}", file=sys.stderr, flush=True)
+        out[n] = {
+            "compile_s": ctime,
+            "check_compile_s": ctime_check,
+            "check_losses": losses[:, -1].tolist(),
+            "check_delta": delta.tolist(),
+            "times": [],
+            "steps": steps_v,
+        }
+        print(
+            f"[{n}] compiled in {ctime:.1f}s, check loss[-1] {losses[:, -1][:3]}",
+            file=sys.stderr,
+            flush=True,
+        )
     for r in range(reps):
         order = names if r % 2 == 0 else names[::-1]
         for n in order:
@@ -363,13 +457,15 @@ def child(names, K, steps, check_steps, reps, min_time):
             n_calls, t_tot = 0, 0.0
             while t_tot < min_time or n_calls == 0:
                 t0 = time.perf_counter()
-                st, l = comp(st, idx, im, lb)
-                jax.block_until_ready((st, l))
+                st, out_l = comp(st, idx, im, lb)
+                jax.block_until_ready((st, out_l))
                 t_tot += time.perf_counter() - t0
                 n_calls += 1
             runs[n][1] = st
             out[n]["times"].append(K * steps_v * B * n_calls / t_tot)
-            print(f"  rep {r} {n}: {out[n]['times'][-1]:.0f} img-steps/s", file=sys.stderr, flush=True)
+            print(
+                f"  rep {r} {n}: {out[n]['times'][-1]:.0f} img-steps/s", file=sys.stderr, flush=True
+            )
     for n in names:
         out[n]["median"] = statistics.median(out[n]["times"]) if out[n]["times"] else 0.0
     print("RESULT_JSON " + json.dumps(out), flush=True)
@@ -390,12 +486,16 @@ def main():
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--check-steps", type=int, default=5)
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--min-time", type=float, default=1.5, help="seconds per timed repetition (>=1 call)")
+    ap.add_argument(
+        "--min-time", type=float, default=1.5, help="seconds per timed repetition (>=1 call)"
+    )
     ap.add_argument("--child", action="store_true")
     ap.add_argument("--list", action="store_true")
     ap.add_argument("--check-only", action="store_true")
     ap.add_argument("--json", default="")
-    ap.add_argument("--torch-ref", type=float, default=0.0, help="tuned torch img-steps/s for the ratio column")
+    ap.add_argument(
+        "--torch-ref", type=float, default=0.0, help="tuned torch img-steps/s for the ratio column"
+    )
     a = ap.parse_args()
     names = [n for n in a.variants.split(",") if n]
     if a.list:
@@ -413,40 +513,82 @@ def main():
     base_env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS",)}
     for env_s, ns in groups.items():
         env = {**base_env, **json.loads(env_s)}
-        cmd = [sys.executable, __file__, "--child", "--variants", ",".join(ns), "--K", str(a.K),
-               "--steps", str(a.steps), "--check-steps", str(a.check_steps), "--reps", str(a.reps),
-               "--min-time", str(a.min_time)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--child",
+            "--variants",
+            ",".join(ns),
+            "--K",
+            str(a.K),
+            "--steps",
+            str(a.steps),
+            "--check-steps",
+            str(a.check_steps),
+            "--reps",
+            str(a.reps),
+            "--min-time",
+            str(a.min_time),
+        ]
         l0 = load()
-        p = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True)  # stderr streams through
+        p = subprocess.run(
+            cmd, env=env, stdout=subprocess.PIPE, text=True
+        )  # stderr streams through
         if p.returncode != 0:
             print(f"group {env_s} {ns} FAILED:\n{p.returncode}")
             continue
         line = [x for x in p.stdout.splitlines() if x.startswith("RESULT_JSON ")][-1]
-        res = json.loads(line[len("RESULT_JSON "):])
-        for n, r in res.items():
+        res = json.loads(line[len("RESULT_JSON ") :])
+        for r in res.values():
             r["env"] = json.loads(env_s)
             r["load"] = (l0, load())
         results.update(res)
         for n in ns:
             r = res[n]
-            print(f"{n:32s} {r.get('median', 0):8.0f} img-steps/s  compile {r['compile_s']:5.1f}s  "
-                  f"runs {[round(t) for t in r['times']]}  load {l0:.2f}->{load():.2f}", flush=True)
+            print(
+                f"{n:32s} {r.get('median', 0):8.0f} img-steps/s  compile {r['compile_s']:5.1f}s  "
+                f"runs {[round(t) for t in r['times']]}  load {l0:.2f}->{load():.2f}",
+                flush=True,
+            )
     # correctness vs lax.conv reference (same init, same indices)
     import numpy as np
+
     ref = None
     for cand in ("laxconv_vmap_in", "laxconv_map_out", "laxconv_map_in"):
         if cand in results:
             ref = results[cand]
             break
     if ref is None:
-        sub = subprocess.run([sys.executable, __file__, "--child", "--variants", "laxconv_vmap_in", "--K", str(a.K),
-                              "--steps", "1", "--check-steps", str(a.check_steps), "--reps", "0",
-                              "--min-time", "0"], env=base_env, capture_output=True, text=True)
+        sub = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--child",
+                "--variants",
+                "laxconv_vmap_in",
+                "--K",
+                str(a.K),
+                "--steps",
+                "1",
+                "--check-steps",
+                str(a.check_steps),
+                "--reps",
+                "0",
+                "--min-time",
+                "0",
+            ],
+            env=base_env,
+            capture_output=True,
+            text=True,
+        )
         line = [x for x in sub.stdout.splitlines() if x.startswith("RESULT_JSON ")][-1]
-        ref = json.loads(line[len("RESULT_JSON "):])["laxconv_vmap_in"]
+        ref = json.loads(line[len("RESULT_JSON ") :])["laxconv_vmap_in"]
     rl, rd = np.array(ref["check_losses"]), np.array(ref["check_delta"])
-    print(f"\ncorrectness after {a.check_steps} steps vs lax.conv (vmap): max rel diff of the K losses, "
-          f"and rel L2 diff of model 0's parameter change (conv1, conv2, dense2):")
+    print(
+        f"\ncorrectness after {a.check_steps} steps vs lax.conv (vmap): "
+        "max rel diff of the K losses, "
+        f"and rel L2 diff of model 0's parameter change (conv1, conv2, dense2):"
+    )
     for n, r in results.items():
         rel = float(np.max(np.abs(np.array(r["check_losses"]) - rl) / np.abs(rl)))
         reld = float(np.linalg.norm(np.array(r["check_delta"]) - rd) / np.linalg.norm(rd))

@@ -7,7 +7,11 @@ SGD momentum 0.9, B=64, data as one normalised float tensor in memory, batches
 gathered with an index tensor.  Measures NCHW and channels_last, alternating,
 and prints median image-steps/s.  --profile prints a torch.profiler op table.
 """
-import argparse, statistics, time
+
+import argparse
+import statistics
+import time
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -19,14 +23,24 @@ K, B, N, STEPS = 8, 64, 4096, 40
 
 def make_model():
     return nn.Sequential(
-        nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(4096, 512), nn.ReLU(), nn.Linear(512, 100))
+        nn.Conv2d(3, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(4096, 512),
+        nn.ReLU(),
+        nn.Linear(512, 100),
+    )
 
 
 def run(data, labels, channels_last, steps, seed=0):
     g = torch.Generator().manual_seed(seed)
-    x_all = data.contiguous(memory_format=torch.channels_last) if channels_last else data.contiguous()
+    x_all = (
+        data.contiguous(memory_format=torch.channels_last) if channels_last else data.contiguous()
+    )
     t0 = time.perf_counter()
     for m in range(K):
         torch.manual_seed(1000 + m)
@@ -57,7 +71,8 @@ def main():
     data = (torch.from_numpy(u8).float() / 255.0 - 0.5) / 0.25
     labels = torch.from_numpy(rng.integers(0, 100, N)).long()
     if a.profile:
-        from torch.profiler import profile, ProfilerActivity
+        from torch.profiler import ProfilerActivity, profile
+
         for cl in (False, True):
             run(data, labels, cl, 5)
             with profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -65,7 +80,8 @@ def main():
             print(f"=== channels_last={cl}")
             print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
         return
-    run(data, labels, False, 5); run(data, labels, True, 5)  # warm-up
+    run(data, labels, False, 5)
+    run(data, labels, True, 5)  # warm-up
     res = {False: [], True: []}
     for r in range(a.reps):
         order = (False, True) if r % 2 == 0 else (True, False)
@@ -73,7 +89,10 @@ def main():
             res[cl].append(run(data, labels, cl, a.steps, seed=r))
     for cl in (False, True):
         v = res[cl]
-        print(f"torch_tuned channels_last={cl}: median {statistics.median(v):.0f} img-steps/s  runs={[round(x) for x in v]}")
+        print(
+            f"torch_tuned channels_last={cl}: median {statistics.median(v):.0f} img-steps/s  "
+            f"runs={[round(x) for x in v]}"
+        )
 
 
 if __name__ == "__main__":
