@@ -14,7 +14,8 @@ slot adds exactly zero to the batch's summed loss (``where``, not a multiply,
 so even an infinite loss on a masked slot stays out), the batch mean divides by
 the number of real examples, and a batch without any real example leaves
 parameters and optimizer state untouched, so momentum and weight decay do not
-move the model on steps the unpadded model would not take.
+move the model on steps the unpadded model would not take (only the last batch
+of an epoch can be such a batch, so only that step carries the check).
 """
 
 from __future__ import annotations
@@ -189,7 +190,7 @@ def _epoch(setup: TrainSetup, data: DeviceData, state, idx, mask, ids, epoch):
     batches_idx = idx[order].reshape(setup.steps_per_epoch, setup.batch_size)
     batches_mask = mask[order].reshape(setup.steps_per_epoch, setup.batch_size)
 
-    def step(carry, batch):
+    def step(carry, batch, guard):
         params, opt_state, loss_sum = carry
         b_idx, b_mask = batch
         x, y = _inputs(data, b_idx)
@@ -200,18 +201,26 @@ def _epoch(setup: TrainSetup, data: DeviceData, state, idx, mask, ids, epoch):
         (loss, count), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
         updates, new_opt_state = tx.update(grads, opt_state, params)
         new_params = optax.apply_updates(params, updates)
-        take = count > 0
-        params, opt_state = jax.tree.map(
-            lambda new, old: jnp.where(take, new, old),
-            (new_params, new_opt_state),
-            (params, opt_state),
-        )
-        return (params, opt_state, loss_sum + loss * count), None
+        if guard:
+            take = count > 0
+            new_params, new_opt_state = jax.tree.map(
+                lambda new, old: jnp.where(take, new, old),
+                (new_params, new_opt_state),
+                (params, opt_state),
+            )
+        return (new_params, new_opt_state, loss_sum + loss * count), None
 
-    params, opt_state = state
-    (params, opt_state, loss_sum), _ = lax.scan(
-        step, (params, opt_state, jnp.zeros((), jnp.float32)), (batches_idx, batches_mask)
-    )
+    # Padding sorts last, so only the last batch can lack real examples (an OUT
+    # model whose subset size is a multiple of batch_size): only that step pays
+    # for the select that keeps the state unchanged.
+    carry = (*state, jnp.zeros((), jnp.float32))
+    s = setup.steps_per_epoch
+    if s > 1:
+        carry, _ = lax.scan(
+            partial(step, guard=False), carry, (batches_idx[: s - 1], batches_mask[: s - 1])
+        )
+    carry, _ = step(carry, (batches_idx[s - 1], batches_mask[s - 1]), guard=True)
+    params, opt_state, loss_sum = carry
     return (params, opt_state), loss_sum / jnp.maximum(mask.sum(), 1)
 
 
