@@ -1,0 +1,270 @@
+"""Resume, growth, failures and devices: results never depend on how the work was split."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from jaxmia import experiment
+from jaxmia.config import Config
+from jaxmia.errors import UserError
+from jaxmia.experiment import NonFiniteLoss, run_experiment
+from jaxmia.plan import CALIBRATION, Job
+from jaxmia.train import ChunkTrainer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cfg(**kw) -> Config:
+    base = dict(
+        dataset="synthetic",
+        num_classes=10,
+        target_index=3,
+        n_iterations=4,
+        subset_size=24,
+        epochs=2,
+        batch_size=16,
+        lr=0.05,
+        alpha=0.25,
+        seed=2,
+        eval_pairs=1,
+        models_per_chunk=2,
+        test_samples=16,
+        save_plots=False,
+        run_name="run",
+    )
+    base.update(kw)
+    return Config(**base)
+
+
+def losses(out: Path, name="run"):
+    with np.load(out / name / "losses.npz") as z:
+        return {k: z[k] for k in z.files}
+
+
+def run(c: Config, out: Path, **kw):
+    return run_experiment(c, data_dir=out / "data", output_dir=out, progress=False, **kw)
+
+
+def test_more_rounds_later_trains_only_the_new_ones(tmp_path):
+    small = run(cfg(n_iterations=4), tmp_path / "grow")
+    assert small["models_trained"] == 10 and small["models_reused"] == 0
+    grown = run(cfg(n_iterations=6, eval_pairs=2), tmp_path / "grow")
+    assert grown["models_trained"] == 2 * 2 + 2 and grown["models_reused"] == 10
+    direct = run(cfg(n_iterations=6, eval_pairs=2, models_per_chunk=4), tmp_path / "direct")
+    a, b = losses(tmp_path / "grow"), losses(tmp_path / "direct")
+    for key in ("member_losses", "nonmember_losses", "eval_member_losses"):
+        np.testing.assert_allclose(a[key], b[key], rtol=1e-5)
+    assert direct["threshold"] == pytest.approx(grown["threshold"], rel=1e-5)
+
+
+def test_several_devices_give_the_one_device_results(tmp_path):
+    devices = jax.local_devices()
+    assert len(devices) == 4
+    one = run(cfg(models_per_chunk=4), tmp_path / "one", devices=devices[:1])
+    four = run(cfg(models_per_chunk=4), tmp_path / "four", devices=devices)
+    a, b = losses(tmp_path / "one"), losses(tmp_path / "four")
+    np.testing.assert_allclose(a["member_losses"], b["member_losses"], rtol=1e-5)
+    np.testing.assert_allclose(a["nonmember_losses"], b["nonmember_losses"], rtol=1e-5)
+    assert four["models_per_chunk"] == 4 and len(four["devices"]) == 4
+    assert one["auc"] == four["auc"]
+
+
+def test_different_config_in_the_same_folder_is_refused(tmp_path):
+    run(cfg(), tmp_path)
+    with pytest.raises(UserError, match="different configuration"):
+        run(cfg(lr=0.01), tmp_path)
+    again = run(cfg(lr=0.01), tmp_path, fresh=True)
+    assert again["models_trained"] == 10
+
+
+def test_damaged_chunk_is_trained_again(tmp_path, capsys):
+    one_device = jax.local_devices()[:1]  # so that a chunk is exactly models_per_chunk=2 jobs
+    first = run(cfg(), tmp_path, devices=one_device)
+    chunk = sorted((tmp_path / "run" / "chunks").glob("chunk-*.npz"))[1]
+    chunk.write_bytes(chunk.read_bytes()[:100])  # as if killed mid-write
+    again = run(cfg(), tmp_path, devices=one_device)
+    assert again["models_trained"] == 2 and again["models_reused"] == 8
+    assert "damaged" in capsys.readouterr().err
+    assert again["threshold"] == first["threshold"]
+    assert chunk.exists() and chunk.with_name(chunk.name + ".corrupt").exists()
+
+
+def _poison(target_job: Job):
+    """Wraps ChunkTrainer.run so that one job's epoch losses come back NaN."""
+    real_run = ChunkTrainer.run
+
+    def run_with_nan(self, jobs, *a, **kw):
+        res = real_run(self, jobs, *a, **kw)
+        for i, job in enumerate(jobs):
+            if job == target_job:
+                res.epoch_loss[i, -1] = np.nan
+        return res
+
+    return run_with_nan
+
+
+def test_nonfinite_loss_stops_or_skips(tmp_path, monkeypatch):
+    bad = Job(CALIBRATION, 2, False)
+    monkeypatch.setattr(ChunkTrainer, "run", _poison(bad))
+    with pytest.raises(NonFiniteLoss, match="epoch 1 for calibration round 2, OUT model"):
+        run(cfg(), tmp_path / "stop")
+    res = run(cfg(on_nonfinite="skip"), tmp_path / "skip")
+    assert res["rounds_used"] == 3
+    assert res["skipped"] == ["calibration round 2, OUT model"]
+    assert losses(tmp_path / "skip")["round_used"].tolist() == [True, True, False, True]
+
+
+def test_unwritable_results_is_a_user_error_and_keeps_the_old_file(tmp_path, monkeypatch):
+    run(cfg(), tmp_path)
+    results = tmp_path / "run" / "results.json"
+    before = results.read_bytes()
+
+    def full_disk(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", full_disk)
+    with pytest.raises(UserError, match="No space left on device"):
+        run(cfg(alpha=0.3), tmp_path)
+    assert results.read_bytes() == before
+    assert not [p for p in (tmp_path / "run").iterdir() if ".tmp" in p.name]
+
+
+# --------------------------------------------------------------------------
+# Whole processes: kill -9 and resume; Ctrl-C; two hosts on loopback.
+
+CLI_CFG = dict(
+    dataset="synthetic",
+    num_classes=10,
+    target_index=3,
+    n_iterations=8,
+    subset_size=24,
+    epochs=3,
+    batch_size=16,
+    lr=0.05,
+    alpha=0.25,
+    seed=5,
+    eval_pairs=2,
+    models_per_chunk=2,
+    test_samples=16,
+    save_plots=False,
+)
+
+
+def _env():
+    env = {**os.environ, "JAXMIA_NO_DOWNLOAD": "1", "JAXMIA_CACHE_DIR": "off"}
+    env.pop("XLA_FLAGS", None)
+    return env
+
+
+def _write_cfg(tmp_path, **kw) -> Path:
+    import yaml
+
+    p = tmp_path / "mia.yaml"
+    p.write_text(yaml.safe_dump({**CLI_CFG, **kw}))
+    return p
+
+
+def _cmd(config, out, *extra):
+    return [sys.executable, "-m", "jaxmia.run", "--no-progress", "--config", str(config)] + [
+        "--output-dir",
+        str(out),
+        *extra,
+    ]
+
+
+def _wait_for_chunks(path: Path, n: int, proc, timeout=300):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if len(list(path.glob("chunk-*.npz"))) >= n:
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"finished before it could be stopped: {proc.stderr.read()}")
+        time.sleep(0.05)
+    raise AssertionError("no chunk appeared")
+
+
+def test_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path):
+    config = _write_cfg(tmp_path)
+    whole = subprocess.run(_cmd(config, tmp_path / "whole"), env=_env(), capture_output=True)
+    assert whole.returncode == 0, whole.stderr
+    killed_out = tmp_path / "killed"
+    proc = subprocess.Popen(_cmd(config, killed_out), env=_env(), stderr=subprocess.PIPE, text=True)
+    _wait_for_chunks(killed_out / "mia" / "chunks", 2, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    kept = len(list((killed_out / "mia" / "chunks").glob("chunk-*.npz")))
+    assert 2 <= kept < 10 and not (killed_out / "mia" / "results.json").exists()
+    again = subprocess.run(_cmd(config, killed_out), env=_env(), capture_output=True)
+    assert again.returncode == 0, again.stderr
+    res = json.loads((killed_out / "mia" / "results.json").read_text())
+    assert res["models_reused"] >= 2 * 2 and res["models_trained"] == 20 - res["models_reused"]
+    a, b = losses(tmp_path / "whole", "mia"), losses(killed_out, "mia")
+    for key in ("member_losses", "nonmember_losses", "eval_member_losses", "test_accuracy"):
+        np.testing.assert_array_equal(a[key], b[key])
+
+
+def test_ctrl_c_stops_cleanly_and_keeps_chunks(tmp_path):
+    config = _write_cfg(tmp_path)
+    out = tmp_path / "out"
+    proc = subprocess.Popen(_cmd(config, out), env=_env(), stderr=subprocess.PIPE, text=True)
+    _wait_for_chunks(out / "mia" / "chunks", 1, proc)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    assert list((out / "mia" / "chunks").glob("chunk-*.npz"))
+
+
+def test_two_processes_on_loopback_equal_one(tmp_path):
+    import socket
+
+    config = _write_cfg(tmp_path, n_iterations=6, eval_pairs=1)
+    single = subprocess.run(_cmd(config, tmp_path / "single"), env=_env(), capture_output=True)
+    assert single.returncode == 0, single.stderr
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    multi = tmp_path / "multi"
+    procs = [
+        subprocess.Popen(
+            _cmd(config, multi)
+            + [
+                "--coordinator",
+                f"127.0.0.1:{port}",
+                "--num-processes",
+                "2",
+                "--process-id",
+                str(i),
+            ],
+            env=_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (_, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err
+    assert "Threshold" in outs[0][0] and "Threshold" not in outs[1][0]
+    a, b = losses(tmp_path / "single", "mia"), losses(multi, "mia")
+    for key in ("member_losses", "nonmember_losses", "eval_member_losses"):
+        np.testing.assert_allclose(a[key], b[key], rtol=1e-6)
+
+
+def test_experiment_module_imports_no_statistics_from_jax():
+    # stats, plots and report stay host-side: importing them must not import JAX.
+    code = "import sys, jaxmia.stats, jaxmia.plots, jaxmia.report; print('jax' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip() == "False", out.stderr
+    assert experiment.run_experiment is run_experiment
