@@ -1,9 +1,9 @@
 """Peak memory against the number of rounds: it should follow models_per_chunk, not n_iterations.
 
 Runs ``python -m jaxmia.run`` on tiny synthetic settings twice, with few and with
-many rounds, each in its own child process, and reads that child's peak resident
-set size from ``os.wait4``.  On CPU the device memory is host memory, so this
-is the whole footprint.
+many rounds, each in its own child process, and records that child's peak
+resident set size (its VmHWM, polled by the harness's ``_spawn``).  On CPU the
+device memory is host memory, so this is the whole footprint.
 
     python benchmarks/memory_scaling.py --rounds 100 10000
 """
@@ -13,13 +13,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import _spawn  # noqa: E402
 
 TINY = {
     "dataset": "synthetic",
@@ -43,18 +44,16 @@ def peak_rss(config: dict, workdir: Path, name: str) -> dict:
     cmd = [sys.executable, "-m", "jaxmia.run", "--no-progress", "--config", str(cfg_path)]
     cmd += ["--output-dir", str(workdir / "out")]
     env = {**os.environ, "JAXMIA_CACHE_DIR": "off"}
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.perf_counter() - t0
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"jaxmia failed for {name}: {proc.stderr.read().decode()[-2000:]}")
+    log = workdir / f"{name}.log"
+    rc, peak_mib, seconds = _spawn(cmd, env, log, timeout=6 * 3600)
+    if rc != 0:
+        raise SystemExit(f"jaxmia failed for {name}: {log.read_text()[-2000:]}")
     results = json.loads((workdir / "out" / name / "results.json").read_text())
     return {
         "n_iterations": config["n_iterations"],
         "models_per_chunk": results["models_per_chunk"],
         "models_trained": results["models_trained"],
-        "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),  # Linux reports KiB
+        "peak_rss_mib": round(peak_mib, 1),
         "wall_seconds": round(seconds, 1),
     }
 

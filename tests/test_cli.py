@@ -1,0 +1,173 @@
+"""The command line end to end: outputs that agree, and bad input refused cleanly."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from jaxmia import stats
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = {
+    "target_index": 3,
+    "num_classes": 10,
+    "n_iterations": 6,
+    "subset_size": 24,
+    "epochs": 2,
+    "batch_size": 16,
+    "lr": 0.05,
+    "alpha": 0.2,
+    "save_plots": True,
+    "seed": 1,
+    "dataset": "synthetic",
+    "eval_pairs": 2,
+    "models_per_chunk": 4,
+    "test_samples": 32,
+}
+
+
+def write_config(tmp_path: Path, name="tiny", **changes) -> Path:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({**TINY, **changes}))
+    return path
+
+
+def jaxmia(*args, cwd=None, env_extra=None, check_rc=None):
+    env = {**os.environ, "JAXMIA_NO_DOWNLOAD": "1", "JAXMIA_CACHE_DIR": "off"}
+    env.pop("XLA_FLAGS", None)  # one CPU device, as a user's laptop has
+    env.update(env_extra or {})
+    proc = subprocess.run(
+        [sys.executable, "-m", "jaxmia.run", "--no-progress", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd or ROOT,
+        env=env,
+        timeout=600,
+    )
+    if check_rc is not None:
+        assert proc.returncode == check_rc, proc.stderr
+    return proc
+
+
+def test_demo_config_end_to_end(tmp_path):
+    out = tmp_path / "out"
+    proc = jaxmia("--config", "configs/demo.yaml", "--output-dir", out, check_rc=0)
+    run = out / "demo"
+    for name in (
+        "config.yaml",
+        "results.json",
+        "losses.npz",
+        "single_point_mia_histograms.png",
+        "roc.png",
+        "target.png",
+    ):
+        assert (run / name).is_file(), name
+    res = json.loads((run / "results.json").read_text())
+    cfg = yaml.safe_load((ROOT / "configs/demo.yaml").read_text())
+    with np.load(run / "losses.npz") as z:
+        member, nonmember = z["member_losses"], z["nonmember_losses"]
+        assert bool(z["synthetic"])
+        assert len(z["eval_member_losses"]) == cfg["eval_pairs"]
+    assert member.shape == nonmember.shape == (cfg["n_iterations"],)
+    # results.json agrees with the loss arrays it came from.
+    again = stats.summarize(member.astype(np.float64), nonmember.astype(np.float64), cfg["alpha"])
+    for key in ("threshold", "power", "fpr", "auc", "member_loss_mean", "nonmember_loss_mean"):
+        assert res[key] == pytest.approx(again[key], rel=1e-6), key
+    assert res["power"] == pytest.approx(np.mean(member < res["threshold"]))
+    assert res["fpr"] <= cfg["alpha"]
+    assert res["synthetic"] is True and res["dataset"] == "synthetic"
+    assert res["n_iterations"] == cfg["n_iterations"]
+    assert len(res["evaluation"]["items"]) == 2 * cfg["eval_pairs"]
+    for item in res["evaluation"]["items"]:
+        assert item["predicted_member"] == (item["loss"] < res["threshold"])
+        assert item["correct"] == (item["predicted_member"] == item["member"])
+    # The attack works on the demo: members have clearly lower loss.
+    assert res["auc"] > 0.8
+    assert "SYNTHETIC" in proc.stdout
+    assert f"{res['threshold']:.4f}" in proc.stdout
+
+
+def test_rerun_reuses_everything_and_changes_nothing(tmp_path):
+    cfg = write_config(tmp_path)
+    out = tmp_path / "out"
+    jaxmia("--config", cfg, "--output-dir", out, check_rc=0)
+    first = json.loads((out / "tiny/results.json").read_text())
+    jaxmia("--config", cfg, "--output-dir", out, check_rc=0)
+    second = json.loads((out / "tiny/results.json").read_text())
+    assert second["models_trained"] == 0
+    assert second["models_reused"] == 2 * (TINY["n_iterations"] + TINY["eval_pairs"])
+    for key in ("threshold", "power", "auc", "member_loss_mean", "evaluation"):
+        assert first[key] == second[key]
+
+
+def assert_one_line_exit_2(proc, *fragments):
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@pytest.mark.parametrize(
+    "changes, fragments",
+    [
+        ({"alpha": 2}, ["alpha must be strictly between 0 and 1"]),
+        ({"n_iteratoins": 5}, ["unknown key 'n_iteratoins'", "'n_iterations'"]),
+        ({"batch_size": "big"}, ["batch_size must be an integer >= 1"]),
+        ({"target_index": 50_000}, ["target_index must be in [0, 49999]"]),
+        ({"subset_size": 50_000}, ["subset_size must be below"]),
+    ],
+)
+def test_bad_config_values(tmp_path, changes, fragments):
+    out = tmp_path / "out"
+    proc = jaxmia("--config", write_config(tmp_path, **changes), "--output-dir", out)
+    assert_one_line_exit_2(proc, *fragments)
+    assert not out.exists()
+
+
+def test_bad_files_and_paths(tmp_path):
+    out = tmp_path / "out"
+    assert_one_line_exit_2(
+        jaxmia("--config", tmp_path / "missing.yaml", "--output-dir", out), "config file not found"
+    )
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("alpha: [0.1\nseed: 1\n")
+    assert_one_line_exit_2(jaxmia("--config", bad, "--output-dir", out), "malformed YAML")
+    assert not out.exists()
+    a_file = tmp_path / "a_file"
+    a_file.write_text("keep me")
+    assert_one_line_exit_2(
+        jaxmia("--config", write_config(tmp_path), "--output-dir", a_file), "not a folder"
+    )
+    assert a_file.read_text() == "keep me"
+    assert_one_line_exit_2(jaxmia("--config", write_config(tmp_path), "--seed", "x"), "--seed")
+    assert_one_line_exit_2(jaxmia("--bogus"), "unrecognized arguments")
+
+
+def test_missing_cifar_says_what_to_put_where(tmp_path):
+    cfg = write_config(tmp_path, dataset="cifar100", num_classes=100)
+    proc = jaxmia("--config", cfg, "--data-dir", tmp_path / "data", "--output-dir", tmp_path / "o")
+    assert_one_line_exit_2(proc, "cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85")
+    assert not (tmp_path / "o").exists()
+
+
+def test_bad_input_never_destroys_an_earlier_run(tmp_path):
+    out = tmp_path / "out"
+    jaxmia("--config", write_config(tmp_path), "--output-dir", out, check_rc=0)
+    before = {p.name: p.read_bytes() for p in (out / "tiny").iterdir() if p.is_file()}
+    # Same run name, different settings: refused, pointing at --fresh.
+    other = write_config(tmp_path, lr=0.07)
+    assert_one_line_exit_2(jaxmia("--config", other, "--output-dir", out), "--fresh")
+    # Same run name, an impossible value: refused before anything is touched.
+    broken = write_config(tmp_path, alpha=-1)
+    assert_one_line_exit_2(jaxmia("--config", broken, "--output-dir", out), "alpha")
+    after = {p.name: p.read_bytes() for p in (out / "tiny").iterdir() if p.is_file()}
+    assert after == before
