@@ -159,6 +159,20 @@ def test_missing_cifar_says_what_to_put_where(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize("damage", ["wrong bytes", "truncated"])
+def test_damaged_cifar_archive_is_refused(tmp_path, damage):
+    # Any archive whose md5 is not the official one is refused before it is read
+    # (a truncated download has the wrong md5 too).
+    home = tmp_path / "data" / "cifar100"
+    home.mkdir(parents=True)
+    content = b"not an archive" * 1000 if damage == "wrong bytes" else b"\x1f\x8b\x08"
+    (home / "cifar-100-python.tar.gz").write_bytes(content)
+    cfg = write_config(tmp_path, dataset="cifar100", num_classes=100)
+    proc = jaxmia("--config", cfg, "--data-dir", tmp_path / "data", "--output-dir", tmp_path / "o")
+    assert_one_line_exit_2(proc, "checksum mismatch", "eb9058c3a382ffc7106e4002c42a8d85")
+    assert not (tmp_path / "o").exists()
+
+
 def test_bad_input_never_destroys_an_earlier_run(tmp_path):
     out = tmp_path / "out"
     jaxmia("--config", write_config(tmp_path), "--output-dir", out, check_rc=0)
