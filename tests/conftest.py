@@ -2,16 +2,30 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 
 # Four fake CPU devices, so the sharding over devices is exercised on any machine.
 # Must be set before JAX is imported anywhere in the test session.
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
 os.environ.setdefault("JAXMIA_NO_DOWNLOAD", "1")
-os.environ.setdefault("JAXMIA_CACHE_DIR", "off")
+# One persistent compilation cache for the whole session, shared with the runs
+# the tests start as subprocesses: many tests compile the same tiny programs.
+# It starts empty, so nothing from outside the session is reused.
+if "JAXMIA_CACHE_DIR" not in os.environ:
+    os.environ["JAXMIA_CACHE_DIR"] = tempfile.mkdtemp(prefix="jaxmia-test-xla-")
+    atexit.register(shutil.rmtree, os.environ["JAXMIA_CACHE_DIR"], ignore_errors=True)
 
+import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+
+if os.environ["JAXMIA_CACHE_DIR"] != "off":
+    jax.config.update("jax_compilation_cache_dir", os.environ["JAXMIA_CACHE_DIR"])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 from jaxmia.data import Dataset  # noqa: E402
 

@@ -40,7 +40,7 @@ def write_config(tmp_path: Path, name="tiny", **changes) -> Path:
 
 
 def jaxmia(*args, cwd=None, env_extra=None, check_rc=None):
-    env = {**os.environ, "JAXMIA_NO_DOWNLOAD": "1", "JAXMIA_CACHE_DIR": "off"}
+    env = {**os.environ, "JAXMIA_NO_DOWNLOAD": "1"}  # the session's compile cache (conftest)
     env.pop("XLA_FLAGS", None)  # one CPU device, as a user's laptop has
     env.update(env_extra or {})
     proc = subprocess.run(

@@ -161,7 +161,7 @@ CLI_CFG = dict(
 
 
 def _env():
-    env = {**os.environ, "JAXMIA_NO_DOWNLOAD": "1", "JAXMIA_CACHE_DIR": "off"}
+    env = {**os.environ, "JAXMIA_NO_DOWNLOAD": "1"}  # the session's compile cache (conftest)
     env.pop("XLA_FLAGS", None)
     return env
 
