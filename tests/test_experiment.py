@@ -219,7 +219,15 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path):
 def test_ctrl_c_stops_cleanly_and_keeps_chunks(tmp_path):
     config = _write_cfg(tmp_path, n_iterations=500)  # far more than it gets to
     out = tmp_path / "out"
-    proc = subprocess.Popen(_cmd(config, out), env=_env(), stderr=subprocess.PIPE, text=True)
+    # A shell's background job starts with SIGINT ignored, and children inherit
+    # that; give the run the default disposition, as a terminal would.
+    proc = subprocess.Popen(
+        _cmd(config, out),
+        env=_env(),
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     _wait_for_chunks(out / "mia" / "chunks", 1, proc)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
