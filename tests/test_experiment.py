@@ -220,14 +220,13 @@ def test_ctrl_c_stops_cleanly_and_keeps_chunks(tmp_path):
     config = _write_cfg(tmp_path, n_iterations=500)  # far more than it gets to
     out = tmp_path / "out"
     # A shell's background job starts with SIGINT ignored, and children inherit
-    # that; give the run the default disposition, as a terminal would.
-    proc = subprocess.Popen(
-        _cmd(config, out),
-        env=_env(),
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    # that; the run gets Python's usual Ctrl-C handler back, as under a terminal.
+    restore = (
+        "import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "runpy.run_module('jaxmia.run', run_name='__main__', alter_sys=True)"
     )
+    cmd = [sys.executable, "-c", restore, *_cmd(config, out)[3:]]
+    proc = subprocess.Popen(cmd, env=_env(), stderr=subprocess.PIPE, text=True)
     _wait_for_chunks(out / "mia" / "chunks", 1, proc)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
