@@ -66,8 +66,12 @@ def _init_distributed(args) -> None:
     )
 
 
-def _enable_compile_cache() -> None:
-    """JAX's persistent compilation cache, so a second run skips most compiling."""
+def enable_compile_cache() -> None:
+    """JAX's persistent compilation cache, so a second run skips most compiling.
+
+    The folder is $JAXMIA_CACHE_DIR (default ~/.cache/jaxmia/xla); off, none, 0 or
+    empty turn it off.  The test suite calls this too.
+    """
     where = os.environ.get("JAXMIA_CACHE_DIR", str(Path.home() / ".cache" / "jaxmia" / "xla"))
     if where.lower() in ("", "0", "off", "none"):
         return
@@ -90,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.config, seed=args.seed)
         if args.run_name is not None:
             cfg = cfg.replace(run_name=args.run_name)
-        _enable_compile_cache()
+        enable_compile_cache()
         _init_distributed(args)
         results = run_experiment(
             cfg,

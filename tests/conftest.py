@@ -18,16 +18,13 @@ if "JAXMIA_CACHE_DIR" not in os.environ:
     os.environ["JAXMIA_CACHE_DIR"] = tempfile.mkdtemp(prefix="jaxmia-test-xla-")
     atexit.register(shutil.rmtree, os.environ["JAXMIA_CACHE_DIR"], ignore_errors=True)
 
-import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-if os.environ["JAXMIA_CACHE_DIR"] != "off":
-    jax.config.update("jax_compilation_cache_dir", os.environ["JAXMIA_CACHE_DIR"])
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-
 from jaxmia.data import Dataset  # noqa: E402
+from jaxmia.run import enable_compile_cache  # noqa: E402
+
+enable_compile_cache()  # the in-process trainers use the same cache as the subprocesses
 
 
 def make_tiny_dataset(n_train=240, n_test=40, num_classes=5, seed=0) -> Dataset:
