@@ -53,10 +53,9 @@ def main() -> None:
         _batch(b"training batch 1 of 1", ds.train_images, ds.train_labels)
     )
     (folder / "test").write_bytes(_batch(b"testing batch 1 of 1", ds.test_images, ds.test_labels))
+    # The loader checks the fine label names against the official list.
     meta = {
-        b"fine_label_names": [
-            name.encode() for name in CIFAR100_FINE_LABELS
-        ],  # checked by the loader
+        b"fine_label_names": [name.encode() for name in CIFAR100_FINE_LABELS],
         b"coarse_label_names": [f"synthetic_super_{i}".encode() for i in range(20)],
     }
     (folder / "meta").write_bytes(pickle.dumps(meta, protocol=2))

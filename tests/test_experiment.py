@@ -24,26 +24,27 @@ from jaxmia.train import ChunkTrainer
 ROOT = Path(__file__).resolve().parents[1]
 
 
+# The tiny experiment every test here runs, in process (cfg) or as a CLI run (CLI_CFG).
+TINY = dict(
+    dataset="synthetic",
+    num_classes=10,
+    target_index=3,
+    n_iterations=4,
+    subset_size=24,
+    epochs=2,
+    batch_size=16,
+    lr=0.05,
+    alpha=0.25,
+    seed=2,
+    eval_pairs=1,
+    models_per_chunk=2,
+    test_samples=16,
+    save_plots=False,
+)
+
+
 def cfg(**kw) -> Config:
-    base = dict(
-        dataset="synthetic",
-        num_classes=10,
-        target_index=3,
-        n_iterations=4,
-        subset_size=24,
-        epochs=2,
-        batch_size=16,
-        lr=0.05,
-        alpha=0.25,
-        seed=2,
-        eval_pairs=1,
-        models_per_chunk=2,
-        test_samples=16,
-        save_plots=False,
-        run_name="run",
-    )
-    base.update(kw)
-    return Config(**base)
+    return Config(**{**TINY, "run_name": "run", **kw})
 
 
 def losses(out: Path, name="run"):
@@ -142,22 +143,7 @@ def test_unwritable_results_is_a_user_error_and_keeps_the_old_file(tmp_path, mon
 # --------------------------------------------------------------------------
 # Whole processes: kill -9 and resume; Ctrl-C; two hosts on loopback.
 
-CLI_CFG = dict(
-    dataset="synthetic",
-    num_classes=10,
-    target_index=3,
-    n_iterations=8,
-    subset_size=24,
-    epochs=3,
-    batch_size=16,
-    lr=0.05,
-    alpha=0.25,
-    seed=5,
-    eval_pairs=2,
-    models_per_chunk=2,
-    test_samples=16,
-    save_plots=False,
-)
+CLI_CFG = {**TINY, "n_iterations": 8, "epochs": 3, "seed": 5, "eval_pairs": 2}
 
 
 def _env():

@@ -10,30 +10,23 @@ and prints median image-steps/s.  --profile prints a torch.profiler op table.
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from pytorch_baseline import build_cnn  # noqa: E402
 
 torch.set_num_threads(2)
 K, B, N, STEPS = 8, 64, 4096, 40
 
 
 def make_model():
-    return nn.Sequential(
-        nn.Conv2d(3, 32, 3, padding=1),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 3, padding=1),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Flatten(),
-        nn.Linear(4096, 512),
-        nn.ReLU(),
-        nn.Linear(512, 100),
-    )
+    return build_cnn(100)  # the baseline's CNN
 
 
 def run(data, labels, channels_last, steps, seed=0):
