@@ -193,7 +193,7 @@ def test_conv_gradients_agree_with_xla_autodiff():
     for path, g in jax.tree_util.tree_leaves_with_path(got):
         w = dict(jax.tree_util.tree_leaves_with_path(want))[path]
         scale = float(jnp.abs(w).max())
-        np.testing.assert_allclose(g, w, atol=1e-5 * scale, err_msg=str(path))
+        np.testing.assert_allclose(np.asarray(g), np.asarray(w), atol=1e-5 * scale, err_msg=str(path))
 
 
 def test_accuracies_count_exactly(tiny_dataset):
@@ -209,12 +209,16 @@ def test_accuracies_count_exactly(tiny_dataset):
         [job], seed=0, n_train=240, target=TARGET, subset_size=40, batch_size=16
     )
     x, y = _inputs(data, jnp.asarray(idx[0][mask[0]]))
-    pred = np.argmax(_model(setup).apply({"params": params}, x), -1)
-    assert res.train_accuracy[0] == pytest.approx(np.mean(pred == np.asarray(y)), abs=1e-6)
+    # np.asarray first: numpy functions on a jax Array return a jax Array, and
+    # pytest.approx cannot take one as the expected value.
+    pred = np.asarray(np.argmax(np.asarray(_model(setup).apply({"params": params}, x)), -1))
+    expected = float(np.mean(pred == np.asarray(y)))
+    assert float(res.train_accuracy[0]) == pytest.approx(expected, abs=1e-6)
     xt = (tiny_dataset.test_images / 255.0 - tiny_dataset.mean) / tiny_dataset.std
-    pred_t = np.argmax(_model(setup).apply({"params": params}, jnp.asarray(xt, jnp.float32)), -1)
-    expected = np.mean(pred_t == tiny_dataset.test_labels)
-    assert res.test_accuracy[0] == pytest.approx(expected, abs=1e-6)
+    logits_t = _model(setup).apply({"params": params}, jnp.asarray(xt, jnp.float32))
+    pred_t = np.argmax(np.asarray(logits_t), -1)
+    expected = float(np.mean(pred_t == tiny_dataset.test_labels))
+    assert float(res.test_accuracy[0]) == pytest.approx(expected, abs=1e-6)
 
 
 def test_members_end_with_lower_target_loss(tiny_dataset):
