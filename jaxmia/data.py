@@ -1,9 +1,22 @@
 """Data sets as host numpy arrays: CIFAR-100, CIFAR-10 and a synthetic stand-in.
 
-CIFAR is read from the official python archives (``cifar-100-python.tar.gz``,
-``cifar-10-python.tar.gz``), either straight from the ``.tar.gz`` (its md5 is
-checked first) or from the folder the archive extracts to.  When neither is
-there, the archive is downloaded once (verified, then renamed into place).
+CIFAR comes from one of two sources (``load_dataset(..., source=)``):
+
+* ``archive``: the official python archives (``cifar-100-python.tar.gz``,
+  ``cifar-10-python.tar.gz``), read straight from the ``.tar.gz`` (its md5 is
+  checked first) or from the folder the archive extracts to (every member file
+  is checked against its official size and md5).  When neither is there, the
+  archive is downloaded once (verified, then renamed into place).
+* ``tfds``: a copy prepared by tensorflow-datasets (``tfds build cifar100``),
+  read through ``tfds.data_source`` (ArrayRecord) or ``tfds.load`` (TFRecord,
+  needs TensorFlow) and put back into the official order by its ``id``
+  feature, so that both sources give identical arrays and fingerprints.
+
+``auto`` takes the archive or folder when one is there, else a prepared tfds
+copy, else downloads the archive.  The environment variable
+JAXMIA_UNVERIFIED_DATA=1 accepts files that are not the official ones (for
+copies made for timing); such data gets a fingerprint of its own.
+
 Every problem a user can cause (missing, truncated or foreign files) raises
 ``UserError`` with a one-line message; this module never writes anything into
 the data folder except a successfully downloaded, verified archive.
@@ -25,6 +38,8 @@ import io
 import math
 import os
 import pickle
+import re
+import sys
 import tarfile
 import tempfile
 import urllib.error
@@ -45,6 +60,39 @@ EXPECTED_MD5 = {
     "cifar100": "eb9058c3a382ffc7106e4002c42a8d85",
     "cifar10": "c58f30108f718f92721af3b95e74349a",
 }
+
+# Size in bytes and md5 of every file the official archives extract to: the
+# digests are the ones torchvision lists (train_list, test_list, meta), the
+# sizes those of the extracted files.  A folder is accepted only if each file it
+# is read from matches, as the archive is accepted only if its md5 does.  Tests
+# put in the sizes and digests of the small files they write.
+MEMBER_CHECKSUMS: dict[str, dict[str, tuple[int, str]]] = {
+    "cifar100": {
+        "train": (155_249_918, "16019d7e3df5f24257cddd939b257f8d"),
+        "test": (31_049_707, "f0ef6b0ae62326f3e7ffdfab6717acfc"),
+        "meta": (1_473, "7973b15100ade9c7d40fb424638fde48"),
+    },
+    "cifar10": {
+        "data_batch_1": (31_035_704, "c99cafc152244af753f735de768cd75f"),
+        "data_batch_2": (31_035_320, "d4bba439e000b95fd0a9bffe97cbabec"),
+        "data_batch_3": (31_035_999, "54ebc095f3ab1f0389bbae665268c751"),
+        "data_batch_4": (31_035_696, "634d18415352ddfa80567beed471001a"),
+        "data_batch_5": (31_035_623, "482c414d41f54cd18b22e5b47cb7c3cb"),
+        "test_batch": (31_035_526, "40351d587109b95175f43aff81a1287e"),
+        "batches.meta": (158, "5ff9c542aee3614f3951f8cda6e48888"),
+    },
+}
+
+# Images per split (train, test) of the official data sets.  A tfds copy has no
+# file digests to compare, so its counts and ids are what is checked.
+OFFICIAL_COUNTS = {"cifar100": (50_000, 10_000), "cifar10": (50_000, 10_000)}
+
+# Where CIFAR may come from: see load_dataset.
+DATA_SOURCES = ("auto", "archive", "tfds")
+
+# Set to 1 to accept CIFAR files that are not the official ones (see the module
+# docstring).  The run's data fingerprint then says "unverified".
+UNVERIFIED_ENV = "JAXMIA_UNVERIFIED_DATA"
 
 DOWNLOAD_TIMEOUT_S = 20.0
 
@@ -97,17 +145,34 @@ def load_dataset(
     *,
     num_classes: int | None = None,
     download: bool = True,
+    source: str = "auto",
 ) -> Dataset:
-    """Loads ``name`` (one of DATASET_NAMES); CIFAR from ``data_dir/<name>/``.
+    """Loads ``name`` (one of DATASET_NAMES) as uint8[n, 32, 32, 3] images in official order.
 
     ``num_classes`` must be None or the data set's own class count for CIFAR;
     for "synthetic" it chooses the number of classes (2..1000, default 10).
+
+    ``source`` (one of DATA_SOURCES) says where CIFAR comes from; synthetic data
+    ignores it.  "archive": ``data_dir/<name>/`` holding the official archive or
+    its extracted folder, downloaded there when neither is present.  "tfds": a
+    copy prepared by tensorflow-datasets, looked for first in ``data_dir`` (its
+    layout ``<name>/<version>/`` fits beside the archive's) and then in tfds's
+    own data folder (TFDS_DATA_DIR, default ~/tensorflow_datasets); never
+    downloaded.  "auto": the archive or folder if present, else a prepared tfds
+    copy (when tensorflow-datasets is installed), else the download.
+
     ``download=False``, or the environment variable JAXMIA_NO_DOWNLOAD=1, turns
     a missing CIFAR archive into an error at once instead of a download attempt.
-    Raises UserError for anything the user can fix.
+    JAXMIA_UNVERIFIED_DATA=1 accepts unofficial CIFAR files, with a warning on
+    stderr and a fingerprint that says so.  Raises UserError for anything the
+    user can fix.
     """
     if name not in DATASET_NAMES:
         raise UserError(f"unknown dataset {name!r}: choose one of {', '.join(DATASET_NAMES)}")
+    if not isinstance(source, str) or source not in DATA_SOURCES:
+        raise UserError(
+            f"unknown data source {_short(repr(source))}: choose one of {', '.join(DATA_SOURCES)}"
+        )
     if num_classes is not None and (
         isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer))
     ):
@@ -125,9 +190,38 @@ def load_dataset(
         raise UserError(
             f"num_classes must be {len(spec.label_names)} for dataset {name}, got {num_classes}"
         )
-    if os.environ.get("JAXMIA_NO_DOWNLOAD", "").strip().lower() not in ("", "0", "false", "no"):
+    if _env_flag("JAXMIA_NO_DOWNLOAD"):
         download = False
-    return _load_cifar(spec, Path(data_dir), download)
+    verify = not _env_flag(UNVERIFIED_ENV)
+    data_dir = Path(data_dir)
+    if source == "archive" or (source == "auto" and _archive_present(spec, data_dir)):
+        return _load_cifar(spec, data_dir, download, verify)
+    if source == "tfds":
+        return _load_tfds(spec, data_dir, verify)
+    found = _find_tfds(spec, data_dir)
+    if found is not None and _tfds_importable():
+        return _load_tfds(spec, data_dir, verify, found)
+    return _load_cifar(spec, data_dir, download, verify)
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _short(text, limit: int = 80) -> str:
+    """A user's value (mostly a path) cut to its last ``limit`` characters for a message."""
+    text = str(text)
+    return text if len(text) <= limit else "..." + text[-(limit - 3) :]
+
+
+def _warn_unverified(what: str) -> None:
+    # One line, once per load: the run goes on, but nobody may mistake it for
+    # a run on the official data (its fingerprint says "unverified" too).
+    print(
+        f"jaxmia: warning: {UNVERIFIED_ENV} is set: {what} is used without checking that it "
+        "is the official data; this run's data fingerprint is marked unverified",
+        file=sys.stderr,
+    )
 
 
 # --------------------------------------------------------------------------
@@ -179,15 +273,22 @@ _CIFAR = {
 }
 
 
-def _load_cifar(spec: _CifarSpec, data_dir: Path, download: bool) -> Dataset:
+def _archive_present(spec: _CifarSpec, data_dir: Path) -> bool:
+    home = data_dir / spec.name
+    return (home / spec.folder).is_dir() or (home / spec.archive).is_file()
+
+
+def _load_cifar(spec: _CifarSpec, data_dir: Path, download: bool, verify: bool = True) -> Dataset:
     home = data_dir / spec.name
     archive, folder = home / spec.archive, home / spec.folder
-    # The folder first: no checksum to compute and no gzip to inflate.  The
-    # archive is the fallback, and what a download produces.
+    # The folder first: no gzip to inflate, and its files are checked one by one
+    # as they are read.  The archive is the fallback, and what a download produces.
     if folder.is_dir():
-        read = _folder_reader(folder)
+        read = _folder_reader(spec, folder, verify)
+        where = f"the {spec.folder}/ folder in {_short(home)}"
     elif archive.is_file():
-        read = _archive_reader(spec, archive)
+        read = _archive_reader(spec, archive, verify)
+        where = _short(archive)
     else:
         how = f"put {spec.archive} (md5 {EXPECTED_MD5[spec.name]}) or its extracted "
         how += f"{spec.folder}/ folder in {home}/ (from {spec.url})"
@@ -196,29 +297,61 @@ def _load_cifar(spec: _CifarSpec, data_dir: Path, download: bool) -> Dataset:
         reason = _download(spec, archive)
         if reason is not None:
             raise UserError(f"{spec.title} not found and could not be downloaded ({reason}): {how}")
-        read = _archive_reader(spec, archive)
-    return _decode(spec, read)
+        # A download is always verified, whatever JAXMIA_UNVERIFIED_DATA says.
+        read, where, verify = _archive_reader(spec, archive), _short(archive), True
+    if not verify:
+        _warn_unverified(where)
+    return _decode(spec, read, verify)
 
 
-def _folder_reader(folder: Path):
+def _folder_reader(spec: _CifarSpec, folder: Path, verify: bool = True):
+    """Reads member files of an extracted archive, each checked against MEMBER_CHECKSUMS.
+
+    The size is compared first (a cut-short copy is refused without reading it);
+    the md5 is taken of the very bytes that are then decoded, so each file is
+    read and hashed once, and what was checked is what is used.
+    """
+    official = MEMBER_CHECKSUMS[spec.name]
+    fix = (
+        f"extract it again from the official {spec.archive} (or set {UNVERIFIED_ENV}=1 to "
+        "run on a copy of your own, marked unverified)"
+    )
+
     def read(member: str) -> tuple[bytes, str]:
         path = folder / member
         try:
-            return path.read_bytes(), str(path)
+            size = path.stat().st_size
+            if verify and size != official[member][0]:
+                raise UserError(
+                    f"{_short(path)}: not the official {spec.title} file ({size:,} bytes, the "
+                    f"official one has {official[member][0]:,}): {fix}"
+                )
+            raw = path.read_bytes()
         except FileNotFoundError:
             raise UserError(
-                f"{path} is missing: the folder must hold every file of the official archive"
+                f"{_short(path)} is missing: the folder must hold every file of the official "
+                f"archive; {fix}"
             ) from None
+        except IsADirectoryError:
+            raise UserError(f"{_short(path)} is a folder, not a file: {fix}") from None
         except OSError as e:
-            raise UserError(f"cannot read {path}: {e.strerror or e}") from None
+            raise UserError(f"cannot read {_short(path)}: {e.strerror or e}") from None
+        if verify:
+            got, want = hashlib.md5(raw).hexdigest(), official[member][1]
+            if got != want:
+                raise UserError(
+                    f"{_short(path)}: not the official {spec.title} file (md5 {got}, the "
+                    f"official one has {want}): {fix}"
+                )
+        return raw, str(path)
 
     return read
 
 
-def _archive_reader(spec: _CifarSpec, archive: Path):
-    """Checks the archive's md5, then reads the needed members in one pass."""
+def _archive_reader(spec: _CifarSpec, archive: Path, verify: bool = True):
+    """Checks the archive's md5 (unless ``verify`` is off), then reads the needed members."""
     want = EXPECTED_MD5[spec.name]
-    got = _file_md5(archive)
+    got = _file_md5(archive) if verify else want
     if got != want:
         raise UserError(
             f"{archive}: checksum mismatch (md5 expected {want}, got {got}): the file is "
@@ -261,25 +394,44 @@ def _why(e: BaseException) -> str:
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
-def _decode(spec: _CifarSpec, read) -> Dataset:
+def _decode(spec: _CifarSpec, read, verify: bool = True) -> Dataset:
     names = _read_label_names(spec, read)
     parts = [_read_batch(spec, read, f, len(names)) for f in spec.train_files]
     train_images = np.concatenate([p[0] for p in parts]) if len(parts) > 1 else parts[0][0]
     train_labels = np.concatenate([p[1] for p in parts]) if len(parts) > 1 else parts[0][1]
     test_images, test_labels = _read_batch(spec, read, spec.test_file, len(names))
+    return _cifar_dataset(spec, train_images, train_labels, test_images, test_labels, verify)
+
+
+def _cifar_dataset(
+    spec: _CifarSpec,
+    train_images: np.ndarray,
+    train_labels: np.ndarray,
+    test_images: np.ndarray,
+    test_labels: np.ndarray,
+    verify: bool,
+) -> Dataset:
+    """The Dataset of official-order arrays, whichever source they came from.
+
+    uint8[n, 32, 32, 3] images and int32[n] labels in, so that the same images
+    give the same fingerprint from the archive, its folder and tfds.
+    """
     if len(train_labels) == 0 or len(test_labels) == 0:
         raise UserError(f"{spec.title}: the train or test split is empty")
     arrays = (train_images, train_labels, test_images, test_labels)
     mean, std = _channel_stats(train_images)
+    # Data taken on the user's word is kept apart from the official data:
+    # another fingerprint, so no run or chunk of the one is reused for the other.
+    tag = spec.name if verify else f"{spec.name}:unverified"
     return Dataset(
         name=spec.name,
         train_images=_frozen(train_images),
         train_labels=_frozen(train_labels),
         test_images=_frozen(test_images),
         test_labels=_frozen(test_labels),
-        class_names=names,
+        class_names=spec.label_names,
         synthetic=False,
-        fingerprint=f"{spec.name}:sha256={_content_hash(arrays)}",
+        fingerprint=f"{tag}:sha256={_content_hash(arrays)}",
         mean=_frozen(mean),
         std=_frozen(std),
     )
@@ -420,6 +572,215 @@ def _download(spec: _CifarSpec, target: Path) -> str | None:
                     folder.rmdir()
                 except OSError:
                     break
+
+
+# --------------------------------------------------------------------------
+# CIFAR from tensorflow-datasets.
+#
+# tfds keeps a prepared data set in <data dir>/<name>/<version>/ (cifar100/3.0.2/),
+# its examples shuffled on disk.  Each example's "id" feature, train_NNNNN or
+# test_NNNNN, is its index in the official archive (tfds's cifar builder numbers
+# the records of the official binary files in order), which puts every image
+# back where the archive has it.  No digests exist for tfds's own files, so what
+# is checked is what the ids and the counts can tell: every official index once.
+
+_TFDS_INSTALL = 'pip install -e ".[tfds]"'
+_VERSION_DIR = re.compile(r"\d+\.\d+\.\d+")
+
+
+def _tfds_default_dir() -> Path:
+    # tfds's own rule, read here so that looking costs no import.
+    return Path(os.environ.get("TFDS_DATA_DIR") or Path.home() / "tensorflow_datasets")
+
+
+def _tfds_roots(data_dir: Path) -> list[Path]:
+    roots = [data_dir, _tfds_default_dir()]
+    return [r for i, r in enumerate(roots) if r not in roots[:i]]
+
+
+def _find_tfds(spec: _CifarSpec, data_dir: Path) -> tuple[Path, str] | None:
+    """(data dir, version) of the newest prepared copy, looking only at the disk.
+
+    A version folder counts as prepared once tfds has written its
+    dataset_info.json, which tfds does last.
+    """
+    for root in _tfds_roots(data_dir):
+        try:
+            versions = [
+                v.name
+                for v in (root / spec.name).iterdir()
+                if _VERSION_DIR.fullmatch(v.name) and (v / "dataset_info.json").is_file()
+            ]
+        except OSError:  # no such folder, or not readable: nothing prepared there
+            continue
+        if versions:
+            return root, max(versions, key=lambda v: tuple(int(x) for x in v.split(".")))
+    return None
+
+
+def _tfds_importable() -> bool:
+    try:
+        import tensorflow_datasets  # noqa: F401
+    except Exception:  # missing, or broken by its dependencies: auto goes on without it
+        return False
+    return True
+
+
+def _load_tfds(
+    spec: _CifarSpec, data_dir: Path, verify: bool, found: tuple[Path, str] | None = None
+) -> Dataset:
+    try:
+        import tensorflow_datasets as tfds
+    except Exception as e:  # not installed, or an install whose dependencies clash
+        raise UserError(
+            f"data source tfds needs tensorflow-datasets, which cannot be imported "
+            f"({_short(_why(e))}): {_TFDS_INSTALL}"
+        ) from None
+    found = found or _find_tfds(spec, data_dir)
+    if found is None:
+        where = " or ".join(_short(r, 60) for r in _tfds_roots(data_dir))
+        raise UserError(
+            f"no prepared tensorflow-datasets copy of {spec.name} in {where}: prepare one with "
+            f"`tfds build {spec.name} --file_format=array_record` (needs TensorFlow and network), "
+            f"or use data source archive"
+        )
+    root, version = found
+    where = f"{_short(root / spec.name / version)}"
+    n_train, n_test = OFFICIAL_COUNTS[spec.name]
+    splits = _tfds_splits(tfds, spec, root, version, where)
+    names = None
+    arrays = []
+    for split, count in (("train", n_train), ("test", n_test)):
+        ids, images, labels, split_names = splits[split]
+        names = names or split_names
+        arrays += _tfds_official_order(spec, split, ids, images, labels, count, verify, where)
+    _check_tfds_names(spec, names, where)
+    if not verify:
+        _warn_unverified(f"the tfds copy in {where}")
+    return _cifar_dataset(spec, *arrays, verify)
+
+
+def _tfds_splits(tfds, spec: _CifarSpec, root: Path, version: str, where: str):
+    """{split: (ids, uint8[n, 32, 32, 3] images, int[n] labels, label names)} in tfds's order.
+
+    ArrayRecord copies are read through tfds.data_source, without TensorFlow;
+    TFRecord copies (tfds's default when preparing) need tfds.load and with it
+    TensorFlow.
+    """
+    name = f"{spec.name}:{version}"
+    out = {}
+    try:
+        for split in ("train", "test"):
+            source = tfds.data_source(name, split=split, data_dir=str(root), download=False)
+            out[split] = _read_data_source(source)
+        return out
+    except NotImplementedError:
+        pass  # not stored in a format with random access: TFRecord
+    except UserError:
+        raise
+    except Exception as e:  # tfds reports damaged or foreign copies in many ways
+        raise UserError(
+            f"tensorflow-datasets cannot read {where} ({_short(_why(e), 120)})"
+        ) from None
+    try:
+        import tensorflow  # noqa: F401
+    except ImportError:
+        raise UserError(
+            f"{where} is stored as TFRecord, which only TensorFlow reads: pip install "
+            f"tensorflow, or prepare an ArrayRecord copy with `tfds build {spec.name} "
+            f"--file_format=array_record --data_dir DIR`"
+        ) from None
+    try:
+        for split in ("train", "test"):
+            ds, info = tfds.load(
+                name,
+                split=split,
+                data_dir=str(root),
+                download=False,
+                batch_size=-1,
+                with_info=True,
+            )
+            ex = tfds.as_numpy(ds)
+            out[split] = (ex["id"], ex["image"], ex["label"], _label_names(info))
+    except Exception as e:
+        raise UserError(
+            f"tensorflow-datasets cannot read {where} ({_short(_why(e), 120)})"
+        ) from None
+    return out
+
+
+def _read_data_source(source):
+    n = len(source)
+    ids, labels = [], np.empty(n, np.int64)
+    images = np.empty((n, 32, 32, 3), np.uint8)
+    for i in range(n):
+        ex = source[i]
+        image = np.asarray(ex["image"])
+        if image.shape != (32, 32, 3):
+            raise UserError(f"a tfds example's image has shape {image.shape}, not (32, 32, 3)")
+        ids.append(ex["id"])
+        images[i] = image
+        labels[i] = ex["label"]
+    info = getattr(source, "dataset_info", None)
+    return ids, images, labels, _label_names(info) if info is not None else None
+
+
+def _label_names(info) -> list[str] | None:
+    try:
+        return list(info.features["label"].names)
+    except (AttributeError, KeyError, TypeError):
+        return None
+
+
+def _check_tfds_names(spec: _CifarSpec, names, where: str) -> None:
+    # A copy prepared by tfds names the classes from the official label file;
+    # plain numbers stand for "no names recorded" (as in tfds's mocks).
+    if names is None or names == [str(i) for i in range(len(spec.label_names))]:
+        return
+    if tuple(names) != spec.label_names:
+        raise UserError(
+            f"{where}: label names are not the official {spec.title} ones "
+            f"({len(names)} names, first {_short(', '.join(map(str, names[:3])), 60)})"
+        )
+
+
+def _tfds_official_order(spec, split, ids, images, labels, count, verify, where):
+    """(uint8[n, 32, 32, 3], int32[n]) of one split, in the official order of its ids."""
+    n = len(ids)
+    if verify and n != count:
+        raise UserError(
+            f"{where}: the {split} split has {n:,} examples, the official {spec.title} "
+            f"{count:,}: not a complete copy; prepare it again"
+        )
+    pattern = re.compile(rf"{split}_(\d+)")
+    index = np.empty(n, np.int64)
+    for i, raw in enumerate(ids):
+        text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+        m = pattern.fullmatch(text)
+        if m is None or int(m.group(1)) >= n:
+            raise UserError(
+                f"{where}: example id {_short(repr(text), 40)} is not {split}_NNNNN with "
+                f"NNNNN below {n:,}: not tfds's {spec.name}"
+            )
+        index[i] = int(m.group(1))
+    if len(np.unique(index)) != n:  # n indices below n, all different: each exactly once
+        raise UserError(f"{where}: the {split} split repeats example ids: not tfds's {spec.name}")
+    order = np.argsort(index)
+    images = np.asarray(images)
+    labels = np.asarray(labels)
+    if images.shape != (n, 32, 32, 3) or images.dtype != np.uint8:
+        raise UserError(
+            f"{where}: {split} images are {images.dtype}{list(images.shape)}, "
+            f"not uint8[{n}, 32, 32, 3]"
+        )
+    if labels.shape != (n,) or not np.issubdtype(labels.dtype, np.integer):
+        raise UserError(f"{where}: {split} labels are not {n} integers")
+    k = len(spec.label_names)
+    if n and (labels.min() < 0 or labels.max() >= k):
+        raise UserError(
+            f"{where}: {split} labels must be in [0, {k - 1}], found {labels.min()}..{labels.max()}"
+        )
+    return [np.ascontiguousarray(images[order]), labels[order].astype(np.int32)]
 
 
 # --------------------------------------------------------------------------
