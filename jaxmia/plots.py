@@ -15,10 +15,18 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from jaxmia import stats
+from jaxmia import scores, stats
 from jaxmia.report import atomic_write_bytes
 
-__all__ = ["plot_histograms", "plot_roc", "plot_target"]
+__all__ = [
+    "HISTOGRAMS_FILE",
+    "PR_FILE",
+    "ROC_FILE",
+    "plot_attack",
+    "plot_histograms",
+    "plot_roc",
+    "plot_target",
+]
 
 _MEMBER_COLOR = "tab:blue"
 _NONMEMBER_COLOR = "tab:orange"
@@ -37,11 +45,13 @@ def _save(fig: Figure, path) -> Path:
     return atomic_write_bytes(path, buf.getvalue())
 
 
-def _shared_bins(member: np.ndarray, nonmember: np.ndarray) -> np.ndarray:
+def _shared_bins(member: np.ndarray, nonmember: np.ndarray, min_bins: int = 1) -> np.ndarray:
     pooled = np.concatenate([member, nonmember])
     edges = np.histogram_bin_edges(pooled, bins="auto")
     if edges.size - 1 > _MAX_BINS:
         edges = np.histogram_bin_edges(pooled, bins=_MAX_BINS)
+    elif edges.size - 1 < min_bins and np.ptp(pooled) > 0:
+        edges = np.histogram_bin_edges(pooled, bins=min_bins)
     return edges
 
 
@@ -225,3 +235,284 @@ def plot_target(
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     return _save(fig, path)
+
+
+# ================================================================ the attack's figures (issue 8)
+
+ROC_FILE = "roc.png"
+PR_FILE = "pr.png"
+HISTOGRAMS_FILE = "single_point_mia_histograms.png"
+_PANEL_LABEL = {
+    "loss": "cross-entropy loss of x",
+    "lira": r"$\varphi = z_y - \log\sum_{y' \neq y} e^{z_{y'}}$  (logit-scaled confidence)",
+    "hinge": r"hinge $= z_y - \max_{y' \neq y} z_{y'}$",
+}
+
+
+def _operating_point(results: dict) -> tuple[float, float, str, dict | None]:
+    """(fpr, tpr, where, evaluation): realised on the evaluation models, else calibration."""
+    ev = results.get("evaluation")
+    if isinstance(ev, dict) and ev.get("fpr") is not None and ev.get("tpr") is not None:
+        pairs = f"{ev['n_member']} IN + {ev['n_nonmember']} OUT evaluation models"
+        return float(ev["fpr"]), float(ev["tpr"]), pairs, ev
+    return float(results["calibration_fpr"]), float(results["power"]), "calibration models", None
+
+
+def _rate_text(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
+
+
+def _roc_figure(s_mem, s_non, results, title_suffix) -> Figure:
+    fpr, tpr, _ = stats.attack_roc(s_mem, s_non)
+    n_in, n_out = s_mem.size, s_non.size
+    op_fpr, op_tpr, where, ev = _operating_point(results)
+    positives = [v for v in (op_fpr, op_tpr) if v > 0]
+    lo = min([1.0 / n_out, 1.0 / n_in, 0.5] + positives)
+
+    fig = _new_figure((6.4, 6))
+    ax = fig.add_subplot()
+    # The staircase of the deterministic rules "member iff s > u": at each FPR the best
+    # TPR any threshold reaches without exceeding it (the TPR-at-FPR of the summary).
+    # Rates of 0 cannot sit on log axes: they are drawn on the axes' edge, lo.
+    x, y = np.maximum(fpr, lo), np.maximum(tpr, lo)
+    label = [f"{scores.SYMBOLS[results['score']]} (AUC {results['auc']:.3f})"]
+    for f, v in results.get("tpr_at_fpr", {}).items():
+        label.append(f"TPR@{float(f) * 100:g}% FPR: {_rate_text(v)}")
+    ax.step(x, y, where="post", color="tab:blue", lw=2, label="\n".join(label))
+    ax.plot([lo, 1], [lo, 1], color="gray", ls="--", lw=1, label="chance")
+    alpha = results.get("alpha")
+    if alpha is not None:
+        ax.axvline(alpha, color="gray", ls=":", lw=1, label=f"alpha = {alpha:g} (asked)")
+
+    px, py = max(op_fpr, lo), max(op_tpr, lo)
+    text = f"{results['threshold_rule']} rule on the {where}:\nTPR {op_tpr:.3f}, FPR {op_fpr:.3f}"
+    if op_fpr == 0 or op_tpr == 0:
+        text += " (a 0 is drawn on the axis edge)"
+    if ev is not None:
+        xerr = np.array([[px - max(ev["fpr_ci"][0], lo)], [max(ev["fpr_ci"][1], lo) - px]])
+        yerr = np.array([[py - max(ev["tpr_ci"][0], lo)], [max(ev["tpr_ci"][1], lo) - py]])
+        conf = ev.get("confidence", 0.95)
+        text += f"\n({conf * 100:g}% Clopper–Pearson bars)"
+        bars = ax.errorbar(
+            [px], [py], xerr=xerr, yerr=yerr, fmt="o", color="tab:red", capsize=3, label=text
+        )
+        for artist in [bars.lines[0], *bars.lines[1], *bars.lines[2]]:
+            artist.set_clip_on(False)  # a TPR of 1 sits on the top edge: keep it whole
+    else:
+        ax.plot([px], [py], "o", color="tab:red", label=text, clip_on=False)
+    if n_out < 20:
+        ax.text(
+            0.03,
+            0.97,
+            f"only {n_out} OUT models: FPRs below 1/l = {1.0 / n_out:.2g} cannot be measured",
+            transform=ax.transAxes,
+            va="top",
+            fontsize=9,
+            color="tab:red",
+        )
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(lo, 1)
+    ax.set_ylim(lo, 1)
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title(
+        f"ROC, log-log ({n_in} IN / {n_out} OUT calibration models){title_suffix}", fontsize=10
+    )
+    ax.legend(loc="lower right", fontsize="small")
+    ax.grid(True, which="major", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def _pr_figure(s_mem, s_non, results, title_suffix) -> Figure:
+    fpr, tpr, _ = stats.attack_roc(s_mem, s_non)
+    keep = (tpr + fpr) > 0
+    recall = tpr[keep]
+    # Equal numbers of IN and OUT models: prevalence 1/2, so precision = TPR / (TPR + FPR).
+    precision = tpr[keep] / (tpr[keep] + fpr[keep])
+    ap = float(np.sum(np.diff(np.concatenate([[0.0], recall])) * precision))
+    op_fpr, op_tpr, where, _ = _operating_point(results)
+
+    fig = _new_figure((6.4, 5.5))
+    ax = fig.add_subplot()
+    ax.step(recall, precision, where="post", color="tab:blue", lw=2, label=f"AP {ap:.3f}")
+    ax.axhline(0.5, color="gray", ls="--", lw=1, label="chance (prevalence ½)")
+    if op_tpr + op_fpr > 0:
+        ax.plot(
+            [op_tpr],
+            [op_tpr / (op_tpr + op_fpr)],
+            "o",
+            color="tab:red",
+            label=f"{results['threshold_rule']} rule,\n{where}",
+        )
+    ax.set_xlim(0, 1.02)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("recall (TPR)")
+    ax.set_ylabel("precision")
+    ax.set_title(
+        f"Precision–recall, {scores.SYMBOLS[results['score']]}{title_suffix}\n"
+        "membership prevalence is ½ by construction (one IN, one OUT model per round)",
+        fontsize=9,
+    )
+    ax.legend(loc="lower left", fontsize="small", title="precision = TPR / (TPR + FPR)")
+    fig.tight_layout()
+    return fig
+
+
+def _reflected_kde(values: np.ndarray):
+    """A KDE of values >= 0 reflected at 0, so no mass lies below 0 (None if not fittable)."""
+    kde = stats.fit_kde(values)
+    if kde is None:
+        return None
+    return lambda g: kde(g) + kde(-g)
+
+
+def _histogram_panel(ax, name, mem, non, results, *, ev_mem=None, ev_non=None):
+    # Member and non-member scores sit far apart: "auto" bins on the pooled sample are
+    # too coarse for the narrow member peak, so ask for at least ~2 sqrt(n) of them.
+    edges = _shared_bins(mem, non, min_bins=min(60, int(np.sqrt(mem.size + non.size)) * 2))
+    kw = {"bins": edges, "density": True, "alpha": 0.45}
+    ax.hist(mem, color=_MEMBER_COLOR, label=f"member (IN), n={mem.size}", **kw)
+    ax.hist(non, color=_NONMEMBER_COLOR, label=f"non-member (OUT), n={non.size}", **kw)
+    lo, hi = float(edges[0]), float(edges[-1])
+    chosen = results.get("score") == name
+    t = results.get("threshold") if chosen and results.get("threshold_rule") != "lira" else None
+    if t is not None:
+        lo, hi = min(lo, t), max(hi, t)
+    pad = 0.05 * (hi - lo) if hi > lo else 0.5
+    if name == "loss":
+        # Losses are >= 0: the density is a KDE reflected at 0, with no mass below it.
+        grid = np.linspace(0.0, hi + pad, 400)
+        for values, color, who in (
+            (mem, _MEMBER_COLOR, "member"),
+            (non, _NONMEMBER_COLOR, "non-member"),
+        ):
+            density = _reflected_kde(values)
+            if density is not None:
+                ax.plot(
+                    grid,
+                    density(grid),
+                    color=color,
+                    lw=1.3,
+                    ls="--",
+                    label=f"KDE {who} (reflected at 0)",
+                )
+        ax.set_xlim(0.0, hi + pad)
+    else:
+        grid = np.linspace(lo - pad, hi + pad, 400)
+        for values, color, who in (
+            (mem, _MEMBER_COLOR, "member"),
+            (non, _NONMEMBER_COLOR, "non-member"),
+        ):
+            fit = stats.fit_gaussian(values)
+            if fit.std > 0 and np.ptp(values) > 0:
+                pdf = np.exp(-0.5 * ((grid - fit.mean) / fit.std) ** 2) / (
+                    fit.std * np.sqrt(2 * np.pi)
+                )
+                ax.plot(
+                    grid,
+                    pdf,
+                    color=color,
+                    lw=2,
+                    label=f"N fit {who} (μ={fit.mean:.3g}, σ={fit.std:.3g})",
+                )
+    if chosen:
+        region = results.get("member_region")
+        if results.get("threshold_rule") == "lira" and region:
+            x0, x1 = ax.get_xlim()
+            label = "called member (likelihood ratio > cut)"
+            for a, b in region:
+                a = x0 if a is None else max(a, x0)
+                b = x1 if b is None else min(b, x1)
+                if b > a:
+                    ax.axvspan(a, b, color="tab:green", alpha=0.12, label=label)
+                    label = None
+            ax.set_xlim(x0, x1)
+        elif t is not None:
+            ax.axvline(
+                t, color="black", lw=1.5, ls=":", label=results.get("decision", f"t = {t:.4g}")
+            )
+        for vals, color in ((ev_mem, _MEMBER_COLOR), (ev_non, _NONMEMBER_COLOR)):
+            if vals is not None and np.size(vals):
+                v = np.asarray(vals, dtype=np.float64)
+                v = v[np.isfinite(v)]
+                ax.plot(v, np.zeros_like(v), "|", color=color, ms=14, mew=1.5)
+        if ev_mem is not None or ev_non is not None:
+            ax.plot([], [], "|", color="black", ms=10, label="evaluation models (ticks)")
+    ax.set_xlabel(_PANEL_LABEL[name])
+    ax.set_ylabel("density")
+    ax.legend(fontsize="x-small")
+
+
+def plot_attack(
+    folder,
+    results: dict,
+    *,
+    member,
+    nonmember,
+    eval_member=None,
+    eval_nonmember=None,
+    member_loss=None,
+    nonmember_loss=None,
+    member_phi=None,
+    nonmember_phi=None,
+    title_suffix: str = "",
+) -> list[Path]:
+    """The attack's figures: ROC_FILE (log-log), PR_FILE and HISTOGRAMS_FILE in ``folder``.
+
+    Args:
+      folder: an existing folder; the caller decides which.
+      results: the dict from ``stats.attack_summary`` (score, threshold_rule, threshold,
+        decision, member_region, calibration_fpr, power, auc, tpr_at_fpr, alpha,
+        evaluation are read).
+      member, nonmember: float[l_in], float[l] native scores of ``results["score"]`` on
+        the calibration models (the ones the summary came from).
+      eval_member, eval_nonmember: float[E] native scores of the evaluation models, drawn
+        as ticks on the histogram of the chosen score (optional).
+      member_loss, nonmember_loss, member_phi, nonmember_phi: the loss and phi of the
+        calibration models for the histogram panels (default: ``member``/``nonmember``
+        when that is the chosen score; a panel without data is left out).
+      title_suffix: appended to each title (" [SYNTHETIC DATA]").
+
+    Returns:
+      The paths written, [roc, pr, histograms].
+    """
+    folder = Path(folder)
+    score = results["score"]
+    mem = stats.check_losses(member, "member scores")
+    non = stats.check_losses(nonmember, "non-member scores")
+    s_mem, s_non = scores.to_attack(mem, score), scores.to_attack(non, score)
+    written = [
+        _save(_roc_figure(s_mem, s_non, results, title_suffix), folder / ROC_FILE),
+        _save(_pr_figure(s_mem, s_non, results, title_suffix), folder / PR_FILE),
+    ]
+
+    panels = {}
+    if score == "loss":
+        member_loss, nonmember_loss = mem, non
+    if score == "lira":
+        member_phi, nonmember_phi = mem, non
+    if member_loss is not None and nonmember_loss is not None:
+        panels["loss"] = (member_loss, nonmember_loss)
+    if member_phi is not None and nonmember_phi is not None:
+        panels["lira"] = (member_phi, nonmember_phi)
+    if score == "hinge":
+        panels["hinge"] = (mem, non)
+    fig = _new_figure((6.0 * len(panels), 4.8))
+    axes = np.atleast_1d(fig.subplots(1, len(panels)))
+    for ax, (name, (pm, pn)) in zip(axes, panels.items(), strict=True):
+        mine = name == score
+        _histogram_panel(
+            ax,
+            name,
+            stats.check_losses(pm, f"member {name}"),
+            stats.check_losses(pn, f"non-member {name}"),
+            results,
+            ev_mem=eval_member if mine else None,
+            ev_non=eval_nonmember if mine else None,
+        )
+    fig.suptitle("x under models trained with (IN) and without (OUT) it" + title_suffix)
+    fig.tight_layout()
+    written.append(_save(fig, folder / HISTOGRAMS_FILE))
+    return written

@@ -900,7 +900,12 @@ def attack_summary(
     if _allowed_below(a, n) == 0:
         warnings.append(
             f"floor(alpha*l) = 0 (alpha={a:g}, l={n}): no FPR below 1/l={1.0 / n:.3g} can be "
-            "measured; the empirical threshold is the most member-like non-member score"
+            "measured on these models"
+            + (
+                "; the threshold is the most member-like non-member score"
+                if rule in ("empirical", "lira")
+                else ""
+            )
         )
 
     decision, rule_warnings = choose_threshold(mem, non, alpha=a, rule=rule, score=score)

@@ -98,3 +98,125 @@ def test_plot_overwrites_existing_file(tmp_path):
     _histograms(target, np.array([0.1, 0.2]), np.array([1.0, 2.0]))
     _assert_png(target, 800, 500)
     _no_temp_files(tmp_path, ["hist.png"])
+
+
+# ================================================================ issue 8: plot_attack
+
+from jaxmia import scores  # noqa: E402
+
+
+def _attack_case(rounds=80, e=16, score="loss", rule="empirical", seed=0):
+    rng = np.random.default_rng(seed)
+    z_in = rng.normal(0, 1, (rounds + e, 10))
+    z_out = rng.normal(0, 1, (rounds + e, 10))
+    z_in[:, 3] += rng.normal(5.0, 1.5, rounds + e)
+    z_out[:, 3] += rng.normal(2.0, 1.5, rounds + e)
+    s_in, s_out = scores.compute_score(score, z_in, 3), scores.compute_score(score, z_out, 3)
+    res = stats.attack_summary(
+        s_in[:rounds],
+        s_out[:rounds],
+        eval_member=s_in[rounds:],
+        eval_nonmember=s_out[rounds:],
+        alpha=0.1,
+        rule=rule,
+        score=score,
+    )
+    extra = {
+        "member_loss": scores.loss_from_logits(z_in[:rounds], 3),
+        "nonmember_loss": scores.loss_from_logits(z_out[:rounds], 3),
+        "member_phi": scores.lira_from_logits(z_in[:rounds], 3),
+        "nonmember_phi": scores.lira_from_logits(z_out[:rounds], 3),
+    }
+    return res, s_in[:rounds], s_out[:rounds], s_in[rounds:], s_out[rounds:], extra
+
+
+@pytest.mark.parametrize(
+    ("score", "rule", "width"),
+    [("loss", "empirical", 1200), ("lira", "lira", 1200), ("hinge", "confident", 1800)],
+)
+def test_plot_attack_writes_three_pngs(tmp_path, score, rule, width):
+    res, m, n, em, en, extra = _attack_case(score=score, rule=rule)
+    out = plots.plot_attack(
+        tmp_path, res, member=m, nonmember=n, eval_member=em, eval_nonmember=en,
+        title_suffix=" [SYNTHETIC DATA]", **extra,
+    )  # fmt: skip
+    assert out == [tmp_path / "roc.png", tmp_path / "pr.png", tmp_path / plots.HISTOGRAMS_FILE]
+    _assert_png(out[0], 640, 600)
+    _assert_png(out[1], 640, 550)
+    _assert_png(out[2], width, 480)  # loss and phi panels, plus hinge when it is the score
+    _no_temp_files(tmp_path, ["roc.png", "pr.png", plots.HISTOGRAMS_FILE])
+
+
+@pytest.mark.parametrize(("rounds", "e"), [(1, 1), (3, 0), (2, 2)])
+def test_plot_attack_tiny_and_degenerate(tmp_path, rounds, e):
+    res, m, n, em, en, _ = _attack_case(rounds=rounds, e=e)
+    out = plots.plot_attack(tmp_path, res, member=m, nonmember=n, eval_member=em, eval_nonmember=en)
+    _assert_png(out[2], 600, 480)  # only the loss panel: no phi given
+    same = stats.attack_summary([1.0, 1.0], [1.0, 1.0], alpha=0.5)
+    plots.plot_attack(tmp_path, same, member=[1.0, 1.0], nonmember=[1.0, 1.0])
+    _assert_png(tmp_path / "roc.png", 640, 600)
+
+
+def test_roc_operating_point_is_the_realised_one():
+    res, m, n, em, en, _ = _attack_case(rounds=100, e=40)
+    ev = res["evaluation"]
+    s_m, s_n = scores.to_attack(m, "loss"), scores.to_attack(n, "loss")
+    fig = plots._roc_figure(s_m, s_n, res, "")
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
+    assert ax.get_xlim() == pytest.approx((0.01, 1.0))  # 1/l to 1
+    assert ax.get_ylim() == pytest.approx((0.01, 1.0))
+    point = [ln for ln in ax.lines if ln.get_marker() == "o"]
+    assert len(point) == 1
+    x, y = point[0].get_xdata()[0], point[0].get_ydata()[0]
+    assert (x, y) == (max(ev["fpr"], 0.01), max(ev["tpr"], 0.01))
+    assert x != res["alpha"] or ev["fpr"] == res["alpha"]
+    # The curve is the ROC of the score (rates of 0 drawn on the axis edge).
+    fpr, tpr, _ = stats.attack_roc(s_m, s_n)
+    curve = ax.lines[0]
+    np.testing.assert_allclose(curve.get_xdata(), np.maximum(fpr, 0.01))
+    np.testing.assert_allclose(curve.get_ydata(), np.maximum(tpr, 0.01))
+    legend = "\n".join(t.get_text() for t in ax.get_legend().get_texts())
+    assert f"AUC {res['auc']:.3f}" in legend and "TPR@0.1% FPR: n/a" in legend
+    assert f"TPR@1% FPR: {res['tpr_at_fpr']['0.01']:.3f}" in legend
+    # Without evaluation models the point is the calibration one.
+    res["evaluation"] = None
+    ax = plots._roc_figure(s_m, s_n, res, "").axes[0]
+    point = [ln for ln in ax.lines if ln.get_marker() == "o"][0]
+    assert point.get_xdata()[0] == max(res["calibration_fpr"], 0.01)
+    assert point.get_ydata()[0] == res["power"]
+
+
+def test_pr_curve_values_and_prevalence_note():
+    res, m, n, *_ = _attack_case(rounds=50, e=0)
+    s_m, s_n = -m, -n
+    ax = plots._pr_figure(s_m, s_n, res, "").axes[0]
+    fpr, tpr, _ = stats.attack_roc(s_m, s_n)
+    keep = tpr + fpr > 0
+    np.testing.assert_allclose(ax.lines[0].get_xdata(), tpr[keep])
+    np.testing.assert_allclose(ax.lines[0].get_ydata(), tpr[keep] / (tpr[keep] + fpr[keep]))
+    assert "prevalence is ½ by construction" in ax.get_title()
+
+
+def test_loss_densities_put_no_mass_below_zero():
+    rng = np.random.default_rng(3)
+    losses = rng.exponential(0.05, 200)  # a member-like pile-up at 0
+    naive = stats.fit_kde(losses)
+    below = np.linspace(-1, 0, 20001)
+    assert np.trapezoid(naive(below), below) > 0.05  # what the old figure drew (9%)
+    density = plots._reflected_kde(losses)
+    above = np.linspace(0, 3, 300001)
+    assert np.trapezoid(density(above), above) == pytest.approx(1.0, abs=1e-3)
+    # The loss panel draws nothing left of 0.
+    res, m, n, em, en, extra = _attack_case()
+    fig = plots._new_figure((6, 4))
+    ax = fig.add_subplot()
+    plots._histogram_panel(ax, "loss", m, n, res, ev_mem=em, ev_non=en)
+    assert ax.get_xlim()[0] == 0.0
+    for line in ax.lines:
+        if len(line.get_xdata()):  # (the evaluation ticks' legend entry has no data)
+            assert np.min(line.get_xdata()) >= 0.0
+    # The threshold line is the summary's, labelled with its rule.
+    vlines = [ln for ln in ax.lines if ln.get_linestyle() == ":"]
+    assert vlines[0].get_xdata()[0] == res["threshold"]
+    assert vlines[0].get_label() == res["decision"]

@@ -704,9 +704,10 @@ def test_epsilon_matches_jax_privacy():
         auditor = auditing.CanaryScoreAuditor(s_in, s_out)
         theirs = auditor.epsilon_clopper_pearson(0.05, threshold_strategy=auditing.Explicit(u))
         assert ours == pytest.approx(float(theirs), abs=1e-9)
-        assert stats.attack_auc(s_in, s_out) == pytest.approx(auditor.attack_auroc(), abs=1e-12)
+        # jax-privacy takes the ROC's convex hull (classifiers that randomise between two
+        # thresholds), so its AUC and TPR at FPR are at least ours, the plain ROC's.
+        assert stats.attack_auc(s_in, s_out) <= auditor.attack_auroc() + 1e-12
         for f in (0.05, 0.1):
-            # jax-privacy interpolates between thresholds; at f*l integer both agree.
             assert stats.attack_tpr_at_fpr(s_in, s_out, f) <= auditor.tpr_at_given_fpr(f) + 1e-12
 
 
