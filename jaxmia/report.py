@@ -157,16 +157,22 @@ def format_summary(results: dict) -> str:
 
     Keys used (any of them may be missing or None; its line is then left out):
     dataset, synthetic, target_index, target_label, n_iterations, subset_size,
-    epochs, alpha, threshold, power, fpr, gaussian_threshold, gaussian_power,
-    auc, member_loss_mean/std, nonmember_loss_mean/std, rounds_used, skipped,
-    evaluation (from ``stats.evaluate_predictions``), train_accuracy,
-    test_accuracy, compile_seconds, train_seconds, models_per_second.
+    epochs, rounds_used, and the attack's keys from ``stats.attack_summary`` (score,
+    threshold_rule, alpha, decision, threshold, threshold_scale, power,
+    calibration_fpr or fpr, k, n_member, n_nonmember, expected_heldout_fpr(_upper95),
+    auc, balanced_accuracy, tpr_at_fpr, member/nonmember_loss (or score) mean/std,
+    gaussian_threshold, gaussian_power, evaluation, epsilon_lower_bound, warnings; the
+    older ``stats.summarize`` and ``stats.evaluate_predictions`` dicts print too),
+    train_accuracy, test_accuracy, compile_seconds, train_seconds, models_per_second.
     """
     r = {k: v for k, v in results.items() if v is not None}
     lines: list[str] = []
 
     def num(key):
         return _is_number(r.get(key))
+
+    def rate(x) -> str:
+        return _f(x) if _is_number(x) else "n/a"
 
     if r.get("synthetic"):
         lines.append(
@@ -189,41 +195,93 @@ def format_summary(results: dict) -> str:
         lines.append(f"Rounds (with/without pairs): {r['n_iterations']}{tail}")
     if "rounds_used" in r and r["rounds_used"] != r.get("n_iterations"):
         lines.append(f"Rounds used: {r['rounds_used']} (the rest had non-finite losses)")
+
+    if "score" in r or "threshold_rule" in r:
+        rule = r.get("threshold_rule", "empirical")
+        lines.append(f"Score: {r.get('score', 'loss')}, threshold rule: {rule}")
+    if "decision" in r:
+        lines.append(f"Decision: {r['decision']}")
+    bound = f" (FPR <= {r['alpha']:g})" if num("alpha") else ""
     if num("threshold"):
-        bound = f" (FPR <= {r['alpha']:g})" if num("alpha") else ""
-        lines.append(f"Threshold{bound}: {_f(r['threshold'])}")
+        scale = r.get("threshold_scale")
+        on = f", on the {scale} scale" if scale and scale == "log likelihood ratio" else ""
+        lines.append(f"Threshold{bound}{on}: {_f(r['threshold'])}")
+    elif "threshold" in results and "decision" in r:
+        lines.append(f"Threshold{bound}: none (see the warnings)")
+    cal_models = ""
+    if num("n_member") and num("n_nonmember"):
+        cal_models = f" on {r['n_member']} IN / {r['n_nonmember']} OUT calibration models"
     if num("power"):
-        lines.append(f"Power (TPR): {_f(r['power'])}")
-    if num("fpr"):
+        lines.append(f"Power (TPR){cal_models}: {_f(r['power'])}")
+    if num("calibration_fpr"):
+        k = f" (k = {r['k']} allowed)" if num("k") else ""
+        lines.append(f"Calibration FPR: {_f(r['calibration_fpr'])}{k}")
+    elif num("fpr"):
         lines.append(f"Empirical FPR: {_f(r['fpr'])}")
+    if num("expected_heldout_fpr"):
+        upper = r.get("expected_heldout_fpr_upper95")
+        up = f" (95% upper bound {_f(upper)})" if _is_number(upper) else ""
+        lines.append(f"Expected FPR on fresh models: {_f(r['expected_heldout_fpr'])}{up}")
+    if num("auc"):
+        lines.append(f"AUC: {_f(r['auc'])}")
+    if num("balanced_accuracy"):
+        lines.append(f"Balanced accuracy: {_f(r['balanced_accuracy'])}")
+    if isinstance(r.get("tpr_at_fpr"), dict):
+        parts = [f"{float(f) * 100:g}%: {rate(v)}" for f, v in r["tpr_at_fpr"].items()]
+        lines.append("TPR at FPR " + ", ".join(parts))
     for key, who in (("member", "member"), ("nonmember", "non-member")):
-        if num(f"{key}_loss_mean"):
-            spread = f" ± {_f(r[f'{key}_loss_std'])}" if num(f"{key}_loss_std") else ""
-            lines.append(f"Mean loss {who}: {_f(r[f'{key}_loss_mean'])}{spread}")
+        for kind, name in (("loss", "loss"), ("score", r.get("score", "score"))):
+            if num(f"{key}_{kind}_mean"):
+                spread = f" ± {_f(r[f'{key}_{kind}_std'])}" if num(f"{key}_{kind}_std") else ""
+                lines.append(f"Mean {name} {who}: {_f(r[f'{key}_{kind}_mean'])}{spread}")
+                break
     if num("gaussian_threshold"):
         lines.append(f"Gaussian threshold: {_f(r['gaussian_threshold'])}")
     if num("gaussian_power"):
         lines.append(f"Gaussian power: {_f(r['gaussian_power'])}")
-    if num("auc"):
-        lines.append(f"AUC: {_f(r['auc'])}")
 
     ev = r.get("evaluation")
     if isinstance(ev, dict):
         lines.append("Evaluation (held-out models):")
         for item in ev.get("items") or []:
             where = "x in train:    " if item.get("member") else "x not in train:"
-            loss = _f(item["loss"]) if _is_number(item.get("loss")) else "nan"
+            key = "loss" if "loss" in item else "score"
+            name = "loss" if key == "loss" else r.get("score", "score")
+            value = _f(item[key]) if _is_number(item.get(key)) else "nan"
             lines.append(
-                f"  {where}  loss={loss}  predicted member={item.get('predicted_member')}"
+                f"  {where}  {name}={value}  predicted member={item.get('predicted_member')}"
                 f"  correct={item.get('correct')}"
             )
-        for key, name in (("tpr", "TPR"), ("fpr", "FPR")):
+        level = ev.get("confidence", 0.95)
+        for key, name, hits, total in (
+            ("tpr", "TPR", "true_positives", "n_member"),
+            ("fpr", "FPR", "false_positives", "n_nonmember"),
+        ):
             if _is_number(ev.get(key)):
                 ci = ev.get(f"{key}_ci")
-                ci_text = f"  95% CI {_ci(ci)}" if ci else ""
-                lines.append(f"  {name}: {_f(ev[key])}{ci_text}")
+                ci_text = f"  {level * 100:g}% CI {_ci(ci)}" if ci else ""
+                count = ""
+                if _is_number(ev.get(hits)) and _is_number(ev.get(total)):
+                    count = f" ({ev[hits]}/{ev[total]})"
+                lines.append(f"  {name}: {_f(ev[key])}{count}{ci_text}")
         if _is_number(ev.get("accuracy")):
             lines.append(f"  Accuracy: {_f(ev['accuracy'])}")
+
+    eps = r.get("epsilon_lower_bound")
+    if isinstance(eps, dict):
+        level = eps.get("confidence", 0.95)
+        head = f"Epsilon lower bound ({level * 100:g}% confidence, delta {eps.get('delta', 0):g})"
+        if _is_number(eps.get("value")):
+            extra = []
+            if _is_number(eps.get("symmetric")):
+                extra.append(f"symmetric {_f(eps['symmetric'])}")
+            best = eps.get("max_over_calibration_thresholds")
+            if isinstance(best, dict) and _is_number(best.get("value")):
+                extra.append(f"best calibration threshold {_f(best['value'])}")
+            tail = f" ({'; '.join(extra)})" if extra else ""
+            lines.append(f"{head}: {_f(eps['value'])}{tail}")
+        else:
+            lines.append(f"{head}: n/a (needs evaluation models)")
 
     if num("train_accuracy"):
         lines.append(f"Train accuracy (mean over models): {_f(r['train_accuracy'])}")
@@ -238,4 +296,8 @@ def format_summary(results: dict) -> str:
         timing.append(f"{r['models_per_second']:.2f} models/s")
     if timing:
         lines.append("Time: " + ", ".join(timing))
+    warnings = r.get("warnings") or []
+    if warnings:
+        lines.append(f"Warnings ({len(warnings)}):")
+        lines.extend(f"  ! {w}" for w in warnings)
     return "\n".join(lines)

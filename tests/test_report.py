@@ -8,6 +8,7 @@ import os
 
 import numpy as np
 import pytest
+from scipy import stats as sps
 
 from jaxmia import report, stats
 
@@ -156,9 +157,9 @@ def test_format_summary():
     assert "loss=0.0500  predicted member=True  correct=True" in items[0]
     assert items[3].strip().startswith("x not in train:")
     assert "loss=0.1000  predicted member=True  correct=False" in items[3]
-    assert "  TPR: 1.0000  95% CI [0.1581, 1.0000]" in lines
+    assert "  TPR: 1.0000 (2/2)  95% CI [0.1581, 1.0000]" in lines
     lo, hi = stats.clopper_pearson(1, 2)
-    assert f"  FPR: 0.5000  95% CI [{lo:.4f}, {hi:.4f}]" in lines
+    assert f"  FPR: 0.5000 (1/2)  95% CI [{lo:.4f}, {hi:.4f}]" in lines
     assert "  Accuracy: 0.7500" in lines
     assert "Time: compile 12.3 s, training 56.7 s, 2.26 models/s" in lines
 
@@ -178,3 +179,67 @@ def test_format_summary_synthetic_and_missing_keys():
     # An undecided (NaN) evaluation item prints without crashing.
     ev = stats.evaluate_predictions(np.array([True, False]), [math.nan, 2.0], 1.0)
     assert "predicted member=None" in report.format_summary({"evaluation": ev})
+
+
+# ---------------------------------------------------------------- issue 8: the attack's summary
+
+
+def test_format_summary_of_attack_summary():
+    mem = np.linspace(0.01, 0.5, 100)
+    non = np.linspace(1.0, 5.0, 100)
+    res = stats.attack_summary(
+        mem,
+        non,
+        eval_member=np.array([0.1, 2.0]),
+        eval_nonmember=np.array([3.0, 0.2]),
+        alpha=0.05,
+        rule="conformal",
+    )
+    text = report.format_summary({"target_index": 5, "alpha": 0.05, **res})
+    lines = text.splitlines()
+    t = res["threshold"]
+    assert "Score: loss, threshold rule: conformal" in lines
+    assert f"Decision: member iff loss < {t:.6g}" in lines
+    assert f"Threshold (FPR <= 0.05): {t:.4f}" in lines
+    assert "Power (TPR) on 100 IN / 100 OUT calibration models: 1.0000" in lines
+    assert f"Calibration FPR: {res['calibration_fpr']:.4f} (k = 4 allowed)" in lines
+    upper = sps.beta.ppf(0.95, 5, 96)  # floor(0.05 * 101) - 1 = 4
+    assert f"Expected FPR on fresh models: {5 / 101:.4f} (95% upper bound {upper:.4f})" in lines
+    assert "AUC: 1.0000" in lines and "Balanced accuracy: 1.0000" in lines
+    assert "TPR at FPR 0.1%: n/a, 1%: 1.0000, 10%: 1.0000" in lines
+    assert f"Mean loss member: {mem.mean():.4f} ± {mem.std(ddof=1):.4f}" in lines
+    assert "  TPR: 0.5000 (1/2)  95% CI" in text and "  FPR: 0.5000 (1/2)" in text
+    eps = res["epsilon_lower_bound"]
+    assert eps["value"] == 0.0  # 2 pairs with one error each prove nothing
+    assert lines.count("Warnings (1):") == 1
+    assert (
+        "  ! TPR at FPR 0.001 not resolvable: needs l >= 1000 non-member models, have 100" in lines
+    )
+    assert text.index("Epsilon lower bound (95% confidence, delta 0): 0.0000") < text.index(
+        "Warnings"
+    )
+
+
+def test_format_summary_says_what_cannot_be_resolved():
+    res = stats.attack_summary([0.1], [2.0], alpha=0.05, rule="conformal", score="loss")
+    text = report.format_summary(res)
+    assert "Threshold (FPR <= 0.05): none (see the warnings)" in text
+    assert "Decision: never member" in text
+    assert "Epsilon lower bound (95% confidence, delta 0): n/a (needs evaluation models)" in text
+    assert "n_iterations: 1" in text and "conformal: l=1" in text
+    assert "TPR at FPR 0.1%: n/a, 1%: n/a, 10%: n/a" in text
+    # The lira rule's threshold is on the log likelihood ratio, and its items show phi.
+    rng = np.random.default_rng(0)
+    res = stats.attack_summary(
+        rng.normal(3, 1, 50),
+        rng.normal(0, 1, 50),
+        eval_member=[2.5],
+        eval_nonmember=[-1.0],
+        alpha=0.1,
+        rule="lira",
+        score="lira",
+    )
+    text = report.format_summary(res)
+    assert "on the log likelihood ratio scale" in text
+    assert "Mean lira member:" in text
+    assert "lira=2.5000  predicted member=True  correct=True" in text
