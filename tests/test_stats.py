@@ -826,3 +826,20 @@ def test_monte_carlo_heldout_fpr_of_each_rule(n, alpha):
     # ... and it is the exact Beta tail, not just below 5%.
     kc = stats.order_statistic_k("confident", n, alpha)
     assert exceed == pytest.approx(sps.beta.sf(alpha, kc + 1, n - kc), abs=4 * binom_se)
+
+
+def test_readme_epsilon_table_is_computed():
+    """The README's "evaluation pairs -> best epsilon" table is what the formula gives."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    lines = [ln.strip() for ln in readme.splitlines()]
+    rows = [ln for ln in lines if ln.startswith("| evaluation pairs E |")]
+    rows += [ln for ln in lines if ln.startswith("| best ε_lb at 95%")]
+    assert len(rows) == 2
+    pairs = [c.strip().replace(",", "") for c in rows[0].strip("|").split("|")[1:]]
+    bests = [float(c) for c in rows[1].strip("|").split("|")[1:]]
+    for e, best in zip(pairs, bests, strict=True):
+        for n in range(int(e.split("–")[0]), int(e.split("–")[-1]) + 1):
+            eps = float(stats.epsilon_lower_bound(0, n, 0, n, confidence=0.95)[0])
+            assert eps == pytest.approx(best, abs=0.005), n
