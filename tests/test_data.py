@@ -750,6 +750,82 @@ def test_tfds_gives_the_archive_s_arrays_and_fingerprint(
         assert from_tfds.train_labels[:10].tolist() == [19, 29, 0, 11, 1, 86, 90, 28, 23, 31]
 
 
+def write_array_record_copy(root: Path, arrays, label_names=FINE, seed=1) -> Path:
+    """A prepared tfds cifar100 copy as ``tfds build --file_format=array_record``
+    leaves it, written without TensorFlow: shuffled PNG examples in ArrayRecord
+    files, and the metadata tfds reads (dataset_info.json, features.json, labels)."""
+    tfds = pytest.importorskip("tensorflow_datasets")
+    array_record = pytest.importorskip("array_record.python.array_record_module")
+    from PIL import Image
+    from tensorflow_datasets.proto import tf_example_pb2
+
+    folder = root / "cifar100" / "3.0.2"
+    folder.mkdir(parents=True)
+    train, train_labels, test, test_labels = arrays
+    rng = np.random.default_rng(seed)
+    splits = []
+    for split, images, labels in (("train", train, train_labels), ("test", test, test_labels)):
+        template = tfds.core.ShardedFileTemplate(
+            data_dir=folder, dataset_name="cifar100", split=split, filetype_suffix="array_record"
+        )
+        path = folder / f"cifar100-{split}.array_record-00000-of-00001"
+        writer = array_record.ArrayRecordWriter(str(path), "group_size:1")
+        for i in rng.permutation(len(images)):
+            png = io.BytesIO()
+            Image.fromarray(images[i]).save(png, format="PNG")
+            example = tf_example_pb2.Example()
+            feature = example.features.feature
+            feature["id"].bytes_list.value.append(f"{split}_{i:05d}".encode())
+            feature["image"].bytes_list.value.append(png.getvalue())
+            feature["label"].int64_list.value.append(int(labels[i]))
+            feature["coarse_label"].int64_list.value.append(int(labels[i]) // 5)
+            writer.write(example.SerializeToString())
+        writer.close()
+        splits.append(
+            tfds.core.SplitInfo(
+                name=split, shard_lengths=[len(images)], num_bytes=0, filename_template=template
+            )
+        )
+    info = tfds.builder("cifar100", data_dir=str(root)).info
+    info.features["label"].names = list(label_names)
+    info.set_file_format("array_record", override=True)
+    info.set_splits(tfds.core.SplitDict(splits))
+    info.write_to_directory(folder)
+    return root
+
+
+def test_tfds_reads_a_real_array_record_copy(tmp_path, monkeypatch, cifar100_arrays):
+    # No mock: tfds.data_source reads the files, parses the examples and decodes
+    # the PNGs as it does for a copy prepared by tfds.
+    root = write_array_record_copy(tmp_path / "t", cifar100_arrays)
+    monkeypatch.setitem(data.OFFICIAL_COUNTS, "cifar100", (120, 20))
+    before = sorted(p.name for p in (root / "cifar100" / "3.0.2").iterdir())
+    from_tfds = load_dataset("cifar100", root, source="tfds")
+    write_folder(
+        tmp_path / "a" / "cifar100" / "cifar-100-python",
+        cifar100_members(*cifar100_arrays),
+        trust=monkeypatch,
+    )
+    from_archive = load_dataset("cifar100", tmp_path / "a", download=False)
+    for field in ("train_images", "train_labels", "test_images", "test_labels"):
+        np.testing.assert_array_equal(getattr(from_tfds, field), getattr(from_archive, field))
+    assert from_tfds.fingerprint == from_archive.fingerprint
+    # auto finds it too, with nothing in data_dir but the tfds copy.
+    assert load_dataset("cifar100", root, download=False).fingerprint == from_archive.fingerprint
+    assert sorted(p.name for p in (root / "cifar100" / "3.0.2").iterdir()) == before
+
+
+def test_tfds_copy_with_other_label_names_is_refused(tmp_path, monkeypatch, cifar100_arrays):
+    names = [f"thing_{i}" for i in range(100)]
+    root = write_array_record_copy(tmp_path, cifar100_arrays, label_names=names)
+    monkeypatch.setitem(data.OFFICIAL_COUNTS, "cifar100", (120, 20))
+    one_line_error(
+        lambda: load_dataset("cifar100", root, source="tfds"),
+        "label names are not the official CIFAR-100 ones",
+        "thing_0",
+    )
+
+
 def test_auto_prefers_the_archive_then_tfds_then_the_download(
     tmp_path, monkeypatch, cifar100_arrays
 ):
@@ -804,17 +880,16 @@ def test_tfds_unprepared_says_how_to_prepare(tmp_path):
 def test_tfds_copy_that_is_not_official_is_refused(tmp_path, monkeypatch, cifar100_arrays):
     tfds = pytest.importorskip("tensorflow_datasets")
     prepared_marker(tmp_path)
-    # tfds's own random examples: counts and ids are not CIFAR-100's.
+    # tfds's own random examples: not as many as CIFAR-100 has, refused unread.
     with tfds.testing.mock_data(num_examples=7):
         one_line_error(
             lambda: load_dataset("cifar100", tmp_path, source="tfds"),
             "the train split has 7 examples, the official CIFAR-100 50,000",
+            "prepare it again",
         )
-        monkeypatch.setitem(data.OFFICIAL_COUNTS, "cifar100", (7, 7))
-        one_line_error(lambda: load_dataset("cifar100", tmp_path, source="tfds"), "train_NNNNN")
-    # A repeated id, and one past the end.
+    # An id of another kind, a repeated id, and one past the end.
     monkeypatch.setitem(data.OFFICIAL_COUNTS, "cifar100", (120, 20))
-    for bad in ("train_00003", "train_00120"):
+    for bad in ("ebc  ahgjefjhfe", "train_00003", "train_00120"):
         examples = tfds_examples(cifar100_arrays)
         examples["train"][5] = {**examples["train"][5], "id": bad}
 
@@ -824,7 +899,9 @@ def test_tfds_copy_that_is_not_official_is_refused(tmp_path, monkeypatch, cifar1
         with tfds.testing.mock_data(as_data_source_fn=as_data_source):
             one_line_error(
                 lambda: load_dataset("cifar100", tmp_path, source="tfds"),
-                "repeats example ids" if bad == "train_00003" else "below 120",
+                {"train_00003": "repeats example ids", "train_00120": "below 120"}.get(
+                    bad, "is not train_NNNNN"
+                ),
             )
 
 
