@@ -958,6 +958,11 @@ def attack_summary(
         g_power = float(sps.norm.sf((g_decision.cut - s_m_fit.mean) / s_m_fit.std))
     else:
         g_power = 1.0 if s_m_fit.mean > g_decision.cut else 0.0
+    if rule == "gaussian" and score == "loss" and (decision.threshold or 0.0) < 0:
+        warnings.append(
+            f"gaussian: the fitted threshold is a negative loss ({decision.threshold:.3g}): "
+            "losses are skewed and >= 0, so no model is called a member; fit on score lira"
+        )
     shapiro = {"member": _shapiro_p(mem), "nonmember": _shapiro_p(non)}
     if rule in ("gaussian", "lira") and shapiro["nonmember"] is not None:
         if shapiro["nonmember"] < 0.01:

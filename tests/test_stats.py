@@ -537,6 +537,13 @@ def test_gaussian_rule_known_answer():
     assert res["gaussian_power"] == pytest.approx(sps.norm.sf(t - 4.0), abs=1e-12)
     assert res["power"] == np.mean(mem > t) and res["calibration_fpr"] == np.mean(non > t)
     assert res["k"] is None
+    # On skewed losses the normal fit can put the threshold below 0: said, not hidden.
+    skewed = stats.attack_summary(
+        rng.exponential(0.05, 60), rng.exponential(1.0, 60) * 0.3 + 0.05, alpha=0.05,
+        rule="gaussian",
+    )  # fmt: skip
+    assert skewed["threshold"] < 0 and skewed["power"] == 0.0
+    assert any("negative loss" in w for w in skewed["warnings"])
     # loss: member iff loss < mu - sd * 1.6448...
     res = stats.attack_summary(np.abs(mem) / 10, non + 10, alpha=0.05, rule="gaussian")
     assert res["threshold"] == pytest.approx(7.0 - 2.0 * 1.6448536269514722, abs=1e-12)
