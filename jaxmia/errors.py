@@ -7,3 +7,18 @@ else that goes wrong is a bug and keeps its traceback.
 
 class UserError(Exception):
     """Bad input from the user: the message is shown as is, on one line."""
+
+
+def show(value, limit: int = 80) -> str:
+    """A short repr of a user's value for an error message: at most ``limit`` characters.
+
+    reprlib bounds the work as well as the length, so a YAML alias bomb (a list
+    that holds itself a million times over) is shown in microseconds.
+    """
+    import reprlib
+
+    r = reprlib.Repr()
+    r.maxlevel, r.maxlist, r.maxtuple, r.maxdict, r.maxset = 2, 4, 4, 4, 4
+    r.maxstring, r.maxother, r.maxlong = limit, limit, limit
+    text = r.repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,62 +1,308 @@
-"""The whole experiment: config -> data -> round plan -> chunks of models -> losses -> report.
+"""The orchestration: config -> data -> plan -> chunks of models -> outputs -> products.
 
-``run_experiment`` is what ``python -m jaxmia.run`` calls.  It validates
-everything it can before writing anything, trains only the jobs the run folder
-does not already hold, and hands the stacked loss arrays to the host-side
-statistics, plots and report.
+``run_experiment`` is what ``python -m jaxmia.run`` calls.  It checks
+everything it can before it writes anything, trains only the jobs the run
+folder does not already hold, and hands the models' outputs to analysis.py
+(statistics, figures) and products.py (the files).  Multi-host gathering and
+the progress bars live in their own small helpers below.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import sys
 import time
 from pathlib import Path
 
 import jax
 import numpy as np
-import yaml
 
-from jaxmia import __version__, plots, report, stats
+from jaxmia import __version__, analysis, products
 from jaxmia.config import Config
 from jaxmia.data import load_dataset
 from jaxmia.errors import UserError
+from jaxmia.interrupt import StopFlag, StopRequested
+from jaxmia.outputs import ModelOutputs
 from jaxmia.plan import (
     CALIBRATION,
-    EVALUATION,
     Job,
+    SingleTargetPlan,
     calibration_jobs,
     evaluation_jobs,
     resolve_target,
 )
-from jaxmia.store import CHUNK_FIELDS, RunStore
-from jaxmia.train import ChunkResult, ChunkTrainer, auto_models_per_chunk, make_setup
+from jaxmia.store import RunStore, check_output_path
+from jaxmia.train import ChunkTrainer, Interrupted, auto_models_per_chunk, make_setup
 
 
 class NonFiniteLoss(RuntimeError):
     """A model's loss became NaN or infinite and the config says to stop."""
 
 
-@dataclasses.dataclass
-class Progress:
+def describe_job(job: Job) -> str:
+    kind = "calibration round" if job.stream == CALIBRATION else "evaluation pair"
+    return f"{kind} {job.round}, {'IN' if job.member else 'OUT'} model"
+
+
+def run_experiment(
+    cfg: Config,
+    *,
+    data_dir: str | Path,
+    output_dir: str | Path,
+    fresh: bool = False,
+    progress: bool = True,
+    devices=None,
+    stop: StopFlag | None = None,
+) -> dict | None:
+    """Runs (or resumes) one experiment and writes its products.
+
+    Under ``jax.distributed`` every process calls this: process 0 owns the run
+    folder, the chunks of each step are spread over the processes (each trains
+    its chunk on its local devices), the outputs are gathered to all, and
+    process 0 saves them and writes the products.  Returns results.json's dict
+    on process 0 and None elsewhere.  ``stop`` (interrupt.py) is checked
+    between stages, chunks and epochs; a set flag ends the run with
+    StopRequested after the last finished chunk is saved.
+    """
+    stop = stop or StopFlag()
+    proc, n_proc = jax.process_index(), jax.process_count()
+    lead = proc == 0
+    run_dir = check_output_path(output_dir, cfg.run_name)
+    dataset = load_dataset(
+        cfg.dataset, data_dir, num_classes=cfg.num_classes, source=cfg.data_source
+    )
+    n_train, n_test = len(dataset.train_labels), len(dataset.test_labels)
+    cfg.check_against(n_train, n_test)
+    target = resolve_target(cfg.target_index, cfg.seed, n_train)
+    cfg = cfg.replace(target_index=target)
+    devices = list(devices if devices is not None else jax.local_devices())
+    platform = devices[0].platform
+    setup = make_setup(cfg, n_test, platform)
+    plan = SingleTargetPlan(cfg.seed, n_train, target, cfg.subset_size, cfg.batch_size)
+    wanted = calibration_jobs(cfg.n_iterations) + evaluation_jobs(cfg.eval_pairs)
+    run_hash = cfg.results_hash(dataset.fingerprint, __version__)
+    stop.check()
+
+    # Process 0 opens (and locks) the run folder; the others learn from it
+    # which jobs are left and how many models a chunk holds.
+    store, done, refusal, k = None, None, None, 0
+    if lead:
+        try:
+            k = _models_per_chunk(cfg, setup, devices, len(wanted), n_proc, run_dir, run_hash)
+            identity = _identity(cfg, dataset, run_hash, setup, platform, k // len(devices))
+            store = RunStore.open(run_dir, identity, fresh=fresh)
+            done = store.load()
+        except UserError as e:
+            refusal = e
+    have = set(done.jobs()) if done is not None else set()
+    shared = np.array([j not in have for j in wanted] + [refusal is None, k], np.int64)
+    shared = _broadcast(shared, n_proc)
+    if refusal is not None:
+        raise refusal
+    if not shared[-2]:
+        raise UserError(f"process 0 could not open the run folder {run_dir}; see its message")
+    k = int(shared[-1])
+    todo = [j for j, flag in zip(wanted, shared[:-2], strict=True) if flag]
+
+    try:
+        trained, compile_seconds, train_seconds = _train(
+            cfg, setup, plan, dataset, devices, k, todo, store, progress and lead, stop
+        )
+        if not lead:
+            return None
+        outputs = ModelOutputs.concat([done, trained])
+        _check_finite(cfg, outputs.select(wanted))
+        arrays = analysis.single_target_arrays(
+            outputs.select(wanted),
+            n_iterations=cfg.n_iterations,
+            eval_pairs=cfg.eval_pairs,
+            target_label=int(dataset.train_labels[target]),
+            target_image=dataset.train_images[target],
+            synthetic=dataset.synthetic,
+        )
+        n_trained = len(todo)
+        run_info = {
+            "compile_seconds": round(compile_seconds, 3),
+            "train_seconds": round(train_seconds, 3),
+            "models_trained": n_trained,
+            "models_reused": len(wanted) - n_trained,
+            "models_per_second": round(n_trained / train_seconds, 4) if train_seconds else None,
+            "image_steps_per_second": (
+                round(n_trained * cfg.epochs * (cfg.subset_size + 0.5) / train_seconds, 1)
+                if train_seconds
+                else None
+            ),
+            "models_per_chunk": k,
+            "devices": [str(d) for d in devices],
+            "backend": platform,
+            "conv": setup.conv,
+            "strategy": setup.strategy,
+            "results_hash": run_hash,
+            "jaxmia_version": __version__,
+        }
+        meta = products.run_metadata(cfg, dataset.class_names, dataset.synthetic)
+        return products.write_single_target(
+            run_dir,
+            config=cfg.to_dict(),
+            meta=meta,
+            arrays={**arrays, "class_names": np.array(dataset.class_names)},
+            settings=analysis.Settings.from_config(cfg),
+            save_plots=cfg.save_plots,
+            run_info=run_info,
+        )
+    finally:
+        if store is not None:
+            store.close()
+
+
+def _identity(cfg, dataset, run_hash, setup, platform, models_per_device) -> dict:
+    import jaxlib
+
+    return {
+        "results_hash": run_hash,
+        "jaxmia_version": __version__,
+        "data_fingerprint": dataset.fingerprint,
+        "hashed_keys": cfg.hashed_keys(),
+        "config": cfg.to_dict(),
+        # Everything besides the config that decides the bits of a loss.
+        "execution": {
+            "conv": setup.conv,
+            "strategy": setup.strategy,
+            "compute_dtype": setup.compute_dtype,
+            "backend": platform,
+            "jax": jax.__version__,
+            "jaxlib": jaxlib.__version__,
+            # vmap computes a chunk's models as one batch, whose width reaches
+            # the last bits; lax.map computes them one by one.
+            "models_per_device": models_per_device if setup.strategy == "vmap" else None,
+        },
+    }
+
+
+def _models_per_chunk(cfg, setup, devices, n_jobs, n_proc, run_dir, run_hash) -> int:
+    """Models a chunk holds (a multiple of the local device count).
+
+    ``auto`` under vmap reuses what the run folder recorded, so that a resumed
+    or grown run computes its new chunks at the same width as its old ones.
+    """
+    n_dev = len(devices)
+    if cfg.models_per_chunk != "auto":
+        return -(-cfg.models_per_chunk // n_dev) * n_dev
+    if setup.strategy == "vmap":
+        old = RunStore.peek(run_dir)
+        if old and old.get("results_hash") == run_hash:
+            width = (old.get("execution") or {}).get("models_per_device")
+            if isinstance(width, int) and width > 0:
+                return width * n_dev
+    return auto_models_per_chunk(setup, max(-(-n_jobs // n_proc), 1), devices)
+
+
+def _train(cfg, setup, plan, dataset, devices, k, todo, store, show_progress, stop):
+    """Trains the jobs still to do, saving each chunk as it finishes."""
+    if not todo:
+        return None, 0.0, 0.0
+    proc, n_proc = jax.process_index(), jax.process_count()
+    trainer = ChunkTrainer(setup, dataset, plan=plan, models_per_chunk=k, devices=devices)
+    compile_seconds = trainer.compile()
+    stop.check()
+    chunks = [todo[i : i + k] for i in range(0, len(todo), k)]
+    # One step = one chunk per process; process p takes chunk step * n_proc + p.
+    steps = [chunks[i : i + n_proc] for i in range(0, len(chunks), n_proc)]
+    bars = _Progress(show_progress, len(chunks), cfg.epochs, setup.steps_per_epoch)
+    trained = []
+    t0 = time.perf_counter()
+    try:
+        for step in steps:
+            mine = step[proc] if proc < len(step) else step[0]  # spare: result dropped
+            try:
+                result = trainer.run(
+                    mine,
+                    on_epoch=bars.epoch_done if bars.bars else None,
+                    should_stop=stop.requested,
+                )
+            except Interrupted:
+                stop.check()
+                raise
+            for res in _gather(result, k, n_proc)[: len(step)]:
+                if store is not None:
+                    store.save_chunk(res)
+                trained.append(res)
+                if cfg.on_nonfinite == "stop":
+                    _check_finite(cfg, res)
+                bars.chunk_done(len(res))
+            stop.check()
+    finally:
+        bars.close()
+    return ModelOutputs.concat(trained), compile_seconds, time.perf_counter() - t0
+
+
+def _check_finite(cfg, outputs: ModelOutputs) -> None:
+    if cfg.on_nonfinite != "stop":
+        return
+    ok = analysis.finite_model(outputs)
+    if ok.all():
+        return
+    i = int(np.argmin(ok))
+    epochs = outputs.epoch_loss[i]
+    where = (
+        f"in epoch {int(np.argmin(np.isfinite(epochs)))}"
+        if not np.isfinite(epochs).all()
+        else "on the target"
+    )
+    raise NonFiniteLoss(
+        f"non-finite loss {where} for {describe_job(outputs.jobs()[i])} "
+        "(lower lr, or set on_nonfinite: skip to leave such rounds out)"
+    )
+
+
+# ---------------------------------------------------------------- hosts
+
+
+def _broadcast(values: np.ndarray, n_proc: int) -> np.ndarray:
+    """Process 0's array, on every process."""
+    if n_proc == 1:
+        return values
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.broadcast_one_to_all(values))
+
+
+def _gather(result: ModelOutputs, k: int, n_proc: int) -> list[ModelOutputs]:
+    """Every process's outputs, in process order, on every process."""
+    if n_proc == 1:
+        return [result]
+    from jax.experimental import multihost_utils
+
+    n = len(result)
+    packed = {}
+    for f in ModelOutputs.fields():
+        a = getattr(result, f)
+        packed[f] = np.zeros((k, *a.shape[1:]), a.dtype)
+        packed[f][:n] = a
+    packed["n"] = np.array(n, np.int32)
+    everyone = jax.tree.map(np.asarray, multihost_utils.process_allgather(packed))
+    return [
+        ModelOutputs.from_arrays(
+            {f: everyone[f][p][: int(everyone["n"][p])] for f in ModelOutputs.fields()}
+        )
+        for p in range(n_proc)
+    ]
+
+
+# ---------------------------------------------------------------- progress
+
+
+class _Progress:
     """The three tqdm bars (chunks, epochs, steps); a no-op when disabled."""
 
-    enabled: bool
-    n_chunks: int
-    epochs: int
-    steps_per_epoch: int
-    models_per_chunk: int
-
-    def __post_init__(self):
+    def __init__(self, enabled: bool, n_chunks: int, epochs: int, steps_per_epoch: int):
         self.bars = None
-        if self.enabled:
+        self.steps_per_epoch = steps_per_epoch
+        if enabled:
             from tqdm.auto import tqdm
 
-            total_steps = self.n_chunks * self.epochs * self.steps_per_epoch
             self.bars = (
-                tqdm(total=self.n_chunks, desc="chunks", unit="chunk", position=0),
-                tqdm(total=self.epochs, desc="epochs", unit="epoch", position=1, leave=False),
-                tqdm(total=total_steps, desc="steps ", unit="step", position=2),
+                tqdm(total=n_chunks, desc="chunks", unit="chunk", position=0),
+                tqdm(total=epochs, desc="epochs", unit="epoch", position=1, leave=False),
+                tqdm(total=n_chunks * epochs * steps_per_epoch, desc="steps ", unit="step"),
             )
         self.t0 = time.perf_counter()
         self.models_done = 0
@@ -80,292 +326,4 @@ class Progress:
                 bar.close()
 
 
-def _chunks(jobs: list[Job], size: int) -> list[list[Job]]:
-    return [jobs[i : i + size] for i in range(0, len(jobs), size)]
-
-
-def _describe_job(job: Job) -> str:
-    kind = "calibration round" if job.stream == CALIBRATION else "evaluation pair"
-    return f"{kind} {job.round}, {'IN' if job.member else 'OUT'} model"
-
-
-def run_experiment(
-    cfg: Config,
-    *,
-    data_dir: str | Path,
-    output_dir: str | Path,
-    fresh: bool = False,
-    progress: bool = True,
-    devices=None,
-) -> dict:
-    """Runs (or resumes) one experiment and writes its products.
-
-    Under ``jax.distributed`` every process calls this: process 0 owns the run
-    folder, the chunks of each step are spread over the processes (each trains
-    its chunk on its local devices), the per-job results are gathered to all,
-    and process 0 saves them and writes the products.  Returns results.json's
-    dict on process 0 and None elsewhere.
-    """
-    proc, n_proc = jax.process_index(), jax.process_count()
-    lead = proc == 0
-    dataset = load_dataset(cfg.dataset, data_dir, num_classes=cfg.num_classes)
-    n_train, n_test = len(dataset.train_labels), len(dataset.test_labels)
-    cfg.check_against(n_train, n_test)
-    target = resolve_target(cfg.target_index, cfg.seed, n_train)
-    cfg = cfg.replace(target_index=target)
-    devices = list(devices if devices is not None else jax.local_devices())
-    platform = devices[0].platform
-
-    run_hash = cfg.results_hash(dataset.fingerprint, __version__)
-    run_dir = Path(output_dir) / cfg.run_name
-    identity = {
-        "jaxmia_version": __version__,
-        "data_fingerprint": dataset.fingerprint,
-        "config": cfg.to_dict(),
-    }
-    wanted = calibration_jobs(cfg.n_iterations) + evaluation_jobs(cfg.eval_pairs)
-    store, done, refusal = None, {}, None
-    if lead:
-        try:
-            store = RunStore.open(run_dir, run_hash, identity, fresh=fresh)
-            done = store.load_jobs()
-        except UserError as e:
-            refusal = e
-    todo_flags = np.array([j not in done for j in wanted] + [refusal is None], bool)
-    todo_flags = _broadcast(todo_flags, n_proc)
-    if refusal is not None:
-        raise refusal
-    if not todo_flags[-1]:
-        raise UserError(f"process 0 could not open the run folder {run_dir}; see its message")
-    todo = [j for j, flag in zip(wanted, todo_flags[:-1], strict=True) if flag]
-    reused = len(wanted) - len(todo)
-
-    setup = make_setup(cfg, n_test, platform)
-    if cfg.models_per_chunk == "auto":
-        k = auto_models_per_chunk(setup, max(-(-len(todo) // n_proc), 1), devices)
-    else:
-        k = -(-cfg.models_per_chunk // len(devices)) * len(devices)
-    compile_seconds = train_seconds = 0.0
-    if todo:
-        trainer = ChunkTrainer(
-            setup,
-            dataset,
-            seed=cfg.seed,
-            target=target,
-            subset_size=cfg.subset_size,
-            models_per_chunk=k,
-            devices=devices,
-        )
-        compile_seconds = trainer.compile()
-        chunks = _chunks(todo, k)
-        # One step = one chunk per process; process p takes chunk step * n_proc + p.
-        steps = [chunks[i : i + n_proc] for i in range(0, len(chunks), n_proc)]
-        bars = Progress(progress and lead, len(chunks), cfg.epochs, setup.steps_per_epoch, k)
-        t0 = time.perf_counter()
-        try:
-            for step in steps:
-                mine = step[proc] if proc < len(step) else step[0]  # spare: result dropped
-                result = trainer.run(mine, on_epoch=bars.epoch_done)
-                for chunk, res in zip(step, _gather(result, k, n_proc), strict=False):
-                    if lead:
-                        store.save_chunk(chunk, res)
-                    for i, job in enumerate(chunk):
-                        done[job] = {f: getattr(res, f)[i] for f in CHUNK_FIELDS}
-                    _stop_on_nonfinite(cfg, chunk, done)
-                    bars.chunk_done(len(chunk))
-        finally:
-            bars.close()
-            train_seconds = time.perf_counter() - t0
-    if not lead:
-        return None
-
-    results, arrays = _assemble(cfg, dataset, target, done)
-    n_trained = len(todo)
-    results.update(
-        {
-            "compile_seconds": round(compile_seconds, 3),
-            "train_seconds": round(train_seconds, 3),
-            "models_trained": n_trained,
-            "models_reused": reused,
-            "models_per_second": round(n_trained / train_seconds, 4) if train_seconds else None,
-            "image_steps_per_second": (
-                round(n_trained * cfg.epochs * (cfg.subset_size + 0.5) / train_seconds, 1)
-                if train_seconds
-                else None
-            ),
-            "models_per_chunk": k,
-            "devices": [str(d) for d in devices],
-            "backend": platform,
-            "conv": setup.conv,
-            "strategy": setup.strategy,
-            "results_hash": run_hash,
-            "jaxmia_version": __version__,
-        }
-    )
-    _write_products(cfg, dataset, target, run_dir, results, arrays)
-    return results
-
-
-def _broadcast(flags: np.ndarray, n_proc: int) -> np.ndarray:
-    """Process 0's array, on every process."""
-    if n_proc == 1:
-        return flags
-    from jax.experimental import multihost_utils
-
-    return np.asarray(multihost_utils.broadcast_one_to_all(flags))
-
-
-def _gather(result: ChunkResult, k: int, n_proc: int) -> list[ChunkResult]:
-    """Every process's ChunkResult, in process order, on every process."""
-    if n_proc == 1:
-        return [result]
-    from jax.experimental import multihost_utils
-
-    n = len(result.target_loss)
-    packed = {f: np.zeros((k, *getattr(result, f).shape[1:]), np.float32) for f in CHUNK_FIELDS}
-    for f in CHUNK_FIELDS:
-        packed[f][:n] = getattr(result, f)
-    packed["n"] = np.array(n, np.int32)
-    everyone = jax.tree.map(np.asarray, multihost_utils.process_allgather(packed))
-    return [
-        ChunkResult(**{f: everyone[f][p][: int(everyone["n"][p])] for f in CHUNK_FIELDS})
-        for p in range(n_proc)
-    ]
-
-
-def _nonfinite(res: dict) -> str | None:
-    """Where a job's losses stop being finite, or None when all are finite."""
-    epochs = np.asarray(res["epoch_loss"])
-    if not np.all(np.isfinite(epochs)):
-        return f"in epoch {int(np.argmin(np.isfinite(epochs)))}"
-    if not np.isfinite(res["target_loss"]):
-        return "on the target"
-    return None
-
-
-def _stop_on_nonfinite(cfg: Config, jobs, done) -> None:
-    if cfg.on_nonfinite != "stop":
-        return
-    for job in jobs:
-        where = _nonfinite(done[job])
-        if where:
-            raise NonFiniteLoss(
-                f"non-finite loss {where} for {_describe_job(job)} "
-                "(lower lr, or set on_nonfinite: skip to leave such rounds out)"
-            )
-
-
-def _assemble(cfg, dataset, target, done):
-    """Stacks per-job results into the loss arrays and computes the statistics."""
-    all_jobs = calibration_jobs(cfg.n_iterations) + evaluation_jobs(cfg.eval_pairs)
-    _stop_on_nonfinite(cfg, all_jobs, done)  # also catches such jobs read back from disk
-    bad = {j for j in all_jobs if _nonfinite(done[j])}
-    skipped = [_describe_job(j) for j in sorted(bad)]
-    for what in skipped:
-        print(f"jaxmia: warning: non-finite loss for {what}; left out", file=sys.stderr)
-
-    def get(stream, n, field, member):
-        return np.array([done[Job(stream, r, member)][field] for r in range(n)], np.float64)
-
-    member = get(CALIBRATION, cfg.n_iterations, "target_loss", True)
-    nonmember = get(CALIBRATION, cfg.n_iterations, "target_loss", False)
-    ok = np.array(
-        [
-            Job(CALIBRATION, r, True) not in bad and Job(CALIBRATION, r, False) not in bad
-            for r in range(cfg.n_iterations)
-        ]
-    )
-    if not ok.any():
-        raise NonFiniteLoss("every calibration round has a non-finite loss; nothing to fit")
-    summary = stats.summarize(member[ok], nonmember[ok], cfg.alpha)
-
-    eval_member = get(EVALUATION, cfg.eval_pairs, "target_loss", True)
-    eval_nonmember = get(EVALUATION, cfg.eval_pairs, "target_loss", False)
-    # Interleave IN, OUT per pair so the report reads pair by pair.
-    eval_flags = np.tile([True, False], cfg.eval_pairs)
-    eval_losses = np.stack([eval_member, eval_nonmember], axis=1).reshape(-1)
-    evaluation = (
-        stats.evaluate_predictions(eval_flags, eval_losses, summary["threshold"])
-        if cfg.eval_pairs
-        else None
-    )
-
-    train_acc = float(np.mean([done[j]["train_accuracy"] for j in all_jobs]))
-    test_acc = float(np.mean([done[j]["test_accuracy"] for j in all_jobs]))
-
-    results = {
-        "dataset": cfg.dataset,
-        "synthetic": dataset.synthetic,
-        "target_index": target,
-        "target_label": dataset.class_names[int(dataset.train_labels[target])],
-        "n_iterations": cfg.n_iterations,
-        "subset_size": cfg.subset_size,
-        "epochs": cfg.epochs,
-        "alpha": cfg.alpha,
-        **summary,
-        "evaluation": evaluation,
-        "train_accuracy": train_acc,
-        "test_accuracy": test_acc,
-        "rounds_used": int(ok.sum()),
-        "skipped": skipped,
-        "seed": cfg.seed,
-    }
-    arrays = {
-        "member_losses": member.astype(np.float32),
-        "nonmember_losses": nonmember.astype(np.float32),
-        "round_used": ok,
-        "eval_member_losses": eval_member.astype(np.float32),
-        "eval_nonmember_losses": eval_nonmember.astype(np.float32),
-        "train_accuracy": np.array(
-            [
-                [done[Job(CALIBRATION, r, m)]["train_accuracy"] for m in (True, False)]
-                for r in range(cfg.n_iterations)
-            ],
-            np.float32,
-        ),
-        "test_accuracy": np.array(
-            [
-                [done[Job(CALIBRATION, r, m)]["test_accuracy"] for m in (True, False)]
-                for r in range(cfg.n_iterations)
-            ],
-            np.float32,
-        ),
-    }
-    return results, arrays
-
-
-def _write_products(cfg, dataset, target, run_dir: Path, results: dict, arrays: dict) -> None:
-    suffix = " [SYNTHETIC DATA]" if dataset.synthetic else ""
-    member, nonmember = arrays["member_losses"], arrays["nonmember_losses"]
-    ok = arrays["round_used"]
-    try:
-        config_text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
-        if dataset.synthetic:
-            config_text = "# SYNTHETIC DATA: not CIFAR\n" + config_text
-        report.atomic_write_text(run_dir / "config.yaml", config_text)
-        report.write_npz(run_dir / "losses.npz", synthetic=np.array(dataset.synthetic), **arrays)
-        if cfg.save_plots:
-            m_fit = stats.fit_gaussian(member[ok])
-            n_fit = stats.fit_gaussian(nonmember[ok])
-            plots.plot_histograms(
-                run_dir / "single_point_mia_histograms.png",
-                member[ok],
-                nonmember[ok],
-                threshold=results["threshold"],
-                gaussian_member=m_fit,
-                gaussian_nonmember=n_fit,
-                title_suffix=suffix,
-            )
-            plots.plot_roc(
-                run_dir / "roc.png", member[ok], nonmember[ok], alpha=cfg.alpha, title_suffix=suffix
-            )
-            plots.plot_target(
-                run_dir / "target.png",
-                dataset.train_images[target],
-                label_name=results["target_label"],
-                index=target,
-                title_suffix=suffix,
-            )
-        report.write_json(run_dir / "results.json", results)
-    except OSError as e:
-        raise UserError(f"cannot write results to {run_dir}: {e.strerror or e}") from None
+__all__ = ["NonFiniteLoss", "StopRequested", "run_experiment"]

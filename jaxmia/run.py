@@ -28,10 +28,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--config", default="configs/single_point_mia.yaml", help="YAML config")
     p.add_argument("--data-dir", default="./datasets", help="where data sets are looked for")
+    p.add_argument(
+        "--data-source",
+        choices=("auto", "archive", "tfds"),
+        default=None,
+        help="where CIFAR comes from: the official archive/folder, a prepared "
+        "tensorflow-datasets copy, or auto (overrides the config's data_source)",
+    )
     p.add_argument("--output-dir", default="./outputs", help="where run folders are written")
     p.add_argument("--seed", type=int, default=None, help="overrides the config's seed")
     p.add_argument("--run-name", default=None, help="run folder name (default: config name)")
-    p.add_argument("--fresh", action="store_true", help="discard this run folder's chunks")
+    p.add_argument(
+        "--fresh",
+        action="store_true",
+        help="discard what jaxmia wrote in this run folder (only its own files) and start over",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     multi = p.add_argument_group(
         "several hosts", "start one process per host with jax.distributed; process 0 writes"
@@ -83,35 +94,57 @@ def enable_compile_cache() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["analyze"]:  # jaxmia analyze RUN_DIR ...
+        from jaxmia.analyze import main as analyze_main
+
+        return analyze_main(argv[1:])
     args = build_parser().parse_args(argv)
+    from jaxmia.interrupt import StopFlag, StopRequested
+
+    stop = StopFlag()
+    with stop.installed():
+        try:
+            return _main(args, stop)
+        except UserError as e:
+            print(f"jaxmia: error: {e}", file=sys.stderr)
+            return 2
+        except StopRequested as e:
+            print(
+                f"jaxmia: interrupted ({e}); finished chunks are kept, rerun to resume",
+                file=sys.stderr,
+            )
+            return e.exit_code
+
+
+def _main(args, stop) -> int:
     from jaxmia.config import load_config
     from jaxmia.experiment import NonFiniteLoss, run_experiment
     from jaxmia.report import format_summary
+    from jaxmia.store import check_output_path
 
+    if args.seed is not None and args.seed < 0:
+        raise UserError(f"--seed must be >= 0, got {args.seed}")
+    cfg = load_config(args.config, seed=args.seed, data_source=args.data_source)
+    if args.run_name is not None:
+        cfg = cfg.replace(run_name=args.run_name)
+    if "\x00" in args.data_dir:
+        raise UserError("--data-dir must not contain a NUL byte")
+    check_output_path(args.output_dir, cfg.run_name)
+    enable_compile_cache()
+    _init_distributed(args)
     try:
-        if args.seed is not None and args.seed < 0:
-            raise UserError(f"--seed must be >= 0, got {args.seed}")
-        cfg = load_config(args.config, seed=args.seed)
-        if args.run_name is not None:
-            cfg = cfg.replace(run_name=args.run_name)
-        enable_compile_cache()
-        _init_distributed(args)
         results = run_experiment(
             cfg,
             data_dir=args.data_dir,
             output_dir=args.output_dir,
             fresh=args.fresh,
             progress=not args.no_progress,
+            stop=stop,
         )
-    except UserError as e:
-        print(f"jaxmia: error: {e}", file=sys.stderr)
-        return 2
     except NonFiniteLoss as e:
         print(f"jaxmia: stopped: {e}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("jaxmia: interrupted; finished chunks are kept, rerun to resume", file=sys.stderr)
-        return 130
     if results is not None:  # None on processes other than 0
         print(format_summary(results))
         print(f"Outputs in {Path(args.output_dir) / cfg.run_name}")

@@ -1,145 +1,311 @@
-"""The run folder: what identifies a run, and the finished chunks it has kept.
+"""The run folder: who owns it, what identifies the run, and the finished chunks it keeps.
 
 Layout of ``<output-dir>/<run-name>/``::
 
-    run.json            the run's identity: results hash, config, data fingerprint
-    chunks/             one .npz per finished chunk, written atomically
-    config.yaml, results.json, losses.npz, *.png   the products (report.py)
+    run.json            the run's identity: results hash, config, data, how it computes
+    .lock               held (fcntl) by the one process that writes here
+    chunks/             one file per finished chunk, named with its SHA-256
+    config.yaml, losses.npz, *.png, results.json   the products (products.py)
 
-A chunk file holds, per job, (stream, round, member) and that model's results.
-Because every job depends on (seed, stream, round, member) alone, finished jobs
-are reused whatever chunking or device count produced them, and growing
-n_iterations or eval_pairs only trains the jobs not yet on disk.  A chunk file
-that cannot be read back whole (killed mid-write, truncated, from another run)
-is set aside and its jobs are trained again.  Nothing here imports JAX.
+Rules that keep a user's files safe:
+
+* A folder is a jaxmia run folder only if its ``run.json`` says so.  jaxmia
+  writes into an existing folder only when it is empty or such a run folder,
+  and ``--fresh`` deletes only the files jaxmia itself writes (``OWN_FILES``,
+  ``chunks/chunk-*``, its temporary files), never the folder's other contents.
+* One process at a time: an exclusive ``flock`` on ``.lock``, released by the
+  kernel when the process ends, however it ends.
+* A chunk file carries the SHA-256 of its bytes in its name.  Anything that
+  cannot be read and verified is renamed ``*.corrupt`` and its models are
+  trained again; nothing half-written is ever read as a result.
+* A run folder is resumed only with the same results hash (the config keys that
+  decide the numbers, the data's fingerprint) and the same execution (conv,
+  strategy, compute dtype, backend, models per device under vmap, jax and
+  jaxlib versions): each decides the last bits of a loss, and a run must not
+  mix chunks computed two ways.
+
+Nothing here imports JAX.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import hashlib
 import io
 import json
 import os
-import shutil
+import re
 import sys
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from jaxmia.errors import UserError
-from jaxmia.plan import Job
+from jaxmia.errors import UserError, show
+from jaxmia.outputs import ModelOutputs
+from jaxmia.report import atomic_write_bytes
 
-CHUNK_FIELDS = ("target_loss", "train_accuracy", "test_accuracy", "epoch_loss")
+RUN_MARK = "jaxmia run folder"
+LOCK_NAME = ".lock"
+# Products and bookkeeping jaxmia writes at the top of a run folder.
+PRODUCT_FILES = (
+    "config.yaml",
+    "results.json",
+    "losses.npz",
+    "single_point_mia_histograms.png",
+    "roc.png",
+    "pr.png",
+    "target.png",
+)
+OWN_FILES = ("run.json", LOCK_NAME, *PRODUCT_FILES)
+_CHUNK = re.compile(r"^chunk-[A-Za-z0-9-]+\.[0-9a-f]{64}\.npz(\.corrupt)?$")
+_TMP = re.compile(r"^\..+\.tmp$")  # report.atomic_write_bytes's temporary files
+PATH_MAX_BYTES = 4000  # below Linux's 4096, leaving room for the file names inside
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+def check_output_path(output_dir, run_name: str) -> Path:
+    """The run folder's path, after checks that need no file system access."""
+    raw = os.fspath(output_dir)
+    if "\x00" in raw:
+        raise UserError(f"--output-dir must not contain a NUL byte, got {show(raw)}")
+    run_dir = Path(raw) / run_name
+    size = len(os.fsencode(os.path.abspath(run_dir)))
+    if size > PATH_MAX_BYTES:
+        raise UserError(
+            f"the run folder's path is {size} bytes long; keep --output-dir and --run-name "
+            f"under {PATH_MAX_BYTES} bytes together"
+        )
+    for part in Path(raw).parts:
+        if len(os.fsencode(part)) > 255:
+            raise UserError(
+                f"--output-dir has a folder name over 255 bytes (the file system's limit): "
+                f"{show(part)}"
+            )
+    return run_dir
+
+
+def _describe_change(old: dict, new: dict) -> str:
+    """Says what differs between two run identities, data first."""
+    if old.get("data_fingerprint") != new.get("data_fingerprint"):
+        return (
+            f"the data changed (fingerprint {show(old.get('data_fingerprint'), 30)} "
+            f"-> {new.get('data_fingerprint')})"
+        )
+    if old.get("jaxmia_version") != new.get("jaxmia_version"):
+        return (
+            f"it was written by jaxmia {show(old.get('jaxmia_version'), 20)}, "
+            f"this is {new.get('jaxmia_version')}"
+        )
+    old_cfg, new_cfg = old.get("config") or {}, new.get("config") or {}
+    keys = new.get("hashed_keys") or sorted(new_cfg)
+    changed = [k for k in keys if old_cfg.get(k) != new_cfg.get(k)]
+    if changed:
+        shown = ", ".join(
+            f"{k}: {show(old_cfg.get(k), 20)} -> {show(new_cfg.get(k), 20)}" for k in changed[:3]
+        )
+        return f"the configuration changed ({shown})"
+    old_ex, new_ex = old.get("execution") or {}, new.get("execution") or {}
+    changed = [k for k in sorted(set(old_ex) | set(new_ex)) if old_ex.get(k) != new_ex.get(k)]
+    if changed:
+        shown = ", ".join(
+            f"{k}: {show(old_ex.get(k), 20)} -> {show(new_ex.get(k), 20)}" for k in changed[:3]
+        )
+        return (
+            f"the computation changed ({shown}), which changes the last bits of the losses; "
+            "set these keys to the old values to resume"
+        )
+    return "its identity differs"
+
+
+def read_identity(run_dir: Path) -> dict:
+    """The identity recorded in a jaxmia run folder; UserError for any other folder."""
+    meta = run_dir / "run.json"
+    if not meta.is_file():
+        raise UserError(
+            f"{show(str(run_dir))} exists and is not a jaxmia run folder (no run.json); "
+            "jaxmia will not write into it: choose another --run-name or --output-dir"
+        )
     try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+        old = json.loads(meta.read_text())
+        if not isinstance(old, dict) or old.get("jaxmia") != RUN_MARK:
+            raise ValueError
+        if not isinstance(old.get("results_hash"), str):
+            raise ValueError
+    except (OSError, ValueError, UnicodeDecodeError):
+        raise UserError(
+            f"{meta} is not a jaxmia run's run.json (unreadable or foreign); jaxmia will "
+            "not touch this folder: choose another --run-name or --output-dir"
+        ) from None
+    return old
+
+
+def lock_folder(run_dir: Path) -> int:
+    """Takes the folder's exclusive lock (fcntl); returns its fd.  UserError if held."""
+    import fcntl
+
+    fd = os.open(run_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        holder = ""
+        with contextlib.suppress(OSError, ValueError):
+            holder = os.pread(fd, 64, 0).decode().strip()
+        os.close(fd)
+        if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            who = f"process {holder}" if holder else "another process"
+            raise UserError(
+                f"{run_dir} is in use by {who}; wait for it to finish, or choose another --run-name"
+            ) from None
         raise
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
 
 
 class RunStore:
-    """One run folder.  ``open`` checks it belongs to this run before anything is written."""
+    """One run folder, locked by this process.  Create with ``RunStore.open``."""
 
-    def __init__(self, run_dir: Path, run_hash: str):
+    def __init__(self, run_dir: Path, identity: dict, lock_fd: int):
         self.run_dir = Path(run_dir)
-        self.run_hash = run_hash
+        self.identity = identity
+        self.run_hash = identity["results_hash"]
         self.chunk_dir = self.run_dir / "chunks"
+        self._lock_fd = lock_fd
+
+    # ------------------------------------------------------------ opening
 
     @classmethod
-    def open(cls, run_dir, run_hash: str, identity: dict, *, fresh: bool = False) -> RunStore:
-        """Creates or re-opens a run folder; refuses one that holds another run's results."""
+    def open(cls, run_dir, identity: dict, *, fresh: bool = False) -> RunStore:
+        """Creates, re-opens or (fresh) clears a run folder, and locks it.
+
+        ``identity`` holds ``results_hash``, ``data_fingerprint``, ``config``,
+        ``execution`` and ``jaxmia_version``.  Refuses (UserError, nothing
+        touched) a path that is not a folder, a non-empty folder that is not a
+        jaxmia run, a run folder held by another process, and one whose run
+        differs from this one unless ``fresh``.
+        """
         run_dir = Path(run_dir)
-        if run_dir.exists() and not run_dir.is_dir():
-            raise UserError(f"output path {run_dir} exists and is not a folder")
-        parent = run_dir.parent
-        if parent.exists() and not parent.is_dir():
-            raise UserError(f"output path {parent} exists and is not a folder")
-        meta_path = run_dir / "run.json"
-        if meta_path.exists() and not fresh:
-            try:
-                old = json.loads(meta_path.read_text())
-                old_hash = old["results_hash"]
-            except (OSError, ValueError, KeyError, TypeError):
-                raise UserError(
-                    f"{meta_path} is unreadable; rerun with --fresh to start this run over"
-                ) from None
-            if old_hash != run_hash:
-                raise UserError(
-                    f"{run_dir} holds a run with a different configuration (hash {old_hash}, "
-                    f"this one {run_hash}); choose another --run-name or --output-dir, "
-                    f"or pass --fresh to replace it"
-                )
-        store = cls(run_dir, run_hash)
         try:
-            if fresh and run_dir.exists():
-                shutil.rmtree(run_dir)
-            store.chunk_dir.mkdir(parents=True, exist_ok=True)
-            for stale in store.chunk_dir.glob(".*.tmp-*"):
-                stale.unlink(missing_ok=True)
-            body = {"results_hash": run_hash, **identity}
-            _atomic_write(meta_path, (json.dumps(body, indent=2) + "\n").encode())
+            return cls._open(run_dir, identity, fresh)
         except OSError as e:
-            raise UserError(f"cannot write to {run_dir}: {e.strerror or e}") from None
-        return store
+            raise UserError(f"cannot use {show(str(run_dir))}: {e.strerror or e}") from None
 
-    # ------------------------------------------------------------------ chunks
+    @classmethod
+    def _open(cls, run_dir: Path, identity: dict, fresh: bool) -> RunStore:
+        for p in (run_dir, *run_dir.parents):
+            if p.exists() and not p.is_dir():
+                raise UserError(f"output path {show(str(p))} exists and is not a folder")
+        if run_dir.is_dir() and any(p.name != LOCK_NAME for p in run_dir.iterdir()):
+            read_identity(run_dir)  # refuses a folder jaxmia did not make
+        run_dir.mkdir(parents=True, exist_ok=True)
+        fd = lock_folder(run_dir)
+        try:
+            old = read_identity(run_dir) if (run_dir / "run.json").exists() else None
+            if old is not None and not fresh:
+                same = old.get("results_hash") == identity["results_hash"] and old.get(
+                    "execution"
+                ) == identity.get("execution")
+                if not same:
+                    raise UserError(
+                        f"{run_dir} holds another run: {_describe_change(old, identity)}; "
+                        "choose another --run-name or --output-dir, or pass --fresh to "
+                        "replace its results"
+                    )
+            store = cls(run_dir, identity, fd)
+            if fresh:
+                store._delete_own_files()
+            store._clean_temporaries()
+            body = {"jaxmia": RUN_MARK, **identity}
+            atomic_write_bytes(run_dir / "run.json", (json.dumps(body, indent=2) + "\n").encode())
+            store.chunk_dir.mkdir(exist_ok=True)
+            return store
+        except BaseException:
+            os.close(fd)
+            raise
 
-    def save_chunk(self, jobs: list[Job], result) -> Path:
-        """Writes one finished chunk (a train.ChunkResult for these jobs) atomically."""
+    @classmethod
+    def peek(cls, run_dir) -> dict | None:
+        """The identity a run folder records, or None (no folder, not a jaxmia run)."""
+        try:
+            return read_identity(Path(run_dir))
+        except (UserError, OSError):
+            return None
+
+    def close(self) -> None:
+        """Releases the lock (the kernel also does when the process ends)."""
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def _delete_own_files(self) -> None:
+        """--fresh: removes what jaxmia wrote here, and nothing else."""
+        for name in PRODUCT_FILES:
+            (self.run_dir / name).unlink(missing_ok=True)
+        if self.chunk_dir.is_dir():
+            for p in self.chunk_dir.iterdir():
+                if _CHUNK.match(p.name) or _TMP.match(p.name):
+                    p.unlink()
+            with contextlib.suppress(OSError):
+                self.chunk_dir.rmdir()  # only if nothing else is in it
+
+    def _clean_temporaries(self) -> None:
+        """Removes the temporary files a killed run left behind (ours only)."""
+        for folder in (self.run_dir, self.chunk_dir):
+            if folder.is_dir():
+                for p in folder.iterdir():
+                    if _TMP.match(p.name) and p.is_file():
+                        p.unlink(missing_ok=True)
+
+    # ------------------------------------------------------------ chunks
+
+    def save_chunk(self, outputs: ModelOutputs) -> Path:
+        """Writes one finished chunk atomically; its name carries the SHA-256 of its bytes."""
+        jobs = outputs.jobs()
         first, last = jobs[0], jobs[-1]
+        buf = io.BytesIO()
+        np.savez(buf, run_hash=np.array(self.run_hash), **outputs.to_arrays())
+        data = buf.getvalue()
+        digest = hashlib.sha256(data).hexdigest()
         name = (
             f"chunk-s{first.stream}-r{first.round:07d}m{int(first.member)}"
-            f"-r{last.round:07d}m{int(last.member)}.npz"
+            f"-r{last.round:07d}m{int(last.member)}.{digest}.npz"
         )
-        arrays = {
-            "run_hash": np.array(self.run_hash),
-            "stream": np.array([j.stream for j in jobs], np.int32),
-            "round": np.array([j.round for j in jobs], np.int64),
-            "member": np.array([j.member for j in jobs], bool),
-        }
-        for field in CHUNK_FIELDS:
-            arrays[field] = np.asarray(getattr(result, field))
-        buf = io.BytesIO()
-        np.savez(buf, **arrays)
         path = self.chunk_dir / name
         try:
-            _atomic_write(path, buf.getvalue())
+            atomic_write_bytes(path, data)
         except OSError as e:
             raise UserError(f"cannot write chunk to {self.chunk_dir}: {e.strerror or e}") from None
         return path
 
-    def load_jobs(self) -> dict[Job, dict[str, np.ndarray]]:
-        """Every job finished on disk -> its results; unreadable chunk files are set aside."""
-        done: dict[Job, dict[str, np.ndarray]] = {}
+    def load(self) -> ModelOutputs | None:
+        """Every model finished on disk, as one record (None when there is none).
+
+        A file that fails to read, verify or parse is set aside as ``.corrupt``
+        (with one warning line) and its models count as not trained.
+        """
+        parts = []
         for path in sorted(self.chunk_dir.glob("chunk-*.npz")):
             try:
-                with np.load(path, allow_pickle=False) as z:
-                    arrays = {k: z[k] for k in z.files}
-                if str(arrays["run_hash"]) != self.run_hash:
-                    raise ValueError("written by a different run")
-                n = len(arrays["round"])
-                for field in ("stream", "member", *CHUNK_FIELDS):
-                    if arrays[field].shape[:1] != (n,):
-                        raise ValueError(f"field {field} has the wrong length")
-            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
-                bad = path.with_name(path.name + ".corrupt")
+                parts.append(self._read_chunk(path))
+            except Exception as e:  # noqa: BLE001 - any failure means: train these again
+                reason = show(f"{type(e).__name__}: {e}", 100)
                 print(
-                    f"jaxmia: warning: {path} is damaged ({e}); its models are trained again",
+                    f"jaxmia: warning: {path.name} is damaged ({reason}); set aside as "
+                    ".corrupt, its models are trained again",
                     file=sys.stderr,
                 )
-                os.replace(path, bad)
-                continue
-            for i in range(n):
-                job = Job(
-                    int(arrays["stream"][i]), int(arrays["round"][i]), bool(arrays["member"][i])
-                )
-                done[job] = {field: arrays[field][i] for field in CHUNK_FIELDS}
-        return done
+                os.replace(path, path.with_name(path.name + ".corrupt"))
+        return ModelOutputs.concat(parts)
+
+    def _read_chunk(self, path: Path) -> ModelOutputs:
+        m = _CHUNK.match(path.name)
+        if not m:
+            raise ValueError("its name carries no checksum")
+        data = path.read_bytes()
+        if hashlib.sha256(data).hexdigest() != path.name.split(".")[-2]:
+            raise ValueError("checksum mismatch")
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        if str(arrays.pop("run_hash", "")) != self.run_hash:
+            raise ValueError("written by a different run")
+        return ModelOutputs.from_arrays(arrays)

@@ -1,13 +1,14 @@
 """Training many with/without models at once.
 
-The per-model code below (``_init``, ``_epoch``, ``_evaluate``) is written for
-one model.  ``ChunkTrainer`` stacks a chunk of K models along a leading axis,
-maps the per-model code over it (``jax.vmap``, or ``lax.map`` where that is
+The per-model code below (``init_state``, ``train_epoch``, ``evaluate_model``,
+and ``train_one`` that strings them together) is written for one model.
+``ChunkTrainer`` stacks a chunk of K models along a leading axis, maps the
+per-model code over it (``jax.vmap``, or ``lax.map`` where that is
 faster, e.g. on CPU), spreads the axis over the local devices with
 ``jax.shard_map``, and compiles one program per stage.  The host loop calls the
 compiled epoch once per epoch (a ``lax.scan`` over that epoch's steps runs
 inside), donating the stacked state, and updates the progress bars between
-calls.
+calls (and only waits for an epoch when a progress bar wants to know).
 
 Exactness of the padding (see plan.py for the rows): a padded or masked-out
 slot adds exactly zero to the batch's summed loss (``where``, not a multiply,
@@ -36,7 +37,8 @@ from jax.sharding import PartitionSpec as P
 from jaxmia.config import Config
 from jaxmia.data import Dataset
 from jaxmia.model import SmallCNN
-from jaxmia.plan import Job, job_rows, steps_per_epoch
+from jaxmia.outputs import ModelOutputs
+from jaxmia.plan import Job, SingleTargetPlan, steps_per_epoch
 
 AXIS = "models"
 
@@ -141,15 +143,16 @@ def put_data(dataset: Dataset, setup: TrainSetup, mesh: Mesh) -> DeviceData:
 
 
 # --------------------------------------------------------------------------
-# One model.
+# One model.  These functions take one model's arrays; the chunk trainer maps
+# them over a stack of models.
 
 
-def _model(setup: TrainSetup) -> SmallCNN:
+def make_model(setup: TrainSetup) -> SmallCNN:
     dtype = jnp.bfloat16 if setup.compute_dtype == "bfloat16" else jnp.float32
     return SmallCNN(setup.num_classes, setup.conv, dtype)
 
 
-def _keys(ids):
+def model_keys(ids):
     """(init key, order key) of one model from uint32[4] = (seed, stream, round, member)."""
     key = jax.random.key(ids[0])
     for part in (ids[1], ids[2], ids[3]):
@@ -158,14 +161,16 @@ def _keys(ids):
     return init_key, order_key
 
 
-def _inputs(data: DeviceData, idx):
+def model_inputs(data: DeviceData, idx):
+    """(float32[..., 32, 32, 3] normalised images, int32[...] labels) of training rows idx."""
     x = data.train_images[idx].astype(jnp.float32) / 255.0
     return (x - data.mean) / data.std, data.train_labels[idx]
 
 
-def _init(setup: TrainSetup, ids):
-    init_key, _ = _keys(ids)
-    params = _model(setup).init(init_key, jnp.zeros((1, 32, 32, 3), jnp.float32))["params"]
+def init_state(setup: TrainSetup, ids):
+    """(params, optimizer state) of one model, initialised from its ids."""
+    init_key, _ = model_keys(ids)
+    params = make_model(setup).init(init_key, jnp.zeros((1, 32, 32, 3), jnp.float32))["params"]
     return params, make_optimizer(setup).init(params)
 
 
@@ -175,14 +180,16 @@ def _masked_mean_loss(logits, labels, mask):
     return jnp.where(mask, ce, 0.0).sum() / jnp.maximum(count, 1), count
 
 
-def _epoch(setup: TrainSetup, data: DeviceData, state, idx, mask, ids, epoch):
+def train_epoch(setup: TrainSetup, data: DeviceData, state, idx, mask, ids, epoch):
     """One epoch of one model: shuffle its real slots, then scan over the batches.
 
-    Returns the new state and the mean training loss over the epoch's real examples.
+    idx int32[P] and mask bool[P] are the model's rows (plan.py), ids uint32[4]
+    its identity, epoch an int32 scalar.  Returns the new state and the mean
+    training loss over the epoch's real examples.
     """
-    model = _model(setup)
+    model = make_model(setup)
     tx = make_optimizer(setup)
-    _, order_key = _keys(ids)
+    _, order_key = model_keys(ids)
     u = jax.random.uniform(jax.random.fold_in(order_key, epoch), idx.shape)
     # Real slots get a random key in [0, 1), padding 2: padding sorts to the end,
     # so every batch but the last holds exactly batch_size real examples.
@@ -193,7 +200,7 @@ def _epoch(setup: TrainSetup, data: DeviceData, state, idx, mask, ids, epoch):
     def step(carry, batch, guard):
         params, opt_state, loss_sum = carry
         b_idx, b_mask = batch
-        x, y = _inputs(data, b_idx)
+        x, y = model_inputs(data, b_idx)
 
         def loss_fn(p):
             return _masked_mean_loss(model.apply({"params": p}, x), y, b_mask)
@@ -224,15 +231,22 @@ def _epoch(setup: TrainSetup, data: DeviceData, state, idx, mask, ids, epoch):
     return (params, opt_state), loss_sum / jnp.maximum(mask.sum(), 1)
 
 
-def _evaluate(setup: TrainSetup, data: DeviceData, params, idx, mask):
-    """(x's loss, train accuracy, test accuracy) of one model; x = idx[0]."""
-    model = _model(setup)
+def evaluate_model(setup: TrainSetup, data: DeviceData, params, idx, mask, scored):
+    """What one trained model reports.
+
+    scored int32[T] are the training-set indices of the images to score.  Returns
+    (loss float32[T], logits float32[T, C], train accuracy, test accuracy): the
+    scored images go through the network in one batch; the accuracies count
+    hits over the model's own real training slots and the (masked) test set.
+    """
+    model = make_model(setup)
 
     def apply(x):
-        return model.apply({"params": params}, x)
+        return model.apply({"params": params}, x).astype(jnp.float32)
 
-    x, y = _inputs(data, idx[:1])
-    target_loss = optax.softmax_cross_entropy_with_integer_labels(apply(x), y)[0]
+    x, y = model_inputs(data, scored)
+    logits = apply(x)
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, y)
 
     def count_correct(carry, batch):
         b_x, b_y, b_mask = batch
@@ -245,7 +259,7 @@ def _evaluate(setup: TrainSetup, data: DeviceData, params, idx, mask):
 
     def train_batch(carry, batch):
         b_idx, b_mask = batch
-        xx, yy = _inputs(data, b_idx)
+        xx, yy = model_inputs(data, b_idx)
         return count_correct(carry, (xx, yy, b_mask))
 
     train_hits, _ = lax.scan(train_batch, jnp.zeros((), jnp.int32), (train_x, train_m))
@@ -263,7 +277,23 @@ def _evaluate(setup: TrainSetup, data: DeviceData, params, idx, mask):
     test_hits, _ = lax.scan(test_batch, jnp.zeros((), jnp.int32), test)
     train_acc = train_hits / jnp.maximum(mask.sum(), 1)
     test_acc = test_hits / jnp.maximum(data.test_mask.sum(), 1)
-    return target_loss, train_acc.astype(jnp.float32), test_acc.astype(jnp.float32)
+    return loss, logits, train_acc.astype(jnp.float32), test_acc.astype(jnp.float32)
+
+
+def train_one(setup: TrainSetup, data: DeviceData, idx, mask, ids, scored):
+    """Trains one model from scratch and evaluates it: the whole job, for one model.
+
+    Returns (params, (loss, logits, train accuracy, test accuracy, epoch losses
+    float32[epochs])).  The chunk trainer runs the same three stages, mapped
+    over a stack of models, with the host loop between epochs.
+    """
+    state = init_state(setup, ids)
+    epoch_losses = []
+    for e in range(setup.epochs):
+        state, loss = train_epoch(setup, data, state, idx, mask, ids, jnp.int32(e))
+        epoch_losses.append(loss)
+    loss, logits, train_acc, test_acc = evaluate_model(setup, data, state[0], idx, mask, scored)
+    return state[0], (loss, logits, train_acc, test_acc, jnp.stack(epoch_losses))
 
 
 # --------------------------------------------------------------------------
@@ -277,49 +307,58 @@ def _over_models(strategy: str, fn: Callable, shared, *per_model):
     return lax.map(lambda args: fn(shared, *args), per_model)
 
 
-@dataclasses.dataclass
-class ChunkResult:
-    """Per-job numpy results of one chunk (padding jobs already dropped)."""
-
-    target_loss: np.ndarray  # float32[J]
-    train_accuracy: np.ndarray  # float32[J]
-    test_accuracy: np.ndarray  # float32[J]
-    epoch_loss: np.ndarray  # float32[J, epochs]: mean training loss of each epoch
-    params: dict | None = None  # final parameters, stacked [J, ...], when asked for
+class Interrupted(Exception):
+    """The run was asked to stop (Ctrl-C, SIGTERM) between two epochs of a chunk."""
 
 
 class ChunkTrainer:
-    """Compiles and runs the three stages (init, epoch, evaluate) for K models at once."""
+    """Compiles and runs the three stages (init, epoch, evaluate) for K models at once.
+
+    ``plan`` (plan.py) says which rows each job trains on and which images every
+    model scores.  The keywords seed/target/subset_size build the single-target
+    plan, for callers that have no plan at hand.
+    """
 
     def __init__(
         self,
         setup: TrainSetup,
         dataset: Dataset,
         *,
-        seed: int,
-        target: int,
-        subset_size: int,
+        plan=None,
+        seed: int | None = None,
+        target: int | None = None,
+        subset_size: int | None = None,
         models_per_chunk: int,
         devices: Sequence[jax.Device] | None = None,
     ):
         devices = list(devices if devices is not None else jax.local_devices())
         if models_per_chunk % len(devices):
             raise ValueError("models_per_chunk must be a multiple of the device count")
+        if plan is None:
+            plan = SingleTargetPlan(
+                seed=seed,
+                n_train=len(dataset.train_labels),
+                target=target,
+                subset_size=subset_size,
+                batch_size=setup.batch_size,
+            )
+        if plan.slots != setup.slots:
+            raise ValueError(f"the plan has {plan.slots} slots a model, the setup {setup.slots}")
         self.setup = setup
-        self.seed = seed
-        self.target = target
-        self.subset_size = subset_size
-        self.n_train = len(dataset.train_labels)
+        self.plan = plan
         self.models_per_chunk = models_per_chunk
         self.mesh = Mesh(np.array(devices), (AXIS,))
         self.data = put_data(dataset, setup, self.mesh)
+        self.scored = jax.device_put(
+            np.asarray(plan.scored, np.int32), NamedSharding(self.mesh, P())
+        )
         self._stacked = NamedSharding(self.mesh, P(AXIS))
         self._compiled = None
         self.compile_seconds = 0.0
 
-    def _sharded(self, fn, n_in, n_out):
+    def _sharded(self, fn, n_in, n_out, n_shared=1):
         """jit(shard_map(models-stacked fn)) with data replicated and models sharded."""
-        in_specs = (P(),) + (P(AXIS),) * n_in
+        in_specs = (P(),) * n_shared + (P(AXIS),) * n_in
         out_specs = (P(AXIS),) * n_out if n_out > 1 else P(AXIS)
         return jax.shard_map(
             fn, mesh=self.mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False
@@ -330,15 +369,17 @@ class ChunkTrainer:
 
         def init(data, ids):
             del data
-            return _over_models(strategy, lambda _, i: _init(setup, i), None, ids)
+            return _over_models(strategy, lambda _, i: init_state(setup, i), None, ids)
 
         def epoch(data, state, idx, mask, ids, ep):
-            fn = lambda d, s, i, m, k, e: _epoch(setup, d, s, i, m, k, e)  # noqa: E731
+            fn = lambda d, s, i, m, k, e: train_epoch(setup, d, s, i, m, k, e)  # noqa: E731
             return _over_models(strategy, fn, data, state, idx, mask, ids, ep)
 
-        def evaluate(data, state, idx, mask):
-            fn = lambda d, s, i, m: _evaluate(setup, d, s[0], i, m)  # noqa: E731
-            return _over_models(strategy, fn, data, state, idx, mask)
+        def evaluate(data, scored, state, idx, mask):
+            def fn(shared, s, i, m):
+                return evaluate_model(setup, shared[0], s[0], i, m, shared[1])
+
+            return _over_models(strategy, fn, (data, scored), state, idx, mask)
 
         k = self.models_per_chunk
         rows = jax.ShapeDtypeStruct((k, setup.slots), jnp.int32, sharding=self._stacked)
@@ -355,8 +396,8 @@ class ChunkTrainer:
         )
         epoch_fn = jax.jit(self._sharded(epoch, 5, 2), donate_argnums=(1,))
         epoch_c = epoch_fn.lower(self.data, state_shape, rows, masks, ids, eps).compile()
-        eval_fn = jax.jit(self._sharded(evaluate, 3, 3))
-        eval_c = eval_fn.lower(self.data, state_shape, rows, masks).compile()
+        eval_fn = jax.jit(self._sharded(evaluate, 3, 4, n_shared=2))
+        eval_c = eval_fn.lower(self.data, self.scored, state_shape, rows, masks).compile()
         self.compile_seconds = time.perf_counter() - t0
         self._compiled = (init_c, epoch_c, eval_c)
 
@@ -371,8 +412,16 @@ class ChunkTrainer:
         jobs: Sequence[Job],
         on_epoch: Callable[[int], None] | None = None,
         keep_params: bool = False,
-    ) -> ChunkResult:
-        """Trains and evaluates up to models_per_chunk jobs; returns a ChunkResult."""
+        should_stop: Callable[[], bool] | None = None,
+    ) -> ModelOutputs:
+        """Trains and evaluates up to models_per_chunk jobs.
+
+        ``on_epoch(e)`` runs after epoch e has finished on the device (so only
+        pass it when something, a progress bar, wants to know); without it the
+        host queues every epoch at once and waits only for the results.
+        ``should_stop()`` is asked between epochs; when it says yes the chunk is
+        abandoned with ``Interrupted``.
+        """
         k = self.models_per_chunk
         if not 0 < len(jobs) <= k:
             raise ValueError(f"a chunk takes 1..{k} jobs, got {len(jobs)}")
@@ -381,34 +430,33 @@ class ChunkTrainer:
         # Fill a short chunk with copies of its last job: same shapes, one compile;
         # the copies' results are dropped.
         padded = list(jobs) + [jobs[-1]] * (k - len(jobs))
-        idx, mask, ids = job_rows(
-            padded,
-            seed=self.seed,
-            n_train=self.n_train,
-            target=self.target,
-            subset_size=self.subset_size,
-            batch_size=self.setup.batch_size,
-        )
+        idx, mask, ids = self.plan.rows(padded)
         put = partial(jax.device_put, device=self._stacked)
         idx, mask, ids = put(idx), put(mask), put(ids)
         state = init_c(self.data, ids)
         epoch_losses = []
         for e in range(self.setup.epochs):
+            if should_stop is not None and should_stop():
+                raise Interrupted
             ep = put(np.full((k,), e, np.int32))
             state, loss = epoch_c(self.data, state, idx, mask, ids, ep)
             epoch_losses.append(loss)
             if on_epoch is not None:
                 loss.block_until_ready()
                 on_epoch(e)
-        target_loss, train_acc, test_acc = eval_c(self.data, state, idx, mask)
-        n = len(jobs)
-        fetched = jax.device_get((target_loss, train_acc, test_acc, epoch_losses))
-        return ChunkResult(
-            target_loss=np.asarray(fetched[0], np.float32)[:n],
-            train_accuracy=np.asarray(fetched[1], np.float32)[:n],
-            test_accuracy=np.asarray(fetched[2], np.float32)[:n],
-            epoch_loss=np.stack(fetched[3], axis=1).astype(np.float32)[:n],
-            params=jax.tree.map(lambda a: np.asarray(a)[:n], state[0]) if keep_params else None,
+        loss, logits, train_acc, test_acc = eval_c(self.data, self.scored, state, idx, mask)
+        fetched = jax.device_get((loss, logits, train_acc, test_acc, epoch_losses))
+        params = None
+        if keep_params:
+            params = jax.tree.map(lambda a: np.asarray(a)[: len(jobs)], state[0])
+        return ModelOutputs.for_jobs(
+            jobs,
+            params=params,
+            loss=fetched[0],
+            logits=fetched[1],
+            train_accuracy=fetched[2],
+            test_accuracy=fetched[3],
+            epoch_loss=np.stack(fetched[4], axis=1),
         )
 
 

@@ -168,7 +168,7 @@ def test_baseline_equals_jaxmia_from_the_same_start(tiny_dataset, member):
     import jax.numpy as jnp
 
     from jaxmia.plan import CALIBRATION, Job
-    from jaxmia.train import ChunkTrainer, _init, _keys, make_setup
+    from jaxmia.train import ChunkTrainer, init_state, make_setup, model_keys
 
     cfg = tiny_cfg(epochs=3)
     job = Job(CALIBRATION, 0, member)
@@ -188,8 +188,8 @@ def test_baseline_equals_jaxmia_from_the_same_start(tiny_dataset, member):
         [job], seed=cfg.seed, n_train=240, target=TARGET, subset_size=40, batch_size=16
     )
     idx, mask = idx[0], mask[0]
-    init_params, _ = _init(setup, jnp.asarray(ids[0]))
-    _, order_key = _keys(jnp.asarray(ids[0]))
+    init_params, _ = init_state(setup, jnp.asarray(ids[0]))
+    _, order_key = model_keys(jnp.asarray(ids[0]))
     real = np.flatnonzero(mask)  # positions of the real slots; rows = idx[real]
     orders = []
     for e in range(cfg.epochs):

@@ -53,24 +53,38 @@ def test_seed_override_and_float_parsing(tmp_path):
         ({"alpah": 0.1}, "did you mean 'alpha'?"),
         ({"alpha": 1.5}, "alpha must be strictly between 0 and 1"),
         ({"alpha": 0}, "alpha must be strictly between 0 and 1"),
-        ({"batch_size": 0}, "batch_size must be an integer >= 1"),
-        ({"batch_size": 2.5}, "batch_size must be an integer >= 1"),
-        ({"epochs": True}, "epochs must be an integer >= 1"),
-        ({"subset_size": "many"}, "subset_size must be an integer >= 1"),
-        ({"target_index": -1}, "target_index must be an integer >= 0 or null"),
+        ({"batch_size": 0}, "batch_size must be an integer in [1, 65,536]"),
+        ({"batch_size": 2.5}, "batch_size must be an integer in [1, 65,536]"),
+        ({"epochs": True}, "epochs must be an integer in [1, 10,000]"),
+        ({"subset_size": "many"}, "subset_size must be an integer in [1, "),
+        ({"target_index": -1}, "target_index must be an integer in [0, 2,147,483,647] or null"),
         ({"lr": -0.1}, "lr must be > 0"),
         ({"lr": "fast"}, "lr must be a finite number"),
         ({"momentum": 1.0}, "momentum must be in [0, 1)"),
         ({"weight_decay": -1e-4}, "weight_decay must be >= 0"),
         ({"save_plots": "yes"}, "save_plots must be true or false"),
         ({"dataset": "imagenet"}, "dataset must be one of cifar100, cifar10, synthetic"),
-        ({"models_per_chunk": 0}, "models_per_chunk must be 'auto' or an integer >= 1"),
-        ({"models_per_chunk": "max"}, "models_per_chunk must be 'auto' or an integer >= 1"),
+        ({"models_per_chunk": 0}, "models_per_chunk must be 'auto' or an integer in [1, 65,536]"),
+        ({"models_per_chunk": "max"}, "models_per_chunk must be 'auto' or an integer in [1,"),
         ({"num_classes": 10}, "num_classes must be 100 for dataset cifar100"),
         ({"dataset": "cifar10"}, "num_classes must be 10 for dataset cifar10"),
-        ({"eval_pairs": -1}, "eval_pairs must be an integer >= 0"),
+        ({"eval_pairs": -1}, "eval_pairs must be an integer in [0, 1,000,000]"),
         ({"run_name": "a/b"}, "run_name must be a plain folder name"),
         ({"on_nonfinite": "ignore"}, "on_nonfinite must be one of stop, skip"),
+        # Upper bounds: each of these passed validation once and then failed
+        # after the run folder was written.
+        ({"seed": 2**32}, "seed must be an integer in [0, 4,294,967,295], got 4294967296"),
+        ({"n_iterations": 10**9}, "n_iterations must be an integer in [1, 1,000,000]"),
+        ({"batch_size": 10**11}, "batch_size must be an integer in [1, 65,536]"),
+        ({"run_name": "a\x00b"}, "run_name must be a plain folder name"),
+        ({"run_name": "x" * 300}, "run_name must be at most 255 bytes"),
+        ({"run_name": "a\\b"}, "run_name must be a plain folder name"),
+        ({"data_source": "web"}, "data_source must be one of auto, archive, tfds"),
+        ({"score": "prob"}, "score must be one of loss, lira, hinge"),
+        ({"threshold_rule": "best"}, "threshold_rule must be one of empirical, conformal"),
+        ({"delta": 1.0}, "delta must be in [0, 1)"),
+        ({"confidence": 0.2}, "confidence must be in [0.5, 1)"),
+        ({"seed": "x" * 10_000}, "got 'xxxxxxxx"),
     ],
 )
 def test_bad_values_are_one_clear_line(raw, expected):
@@ -79,6 +93,7 @@ def test_bad_values_are_one_clear_line(raw, expected):
     msg = str(err.value)
     assert expected in msg
     assert "\n" not in msg
+    assert len(msg) < 240  # a value is quoted in at most ~80 characters
 
 
 def test_checks_against_the_data_set():
@@ -107,6 +122,43 @@ def test_malformed_files(tmp_path, text, expected):
         load_config(p)
 
 
+def test_alias_bomb_is_one_short_line_at_once(tmp_path):
+    # 9 levels of 9 aliases: a value of 9**9 strings if it were ever expanded.
+    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for i in range(1, 9):
+        lines.append(f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]")
+    body = "\n".join("  " + line for line in lines)
+    p = tmp_path / "bomb.yaml"
+    p.write_text(f"seed:\n{body}\n")
+    assert p.stat().st_size < 700
+    with pytest.raises(UserError) as err:
+        load_config(p)
+    msg = str(err.value)
+    assert "seed must be an integer" in msg and len(msg) < 240
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("seed: 1\nalpha: 0.1\nseed: 2\n", "duplicate key 'seed' (line 3)"),
+        ("", "the config is empty"),
+        ("# nothing but a comment\n\n", "the config is empty"),
+    ],
+)
+def test_duplicate_keys_and_empty_files_are_refused(tmp_path, text, expected):
+    p = tmp_path / "c.yaml"
+    p.write_text(text)
+    with pytest.raises(UserError) as err:
+        load_config(p)
+    assert expected in str(err.value)
+
+
+def test_batch_larger_than_the_subset_is_refused():
+    cfg = Config(dataset="synthetic", num_classes=10, subset_size=99, batch_size=101)
+    with pytest.raises(UserError, match=r"batch_size must be at most subset_size \+ 1 = 100"):
+        cfg.check_against(n_train=1000, n_test=10)
+
+
 def test_missing_file(tmp_path):
     with pytest.raises(UserError, match="config file not found"):
         load_config(tmp_path / "nope.yaml")
@@ -122,6 +174,8 @@ def test_results_hash_ignores_only_what_cannot_change_a_round():
         {"alpha": 0.2},
         {"save_plots": False},
     ):
+        assert base.replace(**same).results_hash("data", "v") == h, same
+    for same in ({"score": "lira"}, {"threshold_rule": "conformal"}, {"conv": "xla"}):
         assert base.replace(**same).results_hash("data", "v") == h, same
     for other in ({"seed": 1}, {"lr": 0.5}, {"subset_size": 10}, {"epochs": 2}):
         assert base.replace(**other).results_hash("data", "v") != h, other

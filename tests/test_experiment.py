@@ -82,7 +82,7 @@ def test_several_devices_give_the_one_device_results(tmp_path):
 
 def test_different_config_in_the_same_folder_is_refused(tmp_path):
     run(cfg(), tmp_path)
-    with pytest.raises(UserError, match="different configuration"):
+    with pytest.raises(UserError, match="the configuration changed"):
         run(cfg(lr=0.01), tmp_path)
     again = run(cfg(lr=0.01), tmp_path, fresh=True)
     assert again["models_trained"] == 10

@@ -1,0 +1,158 @@
+"""Writing a run's products as one consistent set.
+
+The products of a run folder are ``config.yaml``, ``losses.npz`` (the raw
+arrays), the PNG figures and ``results.json``.  They must never mix two states
+of a run (results of 100 rounds beside losses of 120), so:
+
+1. ``results.json`` is removed first: while the set is being rewritten the
+   folder shows no results at all rather than stale ones;
+2. the raw arrays, the config and the figures are written (each atomically),
+   figures a run no longer wants (``save_plots: false``) are removed;
+3. ``results.json`` is written last and records the SHA-256 of the
+   ``losses.npz`` it was computed from (``losses_sha256``).
+
+A run killed anywhere in between leaves no ``results.json``, and the next run
+(or ``jaxmia analyze``) writes the set again from the kept chunks.  The
+PyTorch baseline writes its products through the same function.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from jaxmia import analysis, report
+from jaxmia.errors import UserError
+
+# results.json keys that describe how a run was executed rather than what it
+# found; ``jaxmia analyze`` carries them over unchanged.
+RUN_KEYS = (
+    "compile_seconds",
+    "train_seconds",
+    "models_trained",
+    "models_reused",
+    "models_per_second",
+    "image_steps_per_second",
+    "models_per_chunk",
+    "devices",
+    "backend",
+    "conv",
+    "strategy",
+    "results_hash",
+    "jaxmia_version",
+)
+
+
+FIGURES = ("single_point_mia_histograms.png", "roc.png", "pr.png", "target.png")
+SYNTHETIC_NOTE = "# SYNTHETIC DATA: not CIFAR\n"
+
+
+def npz_bytes(arrays: dict) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def write_products(
+    run_dir: Path,
+    *,
+    config: dict,
+    arrays: dict | None,
+    results: dict,
+    figures: Callable[[Path], list] | None,
+    synthetic: bool,
+    arrays_name: str = "losses.npz",
+) -> dict:
+    """Writes the set in the order above; returns ``results`` with ``losses_sha256``.
+
+    ``figures(folder)`` draws the PNGs into ``folder`` (None: no figures, and
+    old ones are removed).  ``arrays=None`` keeps the arrays file on disk as it
+    is (``jaxmia analyze``) and records its hash.  OSErrors become one
+    UserError line.
+    """
+    run_dir = Path(run_dir)
+    try:
+        (run_dir / "results.json").unlink(missing_ok=True)
+        text = yaml.safe_dump(config, sort_keys=False)
+        report.atomic_write_text(
+            run_dir / "config.yaml", (SYNTHETIC_NOTE if synthetic else "") + text
+        )
+        if arrays is None:
+            data = (run_dir / arrays_name).read_bytes()
+        else:
+            data = npz_bytes(arrays)
+            report.atomic_write_bytes(run_dir / arrays_name, data)
+        if figures is None:
+            for name in FIGURES:
+                (run_dir / name).unlink(missing_ok=True)
+        else:
+            figures(run_dir)
+        results = {**results, "losses_sha256": hashlib.sha256(data).hexdigest()}
+        report.write_json(run_dir / "results.json", results)
+    except OSError as e:
+        raise UserError(f"cannot write results to {run_dir}: {e.strerror or e}") from None
+    return results
+
+
+def run_metadata(cfg, class_names, synthetic: bool) -> dict:
+    """The results.json keys that describe the experiment (not computed from losses)."""
+    return {
+        "dataset": cfg.dataset,
+        "synthetic": bool(synthetic),
+        "target_index": cfg.target_index,
+        "n_iterations": cfg.n_iterations,
+        "eval_pairs": cfg.eval_pairs,
+        "subset_size": cfg.subset_size,
+        "epochs": cfg.epochs,
+        "seed": cfg.seed,
+        "class_names": list(class_names),
+    }
+
+
+def write_single_target(
+    run_dir,
+    *,
+    config: dict,
+    meta: dict,
+    arrays: dict,
+    settings: analysis.Settings,
+    save_plots: bool,
+    run_info: dict,
+    write_arrays: bool = True,
+) -> dict:
+    """Statistics, figures and files of a single-target run (also used by analyze).
+
+    ``arrays`` are the single-target arrays plus ``class_names``;
+    ``write_arrays=False`` leaves losses.npz on disk untouched.
+    """
+    names = [str(n) for n in meta["class_names"]]
+    label = int(arrays["target_label"])
+    results = {
+        **{k: v for k, v in meta.items() if k != "class_names"},
+        "target_label": names[label] if 0 <= label < len(names) else str(label),
+        **analysis.single_target_results(arrays, settings),
+        "skipped": analysis.left_out(arrays),
+        **run_info,
+    }
+    suffix = " [SYNTHETIC DATA]" if meta["synthetic"] else ""
+
+    def figures(folder):
+        return analysis.single_target_figures(folder, arrays, results, suffix=suffix)
+
+    out = write_products(
+        Path(run_dir),
+        config=config,
+        arrays=arrays if write_arrays else None,
+        results=results,
+        figures=figures if save_plots else None,
+        synthetic=meta["synthetic"],
+    )
+    for what in out["skipped"]:
+        print(f"jaxmia: warning: non-finite loss for {what}; left out", file=sys.stderr)
+    return out
