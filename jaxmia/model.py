@@ -15,6 +15,12 @@ parameter tree, so a model can switch between them):
   there a custom VJP computes only the kernel gradient, as one
   ``patches.T @ dy`` product (XLA's own transpose of the product picked a
   slower dot for this 27-deep case: 3 ms of a 34 ms step on the 2-core CPU).
+* ``"winograd"``: the second convolution (32 -> 64 channels, the larger cost) by
+  Winograd F(4x4, 3x3) with a hand-written backward (jaxmia/winograd.py), 4x
+  fewer multiplications than im2col (F(2x2, 3x3) in bfloat16, see
+  WINOGRAD_TILE); the first stays im2col as above (with 3 input channels
+  Winograd's transforms cost more than they save).  Equal to the others up to
+  Winograd's rounding, a few 1e-6 of the output scale.
 
 Initialisation follows PyTorch's defaults for Conv2d and Linear (weights and
 biases uniform in +-1/sqrt(fan_in)), so that the PyTorch baseline and jaxmia start
@@ -30,7 +36,13 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-CONV_IMPLS = ("xla", "im2col")
+from jaxmia import winograd
+
+CONV_IMPLS = ("xla", "im2col", "winograd")
+# Winograd tile per compute dtype: F(4x4, 3x3) is faster than F(2x2, 3x3) in
+# float32 (benchmarks/README.md), but its transforms amplify bfloat16's rounding
+# to ~6% of the output scale; F(2x2, 3x3) stays at bf16's own ~0.5%.
+WINOGRAD_TILE = {jnp.dtype(jnp.float32): 4, jnp.dtype(jnp.bfloat16): 2}
 
 # FLOPs of one image-step (forward + backward, counting a multiply-add as 2).
 # Forward: conv1 32*32*32*27*2, conv2 16*16*64*288*2, fc1 4096*512*2, fc2 512*C*2.
@@ -121,10 +133,12 @@ class Conv3x3(nn.Module):
             x = lax.stop_gradient(x)
         x = x.astype(self.dtype)
         kernel = kernel.astype(self.dtype)
-        if self.impl == "im2col" and self.input_is_data:
+        if self.impl in ("im2col", "winograd") and self.input_is_data:
             y = _im2col_conv_const_input(x, kernel)
         elif self.impl == "im2col":
             y = _im2col_conv(x, kernel)
+        elif self.impl == "winograd":
+            y = winograd.conv3x3(x, kernel, WINOGRAD_TILE[jnp.dtype(self.dtype)])
         elif self.impl == "xla":
             y = lax.conv_general_dilated(
                 x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")

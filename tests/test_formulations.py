@@ -1,0 +1,169 @@
+"""Every formulation `auto` can pick, trained as a chunk, against plain one-model training.
+
+(strategy, conv) in {(vmap, xla), (vmap, im2col), (map, im2col), (vmap, winograd),
+(map, winograd)}: the chunk trainer (padding, masks, vmap or lax.map, the
+last-step guard) must give each model the parameters that an ordinary Flax/optax
+loop over that model's real examples gives, with the same convolution.  The
+reference below is written from flax and optax alone (it does not call the
+trainer's per-model code), with the model's keys derived as plan.py documents:
+fold_in(key(seed), stream, round, member), split into (init, order).
+
+Tolerances, relative to each parameter's largest value.  One step's gradients
+of the chunk and of the reference differ by float32 rounding only (measured
+under "highest": 0 to 4e-7 for im2col and Winograd, whose chunk programs repeat
+the reference's arithmetic, up to 1.5e-6 for the vmapped lax.conv, which XLA
+turns into a grouped convolution that sums in another order).  Training carries
+that along, and a max-pool whose two largest inputs nearly tie can route a
+gradient to the other input after a rounding-sized change, a local difference
+of the size of one update.  Measured after 3 epochs at lr 0.01: im2col and
+Winograd 4e-7 (bound 2e-6), vmapped lax.conv 4e-4 in conv2's kernel (bound
+1e-3).  bfloat16 rounds every activation to 8 bits (2**-9 = 2e-3), and another
+fusion rounds at other places: vmapped lax.conv measured 9e-3 (bound 2e-2);
+lax.map with Winograd (F(2x2, 3x3) in bf16) repeats the reference exactly.
+A higher lr (0.05) turns the same rounding into 1e-3 (Winograd) to 5e-2
+(lax.conv) after 3 epochs: a chaotic trajectory, not a wrong gradient; tests/
+test_model.py bounds the gradients themselves.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jaxmia.config import Config
+from jaxmia.model import SmallCNN
+from jaxmia.plan import calibration_jobs, job_rows
+from jaxmia.train import ChunkTrainer, make_optimizer, make_setup
+
+TARGET = 7
+FORMULATIONS = [
+    ("vmap", "xla"),
+    ("vmap", "im2col"),
+    ("map", "im2col"),
+    ("vmap", "winograd"),
+    ("map", "winograd"),
+]
+ATOL_SCALE = {"xla": 1e-3, "im2col": 2e-6, "winograd": 2e-6}  # float32, see above
+
+
+def tiny_cfg(**kw) -> Config:
+    base = dict(
+        dataset="synthetic",
+        num_classes=5,
+        subset_size=40,
+        batch_size=16,
+        epochs=3,
+        lr=0.01,
+        momentum=0.9,
+        weight_decay=5e-4,
+        test_samples=32,
+    )
+    base.update(kw)
+    return Config(**base)
+
+
+_REFERENCES: dict = {}
+
+
+def reference_params(ds, cfg, job):
+    """One model trained on its real examples only, batch after batch, in plain JAX.
+
+    cfg.conv names the convolution; cfg.strategy is not used (one model).  Cached,
+    so that (vmap, c) and (map, c) share the reference of conv c.
+    """
+    key = (id(ds), cfg.replace(strategy="auto"), job)
+    if key not in _REFERENCES:
+        _REFERENCES[key] = _reference_params(ds, cfg, job)
+    return _REFERENCES[key]
+
+
+def _reference_params(ds, cfg, job):
+    setup = make_setup(cfg, len(ds.test_labels), "cpu")
+    idx, mask, ids = job_rows(
+        [job],
+        seed=cfg.seed,
+        n_train=len(ds.train_labels),
+        target=TARGET,
+        subset_size=cfg.subset_size,
+        batch_size=cfg.batch_size,
+    )
+    idx, mask, ids = idx[0], mask[0], ids[0]
+    key = jax.random.key(ids[0])
+    for part in ids[1:]:
+        key = jax.random.fold_in(key, part)
+    init_key, order_key = jax.random.split(key)
+    dtype = jnp.bfloat16 if cfg.compute_dtype == "bfloat16" else jnp.float32
+    model = SmallCNN(cfg.num_classes, setup.conv, dtype)
+    tx = make_optimizer(setup)
+    params = model.init(init_key, jnp.zeros((1, 32, 32, 3)))["params"]
+    opt_state = tx.init(params)
+    images = (ds.train_images.astype(np.float32) / 255.0 - ds.mean) / ds.std
+
+    @jax.jit
+    def step(params, opt_state, x, y):
+        def loss_fn(p):
+            logits = model.apply({"params": p}, x)
+            return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+        grads = jax.grad(loss_fn)(params)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state
+
+    for e in range(cfg.epochs):
+        u = jax.random.uniform(jax.random.fold_in(order_key, e), idx.shape)
+        order = np.asarray(jnp.argsort(jnp.where(mask, u, 2.0)))
+        real = idx[order][: int(mask.sum())]
+        for s in range(0, len(real), cfg.batch_size):
+            b = real[s : s + cfg.batch_size]
+            params, opt_state = step(params, opt_state, images[b], ds.train_labels[b])
+    return params
+
+
+def assert_params_match(chunk_params, i, ref, rtol, atol_scale):
+    for path, r in jax.tree_util.tree_leaves_with_path(ref):
+        got = np.asarray(dict(jax.tree_util.tree_leaves_with_path(chunk_params))[path][i])
+        r = np.asarray(r, np.float32)
+        atol = atol_scale * float(np.abs(r).max())
+        np.testing.assert_allclose(got, r, rtol=rtol, atol=atol, err_msg=jax.tree_util.keystr(path))
+
+
+def train_and_compare(ds, cfg, strategy, conv, rtol, atol_scale):
+    cfg = cfg.replace(strategy=strategy, conv=conv)
+    setup = make_setup(cfg, len(ds.test_labels), "cpu")
+    assert (setup.strategy, setup.conv) == (strategy, conv)
+    jobs = calibration_jobs(1)  # the IN and the OUT model of round 0
+    with jax.default_matmul_precision("highest"):
+        res = ChunkTrainer(
+            setup,
+            ds,
+            seed=cfg.seed,
+            target=TARGET,
+            subset_size=cfg.subset_size,
+            models_per_chunk=2,
+            devices=jax.local_devices()[:1],
+        ).run(jobs, keep_params=True)
+        for i, job in enumerate(jobs):
+            ref = reference_params(ds, cfg, job)
+            assert_params_match(res.params, i, ref, rtol, atol_scale)
+
+
+@pytest.mark.parametrize(("strategy", "conv"), FORMULATIONS)
+def test_chunk_equals_one_model_training(tiny_dataset, strategy, conv):
+    # subset_size 40 + x = 41 real slots: the IN model's last batch is partial.
+    cfg = tiny_cfg()
+    train_and_compare(tiny_dataset, cfg, strategy, conv, rtol=0.0, atol_scale=ATOL_SCALE[conv])
+
+
+@pytest.mark.parametrize(("strategy", "conv"), [("vmap", "xla"), ("map", "winograd")])
+def test_chunk_equals_one_model_training_bfloat16(tiny_dataset, strategy, conv):
+    cfg = tiny_cfg(compute_dtype="bfloat16", epochs=2)
+    train_and_compare(tiny_dataset, cfg, strategy, conv, rtol=0.0, atol_scale=2e-2)
+
+
+def test_auto_picks_only_tested_formulations():
+    for platform in ("cpu", "gpu"):
+        setup = make_setup(tiny_cfg(), 40, platform)
+        assert (setup.strategy, setup.conv) in FORMULATIONS
