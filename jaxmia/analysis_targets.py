@@ -1,0 +1,662 @@
+"""Many targets (``experiment: targets``): from the saved arrays to the numbers and figures.
+
+Host side of the border: numpy, scipy and matplotlib, no JAX.  Every target is
+attacked on its own, exactly as the single-target run attacks x: its IN models
+(the used calibration models trained on it) and its OUT models (the rest) give
+its member and non-member scores, and ``stats.attack_summary`` (the single-target
+code, ``items=False``) computes its threshold, power, AUC, balanced accuracy, TPR
+at low FPR and expected held-out FPR.  The evaluation models then test every
+target's own threshold; their decisions are pooled over targets.
+
+The arrays (``targets.npz``), M calibration models, E evaluation models (E may
+be 0), T targets, C classes:
+
+    targets                  int32[T]          training-set indices of the targets
+    target_labels            int32[T]          their classes
+    target_images            uint8[T, 32, 32, 3]
+    membership               bool[M, T]        model m trained on target t
+    losses                   float32[M, T]     cross-entropy of each target under each model
+    logits                   float32[M, T, C]
+    model_used               bool[M]           False: a non-finite loss; left out of everything
+    eval_membership          bool[E, T]
+    eval_losses              float32[E, T]
+    eval_logits              float32[E, T, C]
+    eval_model_used          bool[E]
+    train_accuracy, test_accuracy  float32[M]
+    class_names              str[C]
+    synthetic                bool[]
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+
+from jaxmia import report, scores, stats
+from jaxmia.analysis import Settings
+
+__all__ = [
+    "CSV_FILE",
+    "N_EXTREMES",
+    "TARGETS_ARRAYS",
+    "check_targets_arrays",
+    "pooled_roc",
+    "read_targets_csv",
+    "target_scores",
+    "target_summary",
+    "targets_figures",
+    "targets_results",
+    "write_targets_csv",
+]
+
+TARGETS_ARRAYS = (
+    "targets",
+    "target_labels",
+    "target_images",
+    "membership",
+    "losses",
+    "logits",
+    "model_used",
+    "eval_membership",
+    "eval_losses",
+    "eval_logits",
+    "eval_model_used",
+    "train_accuracy",
+    "test_accuracy",
+    "class_names",
+    "synthetic",
+)
+CSV_FILE = "targets.csv"
+N_EXTREMES = 16  # most and least vulnerable targets listed and drawn
+# attack_summary says this once per target when it gets no evaluation scores; the
+# evaluation here is pooled over targets and warned about once.
+_NO_EVAL_WARNING = "no evaluation models of both kinds"
+# Columns of targets.csv that stay text when read back.
+_TEXT_COLUMNS = ("label",)
+_NUMBER = re.compile(r"\d+(?:\.\d+)?(?:e[-+]?\d+)?")
+
+
+# ---------------------------------------------------------------- the arrays
+
+
+def check_targets_arrays(arrays) -> dict[str, np.ndarray]:
+    """The arrays as numpy arrays of the documented dtypes and shapes; raises ValueError.
+
+    ``eval_*`` may be missing or have E = 0 (no evaluation models).
+    """
+    a = {}
+    for key in ("targets", "target_labels", "membership", "losses", "logits", "model_used"):
+        if key not in arrays:
+            raise ValueError(f"targets arrays: {key} is missing")
+    a["targets"] = np.asarray(arrays["targets"]).astype(np.int64)
+    a["target_labels"] = np.asarray(arrays["target_labels"]).astype(np.int64)
+    a["membership"] = np.asarray(arrays["membership"], dtype=bool)
+    a["losses"] = np.asarray(arrays["losses"])
+    a["logits"] = np.asarray(arrays["logits"])
+    a["model_used"] = np.asarray(arrays["model_used"], dtype=bool)
+    if a["membership"].ndim != 2:
+        raise ValueError(f"membership must be bool[M, T], got shape {a['membership'].shape}")
+    m, t = a["membership"].shape
+    c = a["logits"].shape[-1] if a["logits"].ndim == 3 else 0
+    expect = {
+        "targets": (t,),
+        "target_labels": (t,),
+        "losses": (m, t),
+        "logits": (m, t, c),
+        "model_used": (m,),
+    }
+    e = 0
+    if "eval_membership" in arrays:
+        a["eval_membership"] = np.asarray(arrays["eval_membership"], dtype=bool).reshape(-1, t)
+        e = a["eval_membership"].shape[0]
+        a["eval_losses"] = np.asarray(arrays["eval_losses"]).reshape(e, t)
+        a["eval_logits"] = np.asarray(arrays["eval_logits"]).reshape(e, t, c)
+        a["eval_model_used"] = np.asarray(arrays["eval_model_used"], dtype=bool).reshape(e)
+    else:
+        a["eval_membership"] = np.zeros((0, t), bool)
+        a["eval_losses"] = np.zeros((0, t), np.float32)
+        a["eval_logits"] = np.zeros((0, t, c), np.float32)
+        a["eval_model_used"] = np.zeros(0, bool)
+    for key, shape in expect.items():
+        if a[key].shape != shape:
+            raise ValueError(f"{key} must have shape {shape} (M={m}, T={t}), got {a[key].shape}")
+    if c < 2:
+        raise ValueError(f"logits must be float[M, T, C] with C >= 2, got {a['logits'].shape}")
+    if ((a["target_labels"] < 0) | (a["target_labels"] >= c)).any():
+        raise ValueError(f"target_labels must be classes in [0, {c})")
+    names = arrays.get("class_names")
+    a["class_names"] = (
+        np.asarray([str(n) for n in np.asarray(names).tolist()])
+        if names is not None
+        else np.asarray([str(i) for i in range(c)])
+    )
+    if "target_images" in arrays:
+        a["target_images"] = np.asarray(arrays["target_images"])
+    for key in ("train_accuracy", "test_accuracy"):
+        if key in arrays:
+            a[key] = np.asarray(arrays[key], dtype=np.float64).reshape(m)
+    a["synthetic"] = np.asarray(bool(np.asarray(arrays.get("synthetic", False))))
+    return a
+
+
+def _label_name(a: dict, t: int) -> str:
+    label = int(a["target_labels"][t])
+    names = a["class_names"]
+    return str(names[label]) if label < len(names) else str(label)
+
+
+def target_scores(arrays, score: str) -> dict[str, np.ndarray]:
+    """Native-scale scores of the used models for every target.
+
+    The loss is the one the device computed (float32, as the pipeline reports it,
+    widened to float64); ``lira`` and ``hinge`` come from the saved logits in
+    float64 (``scores.compute_score``), the convention of the single-target run.
+
+    Returns:
+      calibration: float64[M_used, T]; membership: bool[M_used, T];
+      eval: float64[E_used, T]; eval_membership: bool[E_used, T]
+      (rows = the used models, in model order).
+    """
+    a = check_targets_arrays(arrays)
+    out = {}
+    for prefix, key in (("", "calibration"), ("eval_", "eval")):
+        used = a[f"{prefix}model_used"]
+        member = a[f"{prefix}membership"][used]
+        if score == "loss":
+            values = np.asarray(a[f"{prefix}losses"], np.float64)[used]
+        else:
+            logits = np.asarray(a[f"{prefix}logits"], np.float64)[used]
+            n, t, c = logits.shape
+            values = np.zeros((n, t))
+            if n:
+                labels = np.broadcast_to(a["target_labels"], (n, t)).reshape(-1)
+                values = scores.compute_score(score, logits.reshape(n * t, c), labels)
+                values = values.reshape(n, t)
+        out[key] = values
+        out["membership" if key == "calibration" else "eval_membership"] = member
+    return out
+
+
+def _column(values: np.ndarray, member: np.ndarray, t: int) -> tuple[np.ndarray, np.ndarray]:
+    """(IN scores, OUT scores) of target t: float64[l_in], float64[l_out]."""
+    col, flag = values[:, t], member[:, t]
+    return col[flag], col[~flag]
+
+
+def target_summary(arrays, settings: Settings, t: int, *, items: bool = True) -> dict:
+    """``stats.attack_summary`` of target number t (position in ``targets``), with its
+    evaluation models: the single-target report of one target, for a closer look."""
+    s = target_scores(arrays, settings.score)
+    member, nonmember = _column(s["calibration"], s["membership"], t)
+    ev_member, ev_nonmember = _column(s["eval"], s["eval_membership"], t)
+    return stats.attack_summary(
+        member,
+        nonmember,
+        eval_member=ev_member,
+        eval_nonmember=ev_nonmember,
+        alpha=settings.alpha,
+        rule=settings.threshold_rule,
+        score=settings.score,
+        delta=settings.delta,
+        confidence=settings.confidence,
+        items=items,
+    )
+
+
+# ---------------------------------------------------------------- per-target statistics
+
+
+def _quantiles(x: np.ndarray) -> dict:
+    if x.size == 0:
+        return {"mean": None, "median": None, "q1": None, "q3": None, "min": None, "max": None}
+    q1, med, q3 = np.quantile(x, [0.25, 0.5, 0.75])
+    return {
+        "mean": float(np.mean(x)),
+        "median": float(med),
+        "q1": float(q1),
+        "q3": float(q3),
+        "min": float(np.min(x)),
+        "max": float(np.max(x)),
+    }
+
+
+def _counted(messages: list[list[str]], n_targets: int) -> list[str]:
+    """One line per kind of per-target warning, with how many targets it concerns.
+
+    A kind is the message's words without its numbers, and its place among the
+    target's warnings of that kind (so "TPR at FPR 0.001 ..." and "TPR at FPR 0.01 ..."
+    stay two lines); a number that differs between targets is shown as its range
+    ("have 31–32").
+    """
+    kinds: dict[tuple, list] = {}
+    for per_target in messages:
+        seen: dict[str, int] = {}
+        for w in per_target:
+            words = _NUMBER.sub("#", w)
+            key = (words, seen.get(words, 0))
+            seen[words] = key[1] + 1
+            kinds.setdefault(key, []).append(w)
+    lines = []
+    for group in kinds.values():
+        numbers = list(zip(*(_NUMBER.findall(w) for w in group), strict=True))
+        shown = []
+        for values in numbers:
+            distinct = sorted(set(values), key=float)
+            shown.append(distinct[0] if len(distinct) == 1 else f"{distinct[0]}–{distinct[-1]}")
+        words = _NUMBER.split(group[0])
+        text = words[0] + "".join(n + w for n, w in zip(shown, words[1:], strict=True))
+        who = "every target" if len(group) == n_targets else f"{len(group)} of {n_targets} targets"
+        lines.append(f"{who}: {text}")
+    return lines
+
+
+def _ranked(rows: list[dict]) -> list[int]:
+    """Row positions of the targets with statistics, most vulnerable first: AUC, then power,
+    descending; ties keep the order of ``targets``."""
+    have = [i for i, r in enumerate(rows) if r["auc"] is not None]
+    return sorted(have, key=lambda i: (-rows[i]["auc"], -rows[i]["power"], i))
+
+
+def extremes(rows: list[dict], n: int = N_EXTREMES) -> tuple[list[int], list[int]]:
+    """(most, least): row positions of the n most vulnerable (highest AUC first) and the n
+    least vulnerable (lowest AUC first); never the same target in both (with fewer than 2n
+    targets the most vulnerable half and the rest)."""
+    order = _ranked(rows)
+    n_most = min(n, math.ceil(len(order) / 2))
+    n_least = min(n, len(order) - n_most)
+    return order[:n_most], order[::-1][:n_least]
+
+
+def targets_results(arrays, settings: Settings) -> tuple[dict, list[dict]]:
+    """Every target attacked on its own, and the evaluation pooled over targets.
+
+    Args:
+      arrays: the targets arrays (module docstring), e.g. ``np.load("targets.npz")``.
+      settings: alpha, score, threshold_rule, delta, confidence.
+
+    Returns:
+      (results, rows): ``results`` is the JSON-ready summary (README, many targets);
+      ``rows`` holds one dict per target, in the order of ``targets``, with index,
+      label, n_member, n_nonmember, auc, balanced_accuracy, power, calibration_fpr,
+      threshold, k, expected_heldout_fpr(_upper95), tpr_at_fpr_<f>, gaussian_threshold,
+      gaussian_power, member/nonmember_loss_mean/std, for scores other than the loss
+      member/nonmember_score_mean/std, and with evaluation models eval_n_member,
+      eval_n_nonmember, eval_true_positives, eval_false_negatives,
+      eval_false_positives, eval_true_negatives.  A target without IN or without OUT
+      models has None in every statistic.
+    """
+    a = check_targets_arrays(arrays)
+    score, rule, alpha = settings.score, settings.threshold_rule, settings.alpha
+    s = target_scores(a, score)
+    loss = s if score == "loss" else target_scores(a, "loss")
+    m_all, n_targets = a["membership"].shape
+    e_all = a["eval_membership"].shape[0]
+    has_eval = s["eval"].shape[0] > 0
+    warnings: list[str] = []
+    per_target_warnings: list[list[str]] = []
+    rows: list[dict] = []
+    no_stats: list[int] = []
+    tally = np.zeros(4, np.int64)  # pooled TP, FN, FP, TN
+    expected_fp = 0.0  # sum over targets of expected held-out FPR x OUT evaluation models
+    expected_known = True
+
+    for t in range(n_targets):
+        member, nonmember = _column(s["calibration"], s["membership"], t)
+        loss_in, loss_out = _column(loss["calibration"], loss["membership"], t)
+        row = {
+            "index": int(a["targets"][t]),
+            "label": _label_name(a, t),
+            "n_member": int(member.size),
+            "n_nonmember": int(nonmember.size),
+        }
+        if member.size == 0 or nonmember.size == 0:
+            no_stats.append(t)
+            rows.append(row)
+            continue
+        summary = stats.attack_summary(
+            member,
+            nonmember,
+            alpha=alpha,
+            rule=rule,
+            score=score,
+            delta=settings.delta,
+            confidence=settings.confidence,
+            items=False,
+        )
+        per_target_warnings.append(
+            [w for w in summary["warnings"] if not w.startswith(_NO_EVAL_WARNING)]
+        )
+        row.update(
+            auc=summary["auc"],
+            balanced_accuracy=summary["balanced_accuracy"],
+            power=summary["power"],
+            calibration_fpr=summary["calibration_fpr"],
+            threshold=summary["threshold"],
+            k=summary["k"],
+            expected_heldout_fpr=summary["expected_heldout_fpr"],
+            expected_heldout_fpr_upper95=summary["expected_heldout_fpr_upper95"],
+            **{f"tpr_at_fpr_{f}": v for f, v in summary["tpr_at_fpr"].items()},
+            gaussian_threshold=summary["gaussian_threshold"],
+            gaussian_power=summary["gaussian_power"],
+            member_loss_mean=float(np.mean(loss_in)) if loss_in.size else None,
+            member_loss_std=float(np.std(loss_in, ddof=1)) if loss_in.size > 1 else None,
+            nonmember_loss_mean=float(np.mean(loss_out)) if loss_out.size else None,
+            nonmember_loss_std=float(np.std(loss_out, ddof=1)) if loss_out.size > 1 else None,
+        )
+        if score == "loss":  # the summary's own numbers (the same, std 0 kept exact)
+            for key in ("member_loss_mean", "member_loss_std"):
+                row[key] = summary[key]
+            for key in ("nonmember_loss_mean", "nonmember_loss_std"):
+                row[key] = summary[key]
+        else:
+            for key in ("member_score_mean", "member_score_std"):
+                row[key] = summary[key]
+            for key in ("nonmember_score_mean", "nonmember_score_std"):
+                row[key] = summary[key]
+        if has_eval:
+            # The summary's decision, refitted from the same calibration scores (cheap),
+            # applied as stats.evaluate_decision applies it.
+            decision, _ = stats.choose_threshold(
+                member, nonmember, alpha=alpha, rule=rule, score=score
+            )
+            ev_in, ev_out = _column(s["eval"], s["eval_membership"], t)
+            p_in, p_out = decision.predict(ev_in), decision.predict(ev_out)
+            counts = np.array(
+                [
+                    np.count_nonzero(p_in),
+                    np.count_nonzero(~p_in),
+                    np.count_nonzero(p_out),
+                    np.count_nonzero(~p_out),
+                ],
+                np.int64,
+            )
+            tally += counts
+            row.update(
+                eval_n_member=int(ev_in.size),
+                eval_n_nonmember=int(ev_out.size),
+                eval_true_positives=int(counts[0]),
+                eval_false_negatives=int(counts[1]),
+                eval_false_positives=int(counts[2]),
+                eval_true_negatives=int(counts[3]),
+            )
+            if summary["expected_heldout_fpr"] is None:
+                expected_known = False
+            else:
+                expected_fp += summary["expected_heldout_fpr"] * ev_out.size
+        rows.append(row)
+
+    # Every row has every column (None where a target has no statistics).
+    columns = dict.fromkeys(k for r in rows for k in r)
+    rows = [{c: r.get(c) for c in columns} for r in rows]
+
+    # ---- the summary over targets
+    m_used = int(a["model_used"].sum())
+    e_used = int(a["eval_model_used"].sum())
+    if m_used < m_all:
+        warnings.append(
+            f"{m_all - m_used} of {m_all} calibration models left out: non-finite losses"
+        )
+    if e_used < e_all:
+        warnings.append(
+            f"{e_all - e_used} of {e_all} evaluation models left out: non-finite losses"
+        )
+    if no_stats:
+        warnings.append(
+            f"{len(no_stats)} of {n_targets} targets have no IN or no OUT model among the used "
+            "models: no statistics for them"
+        )
+    warnings += _counted(per_target_warnings, n_targets)
+
+    with_stats = [r for r in rows if r.get("auc") is not None]
+    auc = np.array([r["auc"] for r in with_stats], np.float64)
+    power = np.array([r["power"] for r in with_stats], np.float64)
+    n_strong = int(np.count_nonzero(power >= 0.5))
+    most, least = extremes(rows)
+
+    def listed(positions):
+        return [
+            {
+                "index": rows[i]["index"],
+                "label": rows[i]["label"],
+                "auc": rows[i]["auc"],
+                "power": rows[i]["power"],
+            }
+            for i in positions
+        ]
+
+    tpr_at = {}
+    for f in stats.TPR_AT_FPR_LEVELS:
+        vals = [r[f"tpr_at_fpr_{f:g}"] for r in with_stats if r[f"tpr_at_fpr_{f:g}"] is not None]
+        tpr_at[f"{f:g}"] = float(np.mean(vals)) if vals else None
+    exp = [r["expected_heldout_fpr"] for r in with_stats if r["expected_heldout_fpr"] is not None]
+    auc_q = _quantiles(auc)
+    member_counts = [r["n_member"] for r in rows]
+    nonmember_counts = [r["n_nonmember"] for r in rows]
+    used_membership = a["membership"][a["model_used"]]
+
+    results = {
+        "experiment": "targets",
+        "n_targets": int(n_targets),
+        "n_targets_with_statistics": len(with_stats),
+        "n_models": int(m_all),
+        "n_models_used": m_used,
+        "eval_models": int(e_all),
+        "eval_models_used": e_used,
+        "inclusion": float(used_membership.mean()) if used_membership.size else None,
+        "members_per_target": [int(min(member_counts)), int(max(member_counts))],
+        "nonmembers_per_target": [int(min(nonmember_counts)), int(max(nonmember_counts))],
+        "score": score,
+        "threshold_rule": rule,
+        "threshold_scale": "log likelihood ratio" if rule == "lira" else score,
+        "alpha": float(alpha),
+        "decision": "each target its own threshold, chosen on its own IN and OUT models",
+        "auc_median": auc_q["median"],
+        "auc_q1": auc_q["q1"],
+        "auc_q3": auc_q["q3"],
+        "auc_mean": auc_q["mean"],
+        "auc_min": auc_q["min"],
+        "auc_max": auc_q["max"],
+        "power_mean": float(np.mean(power)) if power.size else None,
+        "power_median": float(np.median(power)) if power.size else None,
+        "n_power_at_least_half": n_strong,
+        "share_power_at_least_half": n_strong / len(with_stats) if with_stats else None,
+        "balanced_accuracy_mean": (
+            float(np.mean([r["balanced_accuracy"] for r in with_stats])) if with_stats else None
+        ),
+        "tpr_at_fpr_mean": tpr_at,
+        "expected_heldout_fpr_mean": float(np.mean(exp)) if exp else None,
+        "most_vulnerable": listed(most),
+        "least_vulnerable": listed(least),
+        "evaluation": None,
+        "epsilon_lower_bound": None,
+    }
+    for key in ("train_accuracy", "test_accuracy"):
+        if key in a and m_used:
+            results[key] = float(np.mean(a[key][a["model_used"]]))
+
+    tp, fn, fp, tn = (int(v) for v in tally)
+    if has_eval and tp + fn + fp + tn:
+        results["evaluation"] = _pooled_evaluation(
+            tp, fn, fp, tn, settings.confidence, expected_fp if expected_known else None
+        )
+        if tp + fn and fp + tn:
+            e, e_sym, fpr_ub, fnr_ub = stats.epsilon_lower_bound(
+                fp, fp + tn, fn, tp + fn, confidence=settings.confidence, delta=settings.delta
+            )
+            results["epsilon_lower_bound"] = {
+                "value": float(e),
+                "symmetric": float(e_sym),
+                "fpr_upper": float(fpr_ub),
+                "fnr_upper": float(fnr_ub),
+                "confidence": settings.confidence,
+                "delta": float(settings.delta),
+                "method": "Clopper-Pearson (Jagielski et al. 2020) on the decisions pooled over "
+                "targets and evaluation models: log((1 - delta - FNR_ub) / FPR_ub), each bound "
+                "one-sided at 1 - (1 - confidence)/2; the decisions of one model on different "
+                "targets are not independent, so the confidence is nominal",
+            }
+    else:
+        warnings.append(
+            "no evaluation models (eval_models: 0, or none used): realised TPR/FPR and the "
+            "epsilon lower bound need eval_models >= 1"
+        )
+    results["warnings"] = warnings
+    return results, rows
+
+
+def _pooled_evaluation(tp, fn, fp, tn, confidence, expected_fp) -> dict:
+    n_mem, n_non = tp + fn, fp + tn
+    return {
+        "n_decisions": n_mem + n_non,
+        "n_member": n_mem,
+        "n_nonmember": n_non,
+        "true_positives": tp,
+        "false_negatives": fn,
+        "false_positives": fp,
+        "true_negatives": tn,
+        "tpr": tp / n_mem if n_mem else None,
+        "tpr_ci": list(stats.clopper_pearson(tp, n_mem, confidence)) if n_mem else None,
+        "fpr": fp / n_non if n_non else None,
+        "fpr_ci": list(stats.clopper_pearson(fp, n_non, confidence)) if n_non else None,
+        "accuracy": (tp + tn) / (n_mem + n_non),
+        "expected_fpr": expected_fp / n_non if expected_fp is not None and n_non else None,
+        "confidence": confidence,
+        "method": "each target's own threshold applied to its evaluation models' scores; "
+        "counts pooled over targets; two-sided Clopper-Pearson intervals, which treat the "
+        "decisions as independent (one model's decisions on different targets are not)",
+    }
+
+
+# ---------------------------------------------------------------- targets.csv
+
+
+def _cell(v) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return repr(v) if math.isfinite(v) else ""
+    return str(v)
+
+
+def write_targets_csv(path, rows: list[dict]) -> Path:
+    """Writes ``rows`` to ``path`` (targets.csv) atomically: a header of every key, in the
+    order of first appearance, then one line per target; None is an empty cell, floats
+    are written in full (repr), so ``read_targets_csv`` gives the rows back exactly."""
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(columns)
+    for r in rows:
+        w.writerow([_cell(r.get(c)) for c in columns])
+    return report.atomic_write_text(path, buf.getvalue())
+
+
+def _parse(column: str, text: str):
+    if text == "":
+        return None
+    if column in _TEXT_COLUMNS:
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def read_targets_csv(path) -> list[dict]:
+    """The rows of a targets.csv: ints, floats, None for empty cells, labels as text."""
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.reader(f)
+        columns = next(reader)
+        return [dict(zip(columns, map(_parse, columns, line), strict=True)) for line in reader]
+
+
+# ---------------------------------------------------------------- figures
+
+
+def pooled_roc(arrays, score: str) -> dict:
+    """Two ROCs of the calibration models, pooled over targets (attack scale, high = member).
+
+    own:    each target its own threshold: at each FPR f, the mean over targets of the TPR
+            of the empirical threshold at FPR <= f (the target's tpr_at_fpr(f)); on the
+            grid ``fpr`` (float64[G]).
+    global: one threshold for every target: the ROC of all (model, target) scores at once
+            (``stats.attack_roc`` of the pooled IN and OUT scores).
+
+    Returns:
+      {"fpr": float64[G], "own_tpr": float64[G], "global_fpr", "global_tpr",
+       "min_nonmember": the fewest OUT models of a target}
+    """
+    s = target_scores(arrays, score)
+    stat = scores.to_attack(s["calibration"], score)
+    member = s["membership"]
+    n_targets = member.shape[1]
+    n_in = member.sum(0)
+    n_out = member.shape[0] - n_in
+    ok = (n_in > 0) & (n_out > 0)
+    lo = 0.5 / max(int(n_out[ok].max()) if ok.any() else 1, 1)
+    grid = np.unique(np.concatenate([np.geomspace(lo, 1.0, 200), [1.0]]))
+    own = np.zeros(grid.size)
+    count = 0
+    for t in range(n_targets):
+        if not ok[t]:
+            continue
+        s_in, s_out = _column(stat, member, t)
+        s_out = np.sort(s_out)[::-1]  # most member-like first: s_(1) >= s_(2) >= ...
+        n = s_out.size
+        cuts = np.append(s_out, -np.inf)  # cut s_(k+1) for k = 0 .. n
+        tpr_k = (s_in[None, :] > cuts[:, None]).mean(1)
+        k = np.floor(grid * n + 1e-9).astype(np.int64).clip(0, n)
+        own += tpr_k[k]
+        count += 1
+    own = own / max(count, 1)
+    pooled_in = stat[member & ok[None, :]]
+    pooled_out = stat[~member & ok[None, :]]
+    if pooled_in.size and pooled_out.size:
+        g_fpr, g_tpr, _ = stats.attack_roc(pooled_in, pooled_out)
+    else:
+        g_fpr = g_tpr = np.zeros(0)
+    return {
+        "fpr": grid,
+        "own_tpr": own,
+        "global_fpr": g_fpr,
+        "global_tpr": g_tpr,
+        "min_nonmember": int(n_out[ok].min()) if ok.any() else 0,
+    }
+
+
+def targets_figures(folder, arrays, results: dict, rows: list[dict], *, suffix: str) -> list[Path]:
+    """Writes vulnerability.png and targets_roc.png into ``folder``; returns their paths."""
+    from jaxmia import plots_targets
+
+    folder = Path(folder)
+    a = check_targets_arrays(arrays)
+    written = []
+    if "target_images" in a:
+        written.append(
+            plots_targets.plot_vulnerability(
+                folder / plots_targets.VULNERABILITY_FILE,
+                rows,
+                a["target_images"],
+                results,
+                title_suffix=suffix,
+            )
+        )
+    if results.get("n_targets_with_statistics"):
+        written.append(
+            plots_targets.plot_targets_roc(
+                folder / plots_targets.ROC_FILE,
+                pooled_roc(a, results["score"]),
+                results,
+                title_suffix=suffix,
+            )
+        )
+    return written

@@ -1,0 +1,203 @@
+"""PNG figures of a many-targets run: per-target vulnerability and the pooled ROC.
+
+Like ``plots``: ``matplotlib.figure.Figure`` without pyplot, rendered through Agg
+into memory and written atomically.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from jaxmia import scores
+from jaxmia.report import atomic_write_bytes
+
+__all__ = ["FIGURES", "ROC_FILE", "VULNERABILITY_FILE", "plot_targets_roc", "plot_vulnerability"]
+
+VULNERABILITY_FILE = "vulnerability.png"
+ROC_FILE = "targets_roc.png"
+FIGURES = (VULNERABILITY_FILE, ROC_FILE)
+_GRID_COLUMNS = 8
+
+
+def _new_figure(figsize) -> Figure:
+    fig = Figure(figsize=figsize, dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Figure, path) -> Path:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def _image_grid(subfig, title: str, rows: list[dict], positions: list[int], images) -> None:
+    n_cols = _GRID_COLUMNS
+    n_rows = max(1, -(-len(positions) // n_cols))
+    axes = np.atleast_1d(subfig.subplots(n_rows, n_cols)).reshape(-1)
+    for ax in axes:
+        ax.set_axis_off()
+    for ax, i in zip(axes, positions, strict=False):
+        img = np.asarray(images[i])
+        if img.ndim == 3 and img.shape[-1] == 1:
+            img = img[..., 0]
+        ax.imshow(img, interpolation="nearest", cmap="gray" if img.ndim == 2 else None)
+        r = rows[i]
+        ax.set_title(
+            f"{r['label']}\n#{r['index']}  AUC {r['auc']:.3f}\npower {r['power']:.2f}", fontsize=8
+        )
+    if not positions:
+        axes[0].text(0.5, 0.5, "none", ha="center", va="center", transform=axes[0].transAxes)
+    subfig.suptitle(title, fontsize=11, fontweight="bold")
+
+
+def plot_vulnerability(path, rows: list[dict], images, results: dict, *, title_suffix="") -> Path:
+    """The distribution of per-target AUC, and the most and least vulnerable targets.
+
+    Args:
+      path: where the PNG goes.
+      rows: the per-target rows of ``analysis_targets.targets_results`` (auc, power,
+        index, label; auc None: a target without statistics, left out).
+      images: uint8[T, 32, 32, 3], in the order of ``rows``.
+      results: its summary (alpha, score, threshold_rule, auc_median, auc_q1, auc_q3,
+        n_power_at_least_half, members_per_target, nonmembers_per_target).
+      title_suffix: appended to the titles (" [SYNTHETIC DATA]").
+    """
+    from jaxmia.analysis_targets import extremes
+
+    most, least = extremes(rows)
+    auc = np.array([r["auc"] for r in rows if r.get("auc") is not None], np.float64)
+    fig = _new_figure((13, 15.5))
+    top, mid, bottom = fig.subfigures(3, 1, height_ratios=[1.15, 1, 1], hspace=0.02)
+
+    ax = top.subplots()
+    if auc.size:
+        lo = max(0.0, min(0.4, float(auc.min()) - 0.02))
+        edges = np.linspace(lo, 1.0, min(60, max(10, 3 * int(np.sqrt(auc.size)))) + 1)
+        ax.hist(auc, bins=edges, color="tab:blue", alpha=0.75, edgecolor="white", lw=0.3)
+        med, q1, q3 = results["auc_median"], results["auc_q1"], results["auc_q3"]
+        ax.axvspan(q1, q3, color="tab:red", alpha=0.08, label=f"quartiles {q1:.3f} – {q3:.3f}")
+        ax.axvline(med, color="tab:red", lw=2, label=f"median AUC {med:.3f}")
+        ax.axvline(0.5, color="gray", ls="--", lw=1.5, label="chance (0.5)")
+        ax.set_xlim(edges[0], 1.0)
+        ax.set_ylim(0, ax.get_ylim()[1] * 1.35)  # room for the legend above the bars
+    n = auc.size
+    strong = results.get("n_power_at_least_half", 0)
+    alpha = results["alpha"]
+    ax.plot([], [], " ", label=f"power ≥ 0.5 at alpha {alpha:g}: {strong} of {n} targets")
+    ins, outs = results["members_per_target"], results["nonmembers_per_target"]
+    per = (
+        f"{ins[0]} IN / {outs[0]} OUT"
+        if ins[0] == ins[1] and outs[0] == outs[1]
+        else f"{ins[0]}–{ins[1]} IN / {outs[0]}–{outs[1]} OUT"
+    )
+    ax.set_xlabel(f"AUC of the {scores.SYMBOLS[results['score']]} score, per target")
+    ax.set_ylabel("targets")
+    ax.set_title(
+        f"Per-target AUC over {n} targets ({per} calibration models each){title_suffix}",
+        fontsize=12,
+    )
+    ax.legend(loc="upper left", fontsize=9)
+    top.subplots_adjust(left=0.07, right=0.97, top=0.9, bottom=0.15)
+
+    _image_grid(
+        mid,
+        f"The {len(most)} most vulnerable targets (highest AUC; power at alpha {alpha:g})"
+        f"{title_suffix}",
+        rows,
+        most,
+        images,
+    )
+    _image_grid(
+        bottom,
+        f"The {len(least)} least vulnerable targets (lowest AUC; power at alpha {alpha:g})"
+        f"{title_suffix}",
+        rows,
+        least,
+        images,
+    )
+    for sub in (mid, bottom):
+        sub.subplots_adjust(left=0.02, right=0.98, top=0.86, bottom=0.02, hspace=0.45, wspace=0.1)
+    return _save(fig, path)
+
+
+def plot_targets_roc(path, roc: dict, results: dict, *, title_suffix="") -> Path:
+    """Log-log ROC pooled over targets: each target its own threshold (mean TPR at each FPR)
+    and one threshold for all; the realised evaluation point with its intervals.
+
+    Args:
+      roc: ``analysis_targets.pooled_roc``; results: the run's summary.
+    """
+    lo = float(roc["fpr"][0])
+    fig = _new_figure((6.6, 6.2))
+    ax = fig.add_subplot()
+    sym = scores.SYMBOLS[results["score"]]
+    ax.step(
+        roc["fpr"],
+        np.maximum(roc["own_tpr"], lo),
+        where="post",
+        color="tab:blue",
+        lw=2,
+        label=f"each target its own threshold\n(mean TPR at FPR ≤ f; median AUC "
+        f"{results['auc_median']:.3f})",
+    )
+    if roc["global_fpr"].size:
+        ax.step(
+            np.maximum(roc["global_fpr"], lo),
+            np.maximum(roc["global_tpr"], lo),
+            where="post",
+            color="tab:green",
+            lw=1.5,
+            label=f"one {sym} threshold for all targets",
+        )
+    ax.plot([lo, 1], [lo, 1], color="gray", ls="--", lw=1, label="chance")
+    alpha = results["alpha"]
+    ax.axvline(alpha, color="gray", ls=":", lw=1, label=f"alpha = {alpha:g}")
+    ev = results.get("evaluation")
+    if ev and ev.get("fpr") is not None and ev.get("tpr") is not None:
+        px, py = max(ev["fpr"], lo), max(ev["tpr"], lo)
+        xerr = np.array([[px - max(ev["fpr_ci"][0], lo)], [max(ev["fpr_ci"][1], lo) - px]])
+        yerr = np.array([[py - max(ev["tpr_ci"][0], lo)], [max(ev["tpr_ci"][1], lo) - py]])
+        ax.errorbar(
+            [px],
+            [py],
+            xerr=xerr,
+            yerr=yerr,
+            fmt="o",
+            color="tab:red",
+            capsize=3,
+            label=f"{results['threshold_rule']} rule on {results['eval_models_used']} "
+            f"evaluation models:\nTPR {ev['tpr']:.3f}, FPR {ev['fpr']:.3f} "
+            f"({ev['confidence'] * 100:g}% Clopper–Pearson)",
+        )
+    n_out = roc["min_nonmember"]
+    ax.text(
+        0.03,
+        0.97,
+        f"per target ≥ {n_out} OUT models: FPRs below 1/{n_out} = {1 / max(n_out, 1):.2g}\n"
+        "are not resolved for a single target's own threshold",
+        transform=ax.transAxes,
+        va="top",
+        fontsize=8,
+        color="dimgray",
+    )
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(lo, 1)
+    ax.set_ylim(lo, 1)
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title(
+        f"ROC over {results['n_targets_with_statistics']} targets, log-log (calibration "
+        f"models){title_suffix}",
+        fontsize=10,
+    )
+    ax.legend(loc="lower right", fontsize="small")
+    ax.grid(True, which="major", alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, path)
