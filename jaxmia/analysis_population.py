@@ -1,0 +1,521 @@
+"""The population attack (``experiment: population``) from its saved arrays: numbers and figures.
+
+The PyTorch pipeline's general MIA (``experiments/run_mia.py``). Each repetition r
+trains one *target model* on a member set of n training points; an equally sized
+non-member set is drawn from the rest of the training set. Every member and
+non-member is scored under that model, and two rules say "member":
+
+* the **alpha rule**: ``settings.threshold_rule`` (``empirical``, the pipeline's, by
+  default) on ``settings.score``, chosen on this model's n non-members at FPR alpha;
+  its TPR and FPR are counted on the same members and non-members (in-sample, as the
+  pipeline reports them);
+* the **Yeom rule** (Yeom et al. 2018), always on the loss: t_Y = the model's mean
+  training loss, the mean loss of its n members; member iff loss < t_Y (strict).
+
+Host side only (numpy, scipy, matplotlib; JAX stops before this module). The run
+calls it on the arrays it has just assembled, ``jaxmia analyze`` on the arrays a
+run folder kept (``population.npz``).
+
+The arrays, R repetitions, n members = n non-members per repetition, C classes:
+
+    member_rows, nonmember_rows         int32[R, n]     training-set indices
+    member_labels, nonmember_labels     int32[R, n]
+    member_losses, nonmember_losses     float32[R, n]   cross-entropy under model r
+    member_logits, nonmember_logits     float32[R, n, C]
+    model_used                          bool[R]         False: non-finite losses, left out
+    train_accuracy, test_accuracy       float32[R]
+    class_names                         str[C]
+    synthetic                           bool[]
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+from scipy import stats as sps
+
+from jaxmia import scores, stats
+from jaxmia.analysis import Settings
+from jaxmia.errors import UserError
+
+__all__ = [
+    "FIGURES",
+    "HISTOGRAMS_FILE",
+    "POPULATION_ARRAYS",
+    "PR_FILE",
+    "ROC_FILE",
+    "SUMMARY_METRICS",
+    "Settings",
+    "average_precision",
+    "check_population_arrays",
+    "left_out",
+    "population_figures",
+    "population_results",
+    "population_scores",
+    "repetition_metrics",
+    "t_interval",
+    "used_repetitions",
+    "yeom_rule",
+]
+
+POPULATION_ARRAYS = (
+    "member_rows",
+    "nonmember_rows",
+    "member_labels",
+    "nonmember_labels",
+    "member_losses",
+    "nonmember_losses",
+    "member_logits",
+    "nonmember_logits",
+    "model_used",
+    "train_accuracy",
+    "test_accuracy",
+    "class_names",
+    "synthetic",
+)
+
+HISTOGRAMS_FILE = "population_histograms.png"
+ROC_FILE = "population_roc.png"
+PR_FILE = "population_pr.png"
+FIGURES = (HISTOGRAMS_FILE, ROC_FILE, PR_FILE)
+
+# The per-repetition numbers summarised across repetitions: (path in the per-repetition
+# dict, whether it is a rate in [0, 1], so that its interval is clipped there).
+SUMMARY_METRICS = (
+    (("auc",), True),
+    (("balanced_accuracy",), True),
+    (("average_precision",), True),
+    *((("tpr_at_fpr", f"{f:g}"), True) for f in stats.TPR_AT_FPR_LEVELS),
+    (("alpha_rule", "threshold"), False),
+    (("alpha_rule", "tpr"), True),
+    (("alpha_rule", "fpr"), True),
+    (("alpha_rule", "expected_heldout_fpr"), True),
+    (("yeom", "threshold"), False),
+    (("yeom", "tpr"), True),
+    (("yeom", "fpr"), True),
+    (("yeom", "accuracy"), True),
+    (("yeom", "advantage"), False),
+    (("member_loss_mean",), False),
+    (("nonmember_loss_mean",), False),
+    (("train_accuracy",), True),
+    (("test_accuracy",), True),
+    (("generalization_gap",), False),
+)
+
+INTERVAL_METHOD = (
+    "Student t over the repetitions: mean ± t_{(1+confidence)/2, R-1} · s / sqrt(R), s the "
+    "sample std (ddof 1) of the R values; intervals of rates clipped to [0, 1]"
+)
+
+
+# ---------------------------------------------------------------- the arrays
+
+
+def check_population_arrays(arrays) -> tuple[int, int]:
+    """Checks the arrays' keys, shapes and row sets; returns (R, n).
+
+    Raises:
+      ValueError: a missing key, a shape that does not fit the others, labels out of
+        range, or a repetition whose member and non-member rows are not 2n distinct
+        training indices (the attack would compare a point with itself).
+    """
+    missing = [k for k in POPULATION_ARRAYS if k not in arrays]
+    if missing:
+        raise ValueError(f"population arrays lack {', '.join(missing)}")
+    rows = np.asarray(arrays["member_rows"])
+    if rows.ndim != 2 or rows.shape[1] == 0 or rows.shape[0] == 0:
+        raise ValueError(f"member_rows must be int[R, n] with R, n >= 1, got shape {rows.shape}")
+    r, n = rows.shape
+    c = len(np.asarray(arrays["class_names"]).reshape(-1))
+    want = {
+        "nonmember_rows": (r, n),
+        "member_labels": (r, n),
+        "nonmember_labels": (r, n),
+        "member_losses": (r, n),
+        "nonmember_losses": (r, n),
+        "member_logits": (r, n, c),
+        "nonmember_logits": (r, n, c),
+        "model_used": (r,),
+        "train_accuracy": (r,),
+        "test_accuracy": (r,),
+    }
+    for key, shape in want.items():
+        got = np.shape(arrays[key])
+        if got != shape:
+            raise ValueError(f"{key} must have shape {shape} (R={r}, n={n}, C={c}), got {got}")
+    for key in ("member_labels", "nonmember_labels"):
+        lab = np.asarray(arrays[key])
+        if not np.issubdtype(lab.dtype, np.integer) or lab.min() < 0 or lab.max() >= c:
+            raise ValueError(f"{key} must be class indices in [0, {c})")
+    both = np.concatenate([rows, np.asarray(arrays["nonmember_rows"])], axis=1)
+    for i in range(r):
+        if np.unique(both[i]).size != 2 * n:
+            raise ValueError(
+                f"repetition {i}: member and non-member rows are not {2 * n} distinct indices"
+            )
+    return r, n
+
+
+def used_repetitions(arrays) -> np.ndarray:
+    """bool[R]: the model is used (``model_used``) and its every loss is finite."""
+    ok = np.asarray(arrays["model_used"], bool).copy()
+    for key in ("member_losses", "nonmember_losses"):
+        ok &= np.isfinite(np.asarray(arrays[key], np.float64)).all(axis=1)
+    return ok
+
+
+def left_out(arrays) -> list[str]:
+    """The target models left out (losses not finite), in words."""
+    return [f"repetition {int(r)}, target model" for r in np.flatnonzero(~used_repetitions(arrays))]
+
+
+def population_scores(arrays, score: str, r: int) -> tuple[np.ndarray, np.ndarray]:
+    """(member float64[n], non-member float64[n]): native ``score`` values under model r.
+
+    The loss is the one the device computed (float32, as the pipeline reports it); the
+    logit-scale scores come from the saved logits in float64.
+    """
+    if score == "loss":
+        return (
+            np.asarray(arrays["member_losses"][r], np.float64),
+            np.asarray(arrays["nonmember_losses"][r], np.float64),
+        )
+    out = []
+    for who in ("member", "nonmember"):
+        logits = np.asarray(arrays[f"{who}_logits"][r], np.float64)
+        labels = np.asarray(arrays[f"{who}_labels"][r]).astype(np.int64)
+        out.append(scores.compute_score(score, logits, labels))
+    return out[0], out[1]
+
+
+# ---------------------------------------------------------------- one repetition
+
+
+def yeom_rule(member_loss, nonmember_loss) -> dict:
+    """Yeom et al. (2018): member iff loss < t_Y, t_Y the mean loss of the members.
+
+    Args:
+      member_loss: float[n_m], losses of the model's training points (its members).
+      nonmember_loss: float[n_n], losses of points it never saw.
+
+    Returns:
+      {decision, threshold, tpr, fpr, accuracy, advantage}: tpr = #{member < t_Y} / n_m,
+      fpr = #{non-member < t_Y} / n_n, accuracy = (TP + TN) / (n_m + n_n), and Yeom's
+      membership advantage tpr - fpr.
+    """
+    mem = stats.check_losses(member_loss, "member losses")
+    non = stats.check_losses(nonmember_loss, "non-member losses")
+    t = float(np.mean(mem))
+    tp = int(np.count_nonzero(mem < t))
+    fp = int(np.count_nonzero(non < t))
+    tpr, fpr = tp / mem.size, fp / non.size
+    return {
+        "decision": scores.decision_text("loss", t),
+        "threshold": t,
+        "tpr": tpr,
+        "fpr": fpr,
+        "accuracy": (tp + non.size - fp) / (mem.size + non.size),
+        "advantage": tpr - fpr,
+    }
+
+
+def average_precision(member_stat, nonmember_stat) -> float:
+    """Sum over the ROC's cuts of (recall step) x precision, with high statistic = member.
+
+    Precision at a cut is TP / (TP + FP) with counts (so it holds for unequal sizes);
+    recall is the TPR. The step-wise sum, as scikit-learn's average_precision_score.
+    """
+    mem = np.asarray(member_stat, np.float64)
+    non = np.asarray(nonmember_stat, np.float64)
+    fpr, tpr, _ = stats.attack_roc(mem, non)
+    tp, fp = tpr * mem.size, fpr * non.size
+    keep = tp + fp > 0
+    precision = tp[keep] / (tp[keep] + fp[keep])
+    recall = tpr[keep]
+    return float(np.sum(np.diff(np.concatenate([[0.0], recall])) * precision))
+
+
+def _expected_fpr(decision: stats.Decision, alpha: float, n: int, s_non) -> tuple:
+    """(mean, upper 95%, method) of the alpha rule's FPR on fresh non-members."""
+    if not math.isfinite(decision.cut):
+        return 0.0, 0.0, "no point is ever called a member: the FPR is 0"
+    if decision.k is not None:
+        mean, upper = stats.heldout_fpr_law(decision.k, n)
+        method = (
+            "order statistic: FPR on fresh non-members ~ Beta(k+1, n-k) = "
+            f"Beta({decision.k + 1}, {n - decision.k})"
+        )
+        if decision.rule == "lira":
+            method += " (approximate: the ratio is fitted on these same points)"
+        return mean, upper, method
+    mean, upper = stats.gaussian_heldout_fpr(alpha, n) if np.ptp(s_non) > 0 else (None, None)
+    return mean, upper, "normal model of the non-member scores: Student t (mean), noncentral t"
+
+
+def repetition_metrics(
+    member, nonmember, member_loss, nonmember_loss, settings: Settings
+) -> tuple[dict, list[str], str]:
+    """Every number of one target model: (metrics, warnings, held-out FPR method).
+
+    Args:
+      member, nonmember: float[n_m], float[n_n] native ``settings.score`` values.
+      member_loss, nonmember_loss: the same points' losses (for the Yeom rule).
+      settings: alpha, score and threshold_rule are used.
+
+    Returns:
+      metrics: auc, balanced_accuracy, average_precision, tpr_at_fpr {"0.001", "0.01",
+      "0.1": float or None}, alpha_rule {rule, decision, threshold, tpr, fpr, k,
+      expected_heldout_fpr, expected_heldout_fpr_upper95, member_region (lira rule
+      only)}, yeom (see ``yeom_rule``), member_loss_mean, nonmember_loss_mean.
+    """
+    score, rule, a = settings.score, settings.threshold_rule, settings.alpha
+    mem = stats.check_losses(member, "member scores")
+    non = stats.check_losses(nonmember, "non-member scores")
+    s_mem, s_non = scores.to_attack(mem, score), scores.to_attack(non, score)
+    n = int(non.size)
+
+    decision, warnings = stats.choose_threshold(mem, non, alpha=a, rule=rule, score=score)
+    with np.errstate(invalid="ignore"):
+        tpr = float(np.count_nonzero(decision.statistic(mem) > decision.cut) / mem.size)
+        fpr = float(np.count_nonzero(decision.statistic(non) > decision.cut) / n)
+    exp_fpr, exp_upper, method = _expected_fpr(decision, a, n, s_non)
+    if rule == "gaussian" and score == "loss" and (decision.threshold or 0.0) < 0:
+        warnings.append(
+            "gaussian: the fitted threshold is a negative loss: losses are skewed and >= 0, "
+            "so no point is called a member; fit on score lira"
+        )
+    alpha_rule = {
+        "rule": rule,
+        "decision": decision.text(),
+        "threshold": decision.threshold,
+        "threshold_scale": "log likelihood ratio" if rule == "lira" else score,
+        "tpr": tpr,
+        "fpr": fpr,
+        "k": decision.k,
+        "expected_heldout_fpr": exp_fpr,
+        "expected_heldout_fpr_upper95": exp_upper,
+    }
+    if rule == "lira":
+        alpha_rule["member_region"] = (
+            stats.likelihood_ratio_region(decision.member_fit, decision.nonmember_fit, decision.cut)
+            if decision.member_fit is not None
+            else None
+        )
+
+    tpr_at = {f"{f:g}": stats.attack_tpr_at_fpr(s_mem, s_non, f) for f in stats.TPR_AT_FPR_LEVELS}
+    ml = stats.check_losses(member_loss, "member losses")
+    nl = stats.check_losses(nonmember_loss, "non-member losses")
+    metrics = {
+        "auc": stats.attack_auc(s_mem, s_non),
+        "balanced_accuracy": stats.balanced_accuracy(s_mem, s_non),
+        "average_precision": average_precision(s_mem, s_non),
+        "tpr_at_fpr": tpr_at,
+        "alpha_rule": alpha_rule,
+        "yeom": yeom_rule(ml, nl),
+        "member_loss_mean": float(np.mean(ml)),
+        "nonmember_loss_mean": float(np.mean(nl)),
+    }
+    return metrics, warnings, method
+
+
+# ---------------------------------------------------------------- across repetitions
+
+
+def t_interval(values, confidence: float = 0.95, *, bounds=None) -> dict:
+    """Mean, sample std and Student-t interval of the mean of R values (None: undefined).
+
+    Args:
+      values: R floats or None (None: the metric is undefined in that repetition).
+      confidence: level of the two-sided interval, in (0, 1).
+      bounds: (lo, hi) to clip the interval to (a rate's [0, 1]), or None.
+
+    Returns:
+      {mean, std, ci: [lo, hi] or None, n: values used, note: why something is null or
+      what it rests on, or None}. The interval is mean ± t_{(1+confidence)/2, m-1} s/sqrt(m)
+      over the m defined values; it needs m >= 2.
+    """
+    conf = float(confidence)
+    if not 0.0 < conf < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    vals = [float(v) for v in values if v is not None]
+    undefined = len(values) - len(vals)
+    if not vals:
+        return {
+            "mean": None,
+            "std": None,
+            "ci": None,
+            "n": 0,
+            "note": "undefined in every repetition",
+        }
+    arr = np.asarray(vals, np.float64)
+    # Equal values have exactly their value as mean (np.mean of three 0.7 is 0.6999...98).
+    mean = float(np.mean(arr)) if np.ptp(arr) > 0 else float(arr[0])
+    note = f"over the {len(vals)} repetitions where it is defined" if undefined else None
+    if arr.size < 2:
+        why = "one repetition: no spread to build an interval from (repetitions >= 2)"
+        return {"mean": mean, "std": None, "ci": None, "n": 1, "note": why}
+    std = float(np.std(arr, ddof=1)) if np.ptp(arr) > 0 else 0.0
+    half = float(sps.t.ppf(0.5 + conf / 2.0, arr.size - 1)) * std / math.sqrt(arr.size)
+    lo, hi = mean - half, mean + half
+    if bounds is not None:
+        lo, hi = max(lo, bounds[0]), min(hi, bounds[1])
+    return {"mean": mean, "std": std, "ci": [lo, hi], "n": int(arr.size), "note": note}
+
+
+def _get(d: dict, path: tuple):
+    for key in path:
+        d = d[key]
+    return d
+
+
+def _put(d: dict, path: tuple, value) -> None:
+    for key in path[:-1]:
+        d = d.setdefault(key, {})
+    d[path[-1]] = value
+
+
+def _which(reps: list[int], used: list[int]) -> str:
+    if reps == used and len(used) > 1:
+        return "every repetition"
+    return ("repetition " if len(reps) == 1 else "repetitions ") + ", ".join(map(str, reps))
+
+
+def population_results(arrays, settings: Settings) -> dict:
+    """Every statistic of a population run, JSON-ready, from its arrays alone.
+
+    Returns a dict with:
+      experiment ("population"), score, threshold_rule, alpha, confidence;
+      repetitions (R), repetitions_used, repetitions_left_out (list of r);
+      n_member, n_nonmember (n each), prevalence (0.5);
+      per_repetition: one dict per used model, ``repetition_metrics``'s keys plus
+        repetition, train_accuracy, test_accuracy, generalization_gap (train - test);
+      summary: the same layout, each number replaced by ``t_interval``'s
+        {mean, std, ci, n, note} over the used repetitions (SUMMARY_METRICS);
+      interval_method, expected_heldout_fpr_method, yeom_rule (the rule in words);
+      warnings: one line each for what the data cannot support.
+
+    Raises:
+      ValueError: malformed arrays (``check_population_arrays``) or settings.
+      UserError: no model with finite losses is left.
+    """
+    if settings.score not in scores.SCORES:
+        raise ValueError(f"score must be one of {', '.join(scores.SCORES)}; got {settings.score!r}")
+    if settings.threshold_rule not in stats.THRESHOLD_RULES:
+        raise ValueError(
+            f"threshold_rule must be one of {', '.join(stats.THRESHOLD_RULES)}; "
+            f"got {settings.threshold_rule!r}"
+        )
+    conf = float(settings.confidence)
+    if not 0.0 < conf < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {settings.confidence!r}")
+    n_rep, n = check_population_arrays(arrays)
+    k_alpha = stats.order_statistic_k("empirical", n, settings.alpha)  # also checks alpha
+    ok = used_repetitions(arrays)
+    used = [int(r) for r in np.flatnonzero(ok)]
+    dropped = [int(r) for r in np.flatnonzero(~ok)]
+    if not used:
+        raise UserError(
+            f"all {n_rep} target models had non-finite losses: nothing to analyse "
+            "(lower lr, or check the data)"
+        )
+
+    warnings: list[str] = []
+    if dropped:
+        warnings.append(
+            f"{_which(dropped, [])} left out: the target model's losses were not finite "
+            f"({len(used)} of {n_rep} repetitions used)"
+        )
+    if len(used) == 1:
+        warnings.append(
+            "one repetition: the summary gives means without intervals (repetitions >= 2)"
+        )
+    for f in stats.TPR_AT_FPR_LEVELS:
+        if stats.order_statistic_k("empirical", n, f) == 0:
+            warnings.append(
+                f"TPR at FPR {f:g} not resolvable: needs n >= {math.ceil(1.0 / f - 1e-9)} "
+                f"non-members per model, have {n}; null"
+            )
+    if k_alpha == 0:
+        warnings.append(
+            f"floor(alpha*n) = 0 (alpha={settings.alpha:g}, n={n}): no FPR below "
+            f"1/n={1.0 / n:.3g} can be measured on one model's non-members"
+        )
+
+    per_rep, rule_warnings, method = [], {}, None
+    train_acc = np.asarray(arrays["train_accuracy"], np.float64)
+    test_acc = np.asarray(arrays["test_accuracy"], np.float64)
+    for r in used:
+        mem, non = population_scores(arrays, settings.score, r)
+        ml, nl = population_scores(arrays, "loss", r)
+        metrics, w, method = repetition_metrics(mem, non, ml, nl, settings)
+        for line in w:
+            rule_warnings.setdefault(line, []).append(r)
+        tr, te = float(train_acc[r]), float(test_acc[r])
+        per_rep.append(
+            {
+                "repetition": r,
+                **metrics,
+                "train_accuracy": tr if math.isfinite(tr) else None,
+                "test_accuracy": te if math.isfinite(te) else None,
+                "generalization_gap": tr - te if math.isfinite(tr - te) else None,
+            }
+        )
+    for line, reps in rule_warnings.items():
+        warnings.append(f"{line} ({_which(reps, used)})")
+
+    summary: dict = {}
+    for path, is_rate in SUMMARY_METRICS:
+        values = [_get(p, path) for p in per_rep]
+        _put(summary, path, t_interval(values, conf, bounds=(0.0, 1.0) if is_rate else None))
+
+    return {
+        "experiment": "population",
+        "score": settings.score,
+        "threshold_rule": settings.threshold_rule,
+        "alpha": float(settings.alpha),
+        "confidence": conf,
+        "repetitions": n_rep,
+        "repetitions_used": len(used),
+        "repetitions_left_out": dropped,
+        "n_member": n,
+        "n_nonmember": n,
+        "prevalence": 0.5,
+        "yeom_rule": "member iff loss < the target model's mean loss over its n members",
+        "interval_method": INTERVAL_METHOD,
+        "expected_heldout_fpr_method": method,
+        "summary": summary,
+        "per_repetition": per_rep,
+        "warnings": warnings,
+    }
+
+
+# ---------------------------------------------------------------- figures
+
+
+def population_figures(folder, arrays, results: dict, *, suffix: str = "") -> list[Path]:
+    """Writes HISTOGRAMS_FILE, ROC_FILE and PR_FILE into ``folder``; returns their paths.
+
+    ``results`` is ``population_results(arrays, ...)``; ``suffix`` is appended to every
+    title (" [SYNTHETIC DATA]" for synthetic runs).
+    """
+    from jaxmia import plots_population
+
+    folder = Path(folder)
+    score = results["score"]
+    curves = []
+    for rep in results["per_repetition"]:
+        mem, non = population_scores(arrays, score, rep["repetition"])
+        curves.append((scores.to_attack(mem, score), scores.to_attack(non, score)))
+    first = results["per_repetition"][0]
+    r0 = first["repetition"]
+    loss_m, loss_n = population_scores(arrays, "loss", r0)
+    chosen = None if score == "loss" else population_scores(arrays, score, r0)
+    return [
+        plots_population.plot_histograms(
+            folder / HISTOGRAMS_FILE, results, first, loss_m, loss_n, chosen, title_suffix=suffix
+        ),
+        plots_population.plot_roc(folder / ROC_FILE, results, curves, title_suffix=suffix),
+        plots_population.plot_pr(folder / PR_FILE, results, curves, title_suffix=suffix),
+    ]

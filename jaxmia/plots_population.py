@@ -1,0 +1,413 @@
+"""PNG figures of the population attack: loss histograms, all R ROC curves, precision-recall.
+
+Built on ``matplotlib.figure.Figure`` (Agg, no pyplot state) and written atomically,
+as ``jaxmia.plots``. The callers pass attack statistics (high = member, see
+``jaxmia.scores``) and the dict of ``analysis_population.population_results``.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from jaxmia import scores, stats
+from jaxmia.report import atomic_write_bytes
+
+__all__ = [
+    "histograms_figure",
+    "plot_histograms",
+    "plot_pr",
+    "plot_roc",
+    "pr_figure",
+    "reflected_kde",
+    "roc_figure",
+    "save",
+]
+
+_MEMBER_COLOR = "tab:blue"
+_NONMEMBER_COLOR = "tab:orange"
+_CURVE_COLOR = "tab:blue"
+_YEOM_COLOR = "tab:red"
+_ALPHA_COLOR = "black"
+_AXIS_LABEL = {
+    "loss": "cross-entropy loss",
+    "lira": r"$\varphi = z_y - \log\sum_{y' \neq y} e^{z_{y'}}$  (logit-scaled confidence)",
+    "hinge": r"hinge $= z_y - \max_{y' \neq y} z_{y'}$",
+}
+
+
+def _new_figure(figsize) -> Figure:
+    fig = Figure(figsize=figsize, dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def save(fig: Figure, path) -> Path:
+    """Renders ``fig`` as PNG and writes it to ``path`` atomically."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def reflected_kde(values):
+    """A Gaussian KDE of values >= 0 reflected at 0: no mass below 0 (None if not fittable)."""
+    kde = stats.fit_kde(values)
+    if kde is None:
+        return None
+    return lambda g: kde(g) + kde(-g)
+
+
+def _ci_text(entry: dict, digits: int = 3) -> str:
+    if entry.get("mean") is None:
+        return "n/a"
+    text = f"{entry['mean']:.{digits}f}"
+    if entry.get("ci") is not None:
+        lo, hi = entry["ci"]
+        text += f" [{lo:.{digits}f}, {hi:.{digits}f}]"
+    return text
+
+
+def _rule_label(results: dict, rep: dict) -> str:
+    a = rep["alpha_rule"]
+    return (
+        f"{a['rule']} rule at alpha={results['alpha']:g}: {a['decision']}\n"
+        f"   (TPR {a['tpr']:.3f}, FPR {a['fpr']:.3f})"
+    )
+
+
+def _yeom_label(rep: dict) -> str:
+    y = rep["yeom"]
+    return f"Yeom: {y['decision']}\n   (TPR {y['tpr']:.3f}, FPR {y['fpr']:.3f})"
+
+
+def _loss_panels(ax_lin, ax_log, results, rep, mem, non, draw_alpha):
+    """Loss histograms of one model, linear (with reflected KDEs) and on a log axis."""
+    yeom_t = rep["yeom"]["threshold"]
+    alpha_t = rep["alpha_rule"]["threshold"] if draw_alpha else None
+    # The linear axis stops at the 99th percentile of the pooled losses (and the
+    # thresholds), so a few huge non-member losses do not squash the rest; the
+    # histograms stay normalised to all n points, so what lies beyond is missing mass.
+    pooled = np.concatenate([mem, non])
+    marks = [v for v in (yeom_t, alpha_t) if v is not None]
+    cut = float(max([np.quantile(pooled, 0.99), *marks]))
+    cut = cut if cut > 0 else 1.0
+    edges = np.linspace(0.0, cut, 61)
+    beyond = int(np.count_nonzero(pooled > cut))
+    for values, color, who in (
+        (mem, _MEMBER_COLOR, "member"),
+        (non, _NONMEMBER_COLOR, "non-member"),
+    ):
+        ax_lin.hist(
+            values,
+            bins=edges,
+            weights=np.full(values.size, 1.0 / (values.size * (cut / 60))),
+            alpha=0.45,
+            color=color,
+            label=f"{who}s, n={values.size}",
+        )
+    # Losses are >= 0: the densities are KDEs reflected at 0, with no mass below it.
+    grid = np.linspace(0.0, edges[-1], 600)
+    for values, color, who in (
+        (mem, _MEMBER_COLOR, "member"),
+        (non, _NONMEMBER_COLOR, "non-member"),
+    ):
+        density = reflected_kde(values)
+        if density is not None:
+            ax_lin.plot(
+                grid,
+                density(grid),
+                color=color,
+                lw=1.3,
+                ls="--",
+                label=f"KDE {who}s (reflected at 0)",
+            )
+    ax_lin.set_xlim(0.0, edges[-1])
+    ax_lin.set_xlabel("cross-entropy loss")
+    ax_lin.set_ylabel("density")
+    title = "linear axis"
+    if beyond:
+        title += f" ({beyond} losses above {cut:.3g} not shown)"
+    ax_lin.set_title(title, fontsize=10)
+
+    # Log axis: members pile up near 0, where the linear axis cannot resolve them.
+    positive = np.concatenate([mem, non])
+    positive = positive[positive > 0]
+    n_zero = int(np.count_nonzero(mem <= 0) + np.count_nonzero(non <= 0))
+    if positive.size:
+        lo = float(positive.min())
+        top = max(float(positive.max()), lo * 10)
+        log_edges = np.logspace(np.log10(lo), np.log10(top), 61)
+        for values, color, who in (
+            (mem, _MEMBER_COLOR, "member"),
+            (non, _NONMEMBER_COLOR, "non-member"),
+        ):
+            v = values[values > 0]
+            ax_log.hist(
+                v,
+                bins=log_edges,
+                alpha=0.45,
+                color=color,
+                weights=np.full(v.size, 1.0 / values.size),
+                label=f"{who}s",
+            )
+        ax_log.set_xscale("log")
+    ax_log.set_xlabel("cross-entropy loss (log axis)")
+    ax_log.set_ylabel("fraction of the points per bin")
+    title = "log axis"
+    if n_zero:
+        title += f" ({n_zero} losses of exactly 0 not shown)"
+    ax_log.set_title(title, fontsize=10)
+
+    for ax in (ax_lin, ax_log):
+        if yeom_t is not None and (ax is ax_lin or yeom_t > 0):
+            ax.axvline(
+                yeom_t,
+                color=_YEOM_COLOR,
+                lw=1.5,
+                ls="-",
+                label=_yeom_label(rep) if ax is ax_lin else None,
+            )
+        if alpha_t is not None and (ax is ax_lin or alpha_t > 0):
+            ax.axvline(
+                alpha_t,
+                color=_ALPHA_COLOR,
+                lw=1.5,
+                ls=":",
+                label=_rule_label(results, rep) if ax is ax_lin else None,
+            )
+    ax_lin.legend(fontsize="x-small")
+    ax_log.legend(fontsize="x-small")
+
+
+def _score_panel(ax, results, rep, mem, non):
+    """Histogram of the chosen score (lira or hinge) with the alpha rule on it."""
+    score = results["score"]
+    a = rep["alpha_rule"]
+    pooled = np.concatenate([mem, non])
+    lo, hi = (float(v) for v in np.quantile(pooled, [0.005, 0.995]))
+    if a["threshold"] is not None and a["rule"] != "lira":
+        lo, hi = min(lo, a["threshold"]), max(hi, a["threshold"])
+    if hi <= lo:
+        lo, hi = lo - 0.5, hi + 0.5
+    edges = np.linspace(lo, hi, 61)
+    width = (hi - lo) / 60
+    outside = int(np.count_nonzero((pooled < lo) | (pooled > hi)))
+    for values, color, who in (
+        (mem, _MEMBER_COLOR, "member"),
+        (non, _NONMEMBER_COLOR, "non-member"),
+    ):
+        ax.hist(
+            values,
+            bins=edges,
+            weights=np.full(values.size, 1.0 / (values.size * width)),
+            alpha=0.45,
+            color=color,
+            label=f"{who}s, n={values.size}",
+        )
+    ax.set_xlim(lo, hi)
+    a = rep["alpha_rule"]
+    region = a.get("member_region")
+    if a["rule"] == "lira" and region:
+        x0, x1 = ax.get_xlim()
+        label = _rule_label(results, rep)
+        for lo, hi in region:
+            lo = x0 if lo is None else max(lo, x0)
+            hi = x1 if hi is None else min(hi, x1)
+            if hi > lo:
+                ax.axvspan(lo, hi, color="tab:green", alpha=0.12, label=label)
+                label = None
+        ax.set_xlim(x0, x1)
+    elif a["threshold"] is not None:
+        ax.axvline(
+            a["threshold"], color=_ALPHA_COLOR, lw=1.5, ls=":", label=_rule_label(results, rep)
+        )
+    ax.set_xlabel(_AXIS_LABEL[score])
+    ax.set_ylabel("density")
+    title = f"the attack's score: {score}"
+    if outside:
+        title += f" ({outside} values outside the axis)"
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize="x-small")
+
+
+def histograms_figure(
+    results: dict, rep: dict, member_loss, nonmember_loss, chosen=None, *, title_suffix=""
+) -> Figure:
+    """Member vs non-member losses of ONE target model (``rep``), with both thresholds.
+
+    Args:
+      results: ``population_results``'s dict (alpha, score, repetitions are read).
+      rep: its per-repetition entry of the model drawn.
+      member_loss, nonmember_loss: float[n], that model's losses.
+      chosen: (member, non-member) native values of the chosen score when it is not the
+        loss: drawn in a third panel with the alpha rule (which then is not on the loss).
+      title_suffix: appended to the title.
+    """
+    mem = stats.check_losses(member_loss, "member losses")
+    non = stats.check_losses(nonmember_loss, "non-member losses")
+    panels = 2 if chosen is None else 3
+    fig = _new_figure((6.2 * panels, 5.2))
+    axes = fig.subplots(1, panels)
+    _loss_panels(axes[0], axes[1], results, rep, mem, non, draw_alpha=chosen is None)
+    if chosen is not None:
+        _score_panel(axes[2], results, rep, np.asarray(chosen[0]), np.asarray(chosen[1]))
+    r, total = rep["repetition"], results["repetitions"]
+    fig.suptitle(
+        f"Losses under target model {r} (repetition {r} of R = {total}; one model, not pooled):"
+        f" its {mem.size} training points vs {non.size} unseen ones{title_suffix}",
+        fontsize=11,
+    )
+    fig.tight_layout()
+    return fig
+
+
+def roc_figure(results: dict, curves, *, title_suffix="") -> Figure:
+    """Log-log ROC curves of every used target model (LiRA style), axes from 1/n to 1.
+
+    Args:
+      results: ``population_results``'s dict.
+      curves: [(member_stat float[n], nonmember_stat float[n])] per used repetition, in
+        the order of ``results["per_repetition"]``; high statistic = member.
+    """
+    n = results["n_nonmember"]
+    lo = 1.0 / max(n, results["n_member"])
+    summ = results["summary"]
+    fig = _new_figure((7, 6.4))
+    ax = fig.add_subplot()
+    many = len(curves) > 1
+    for i, (s_mem, s_non) in enumerate(curves):
+        fpr, tpr, _ = stats.attack_roc(s_mem, s_non)
+        label = None
+        if i == 0:
+            label = f"{len(curves)} target models (one curve each)" if many else "1 target model"
+            label += f"\nAUC {'mean ' if many else ''}{_ci_text(summ['auc'])}"
+            for f, entry in summ["tpr_at_fpr"].items():
+                text = _ci_text(entry)
+                if entry["mean"] is None:
+                    text += f" (needs n >= {round(1 / float(f))})"
+                label += f"\nTPR@{float(f) * 100:g}% FPR: {text}"
+        ax.step(
+            np.maximum(fpr, lo),
+            np.maximum(tpr, lo),
+            where="post",
+            color=_CURVE_COLOR,
+            lw=1.0,
+            alpha=0.55 if many else 1.0,
+            label=label,
+        )
+    ax.plot([lo, 1], [lo, 1], color="gray", ls="--", lw=1, label="chance")
+    per = results["per_repetition"]
+    ax.plot(
+        [max(p["yeom"]["fpr"], lo) for p in per],
+        [max(p["yeom"]["tpr"], lo) for p in per],
+        "o",
+        color=_YEOM_COLOR,
+        ms=4,
+        clip_on=False,
+        label=f"Yeom rule (on the loss), per model\n(TPR {_ci_text(summ['yeom']['tpr'])})",
+    )
+    ax.plot(
+        [max(p["alpha_rule"]["fpr"], lo) for p in per],
+        [max(p["alpha_rule"]["tpr"], lo) for p in per],
+        "x",
+        color=_ALPHA_COLOR,
+        ms=5,
+        clip_on=False,
+        label=f"{results['threshold_rule']} rule at alpha={results['alpha']:g}, per model",
+    )
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(lo, 1)
+    ax.set_ylim(lo, 1)
+    ax.set_xlabel(f"false positive rate (rates of 0 drawn at 1/n = {lo:.2g})")
+    ax.set_ylabel("true positive rate")
+    ax.set_title(
+        f"ROC of {scores.SYMBOLS[results['score']]} per target model, log-log{title_suffix}\n"
+        f"{n} members / {n} non-members each"
+        + (
+            f"; [brackets]: {results['confidence'] * 100:g}% t-interval of the mean over models"
+            if many
+            else ""
+        ),
+        fontsize=9,
+    )
+    ax.legend(loc="lower right", fontsize="x-small")
+    ax.grid(True, which="major", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def pr_figure(results: dict, curves, *, title_suffix="") -> Figure:
+    """Precision-recall curves of every used target model; prevalence ½ by construction.
+
+    Arguments as ``roc_figure``. Each model has n members and n non-members, so precision
+    is TPR / (TPR + FPR) and chance is ½.
+    """
+    summ = results["summary"]
+    fig = _new_figure((7, 5.8))
+    ax = fig.add_subplot()
+    many = len(curves) > 1
+    for i, (s_mem, s_non) in enumerate(curves):
+        fpr, tpr, _ = stats.attack_roc(s_mem, s_non)
+        tp, fp = tpr * np.size(s_mem), fpr * np.size(s_non)
+        keep = tp + fp > 0
+        label = None
+        if i == 0:
+            label = (
+                f"{len(curves)} target model{'s' if many else ''}: average precision "
+                f"{'mean ' if many else ''}{_ci_text(summ['average_precision'])}"
+            )
+        ax.step(
+            tpr[keep],
+            tp[keep] / (tp[keep] + fp[keep]),
+            where="post",
+            color=_CURVE_COLOR,
+            lw=1.0,
+            alpha=0.55 if many else 1.0,
+            label=label,
+        )
+    ax.axhline(0.5, color="gray", ls="--", lw=1, label="chance (prevalence ½)")
+    per = results["per_repetition"]
+    yeom = [
+        (p["yeom"]["tpr"], p["yeom"]["fpr"]) for p in per if p["yeom"]["tpr"] + p["yeom"]["fpr"]
+    ]
+    ax.plot(
+        [t for t, _ in yeom],
+        [t / (t + f) for t, f in yeom],
+        "o",
+        color=_YEOM_COLOR,
+        ms=4,
+        label="Yeom rule (on the loss), per model",
+    )
+    ax.set_xlim(0, 1.02)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("recall (TPR)")
+    ax.set_ylabel("precision")
+    n = results["n_member"]
+    ax.set_title(
+        f"Precision–recall of {scores.SYMBOLS[results['score']]} per target model{title_suffix}\n"
+        f"membership prevalence is ½ by construction ({n} members, {n} non-members per model)",
+        fontsize=9,
+    )
+    ax.legend(loc="lower left", fontsize="small", title="precision = TP / (TP + FP)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_histograms(path, *args, **kw) -> Path:
+    """``histograms_figure(*args, **kw)`` written to ``path``."""
+    return save(histograms_figure(*args, **kw), path)
+
+
+def plot_roc(path, *args, **kw) -> Path:
+    """``roc_figure(*args, **kw)`` written to ``path``."""
+    return save(roc_figure(*args, **kw), path)
+
+
+def plot_pr(path, *args, **kw) -> Path:
+    """``pr_figure(*args, **kw)`` written to ``path``."""
+    return save(pr_figure(*args, **kw), path)

@@ -1,0 +1,450 @@
+"""Tests for jaxmia.analysis_population (and its figures) against naive references."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from jaxmia import analysis_population as ap
+from jaxmia import plots_population, scores
+from jaxmia.analysis import Settings
+from jaxmia.errors import UserError
+
+# ---------------------------------------------------------------- data
+
+
+def make_arrays(r=3, n=40, c=5, seed=0, ties=False, used=None):
+    """Population arrays whose losses are exactly the cross-entropy of their logits.
+
+    Members' losses are drawn lower than non-members' (an over-fitted model), with
+    overlap; ``ties`` rounds them so that many coincide.
+    """
+    rng = np.random.default_rng(seed)
+    perm = np.stack([rng.permutation(10 * n)[: 2 * n] for _ in range(r)]).astype(np.int32)
+    out = {"member_rows": perm[:, :n], "nonmember_rows": perm[:, n:]}
+    for who, scale in (("member", 0.4), ("nonmember", 1.5)):
+        labels = rng.integers(0, c, (r, n)).astype(np.int32)
+        logits = rng.normal(0.0, 1.0, (r, n, c))
+        # Push the true logit up by a random amount: its loss falls.
+        lift = rng.exponential(1.0 / scale, (r, n))
+        if ties:
+            lift = np.round(lift)
+        logits[np.arange(r)[:, None], np.arange(n)[None, :], labels] += lift
+        logits = logits.astype(np.float32)
+        loss = np.stack(
+            [scores.loss_from_logits(logits[i].astype(np.float64), labels[i]) for i in range(r)]
+        )
+        out[f"{who}_labels"] = labels
+        out[f"{who}_logits"] = logits
+        out[f"{who}_losses"] = loss.astype(np.float32)
+    out["model_used"] = np.ones(r, bool) if used is None else np.asarray(used, bool)
+    out["train_accuracy"] = rng.uniform(0.9, 1.0, r).astype(np.float32)
+    out["test_accuracy"] = rng.uniform(0.2, 0.4, r).astype(np.float32)
+    out["class_names"] = np.array([f"class_{i}" for i in range(c)])
+    out["synthetic"] = np.array(True)
+    return out
+
+
+def with_losses(member, nonmember):
+    """Arrays of one repetition with the given losses (logits that give them, C = 2)."""
+    member = np.asarray(member, np.float64)[None, :]
+    nonmember = np.asarray(nonmember, np.float64)[None, :]
+    n = member.shape[1]
+    out = {
+        "member_rows": np.arange(n, dtype=np.int32)[None],
+        "nonmember_rows": np.arange(n, 2 * n, dtype=np.int32)[None],
+        "model_used": np.ones(1, bool),
+        "train_accuracy": np.ones(1, np.float32),
+        "test_accuracy": np.ones(1, np.float32),
+        "class_names": np.array(["a", "b"]),
+        "synthetic": np.array(False),
+    }
+    for who, loss in (("member", member), ("nonmember", nonmember)):
+        # Two classes, label 0, z = (0, d): loss = log(1 + e^d), d = log(e^loss - 1).
+        d = np.log(np.expm1(np.maximum(loss, 1e-12)))
+        out[f"{who}_logits"] = np.stack([np.zeros_like(d), d], -1).astype(np.float32)
+        out[f"{who}_labels"] = np.zeros((1, n), np.int32)
+        out[f"{who}_losses"] = loss.astype(np.float32)
+    return out
+
+
+# ---------------------------------------------------------------- naive references
+
+
+def naive_auc(mem_loss, non_loss):
+    """P(member loss < non-member loss), ties 1/2, by counting every pair."""
+    total = 0.0
+    for m in mem_loss:
+        for x in non_loss:
+            total += 1.0 if m < x else 0.5 if m == x else 0.0
+    return total / (len(mem_loss) * len(non_loss))
+
+
+def _candidates(a, b):
+    return sorted(set(a.tolist()) | set(b.tolist())) + [-math.inf, math.inf]
+
+
+def naive_balanced_accuracy(mem_loss, non_loss):
+    """max over every threshold t of (TPR + 1 - FPR) / 2 for "member iff loss < t"."""
+    best = 0.0
+    for t in _candidates(mem_loss, non_loss):
+        tpr = sum(v < t for v in mem_loss) / len(mem_loss)
+        fpr = sum(v < t for v in non_loss) / len(non_loss)
+        best = max(best, (tpr + 1 - fpr) / 2)
+    return best
+
+
+def naive_tpr_at_fpr(mem_loss, non_loss, f):
+    """The largest TPR of "loss < t" over thresholds with FPR <= f; None if f < 1/n."""
+    if f * len(non_loss) < 1 - 1e-9:
+        return None
+    best = 0.0
+    for t in _candidates(mem_loss, non_loss):
+        fpr = sum(v < t for v in non_loss) / len(non_loss)
+        if fpr <= f:
+            best = max(best, sum(v < t for v in mem_loss) / len(mem_loss))
+    return best
+
+
+def naive_average_precision(mem_loss, non_loss):
+    """Sum of (recall step) x precision over the thresholds, one threshold at a time."""
+    ap_, last_recall = 0.0, 0.0
+    for t in _candidates(mem_loss, non_loss)[:-2] + [math.inf]:
+        tp = sum(v <= t for v in mem_loss) if t != math.inf else len(mem_loss)
+        fp = sum(v <= t for v in non_loss) if t != math.inf else len(non_loss)
+        if tp + fp == 0:
+            continue
+        recall = tp / len(mem_loss)
+        ap_ += (recall - last_recall) * tp / (tp + fp)
+        last_recall = recall
+    return ap_
+
+
+def naive_yeom(mem_loss, non_loss):
+    t = sum(mem_loss) / len(mem_loss)
+    tp = sum(1 for v in mem_loss if v < t)
+    fp = sum(1 for v in non_loss if v < t)
+    return (
+        t,
+        tp / len(mem_loss),
+        fp / len(non_loss),
+        (tp + len(non_loss) - fp) / (2 * len(mem_loss)),
+    )
+
+
+# ---------------------------------------------------------------- metrics vs references
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_metrics_equal_naive_reference(ties):
+    arrays = make_arrays(r=3, n=40, ties=ties, seed=int(ties))
+    res = ap.population_results(arrays, Settings(alpha=0.1))
+    assert [p["repetition"] for p in res["per_repetition"]] == [0, 1, 2]
+    for p in res["per_repetition"]:
+        r = p["repetition"]
+        m = arrays["member_losses"][r].astype(np.float64)
+        x = arrays["nonmember_losses"][r].astype(np.float64)
+        assert p["auc"] == pytest.approx(naive_auc(m, x), abs=1e-12)
+        assert p["balanced_accuracy"] == pytest.approx(naive_balanced_accuracy(m, x), abs=1e-12)
+        assert p["average_precision"] == pytest.approx(naive_average_precision(m, x), abs=1e-12)
+        for f in (0.001, 0.01, 0.1):
+            assert p["tpr_at_fpr"][f"{f:g}"] == naive_tpr_at_fpr(m, x, f)
+        # The alpha rule (empirical): the most powerful threshold with FPR <= alpha.
+        a = p["alpha_rule"]
+        assert a["fpr"] <= 0.1
+        assert a["tpr"] == naive_tpr_at_fpr(m, x, 0.1)
+        assert a["tpr"] == np.mean(m < a["threshold"])
+        assert a["fpr"] == np.mean(x < a["threshold"])
+        assert a["k"] == 4 and a["threshold"] == np.sort(x)[4]
+        assert a["expected_heldout_fpr"] == pytest.approx(5 / 41)
+        # Yeom: threshold = mean member loss, counted directly.
+        t, tpr, fpr, acc = naive_yeom(m.tolist(), x.tolist())
+        y = p["yeom"]
+        assert y["threshold"] == pytest.approx(t, rel=1e-12)
+        assert (y["tpr"], y["fpr"]) == (tpr, fpr)
+        assert y["accuracy"] == pytest.approx(acc)
+        assert y["advantage"] == pytest.approx(tpr - fpr)
+        assert y["decision"] == f"member iff loss < {t:.6g}"
+        assert p["member_loss_mean"] == pytest.approx(m.mean())
+        assert p["nonmember_loss_mean"] == pytest.approx(x.mean())
+        assert p["generalization_gap"] == pytest.approx(
+            float(arrays["train_accuracy"][r]) - float(arrays["test_accuracy"][r])
+        )
+    # n = 40: 0.1% and 1% FPR are below 1/n; 10% is resolvable.
+    assert any("TPR at FPR 0.001 not resolvable" in w for w in res["warnings"])
+    assert any("TPR at FPR 0.01 not resolvable" in w for w in res["warnings"])
+    assert not any("FPR 0.1 " in w for w in res["warnings"])
+    assert res["summary"]["tpr_at_fpr"]["0.001"]["mean"] is None
+    json.dumps(res, allow_nan=False)  # JSON-ready: plain types, no NaN
+
+
+@pytest.mark.parametrize("score", ["lira", "hinge"])
+def test_logit_scores_come_from_the_logits_and_yeom_stays_on_the_loss(score):
+    arrays = make_arrays(r=2, n=30, seed=5)
+    res = ap.population_results(arrays, Settings(alpha=0.1, score=score))
+    for p in res["per_repetition"]:
+        r = p["repetition"]
+        sm = scores.compute_score(
+            score, arrays["member_logits"][r].astype(np.float64), arrays["member_labels"][r]
+        )
+        sn = scores.compute_score(
+            score, arrays["nonmember_logits"][r].astype(np.float64), arrays["nonmember_labels"][r]
+        )
+        # High = member for these scores: AUC = P(s_member > s_nonmember), i.e. the loss
+        # reference on -s.
+        assert p["auc"] == pytest.approx(naive_auc(-sm, -sn), abs=1e-12)
+        assert p["alpha_rule"]["threshold"] == np.sort(sn)[::-1][3]  # k = floor(0.1 * 30)
+        assert p["alpha_rule"]["decision"].startswith(f"member iff {scores.SYMBOLS[score]} >")
+        t, tpr, fpr, _ = naive_yeom(
+            arrays["member_losses"][r].astype(np.float64).tolist(),
+            arrays["nonmember_losses"][r].astype(np.float64).tolist(),
+        )
+        assert p["yeom"]["threshold"] == pytest.approx(t)
+        assert (p["yeom"]["tpr"], p["yeom"]["fpr"]) == (tpr, fpr)
+
+
+@pytest.mark.parametrize("rule", ["conformal", "confident", "gaussian", "lira"])
+def test_other_threshold_rules_go_through_stats(rule):
+    arrays = make_arrays(r=2, n=60, seed=2)
+    res = ap.population_results(arrays, Settings(alpha=0.05, threshold_rule=rule))
+    for p in res["per_repetition"]:
+        r = p["repetition"]
+        m = arrays["member_losses"][r].astype(np.float64)
+        x = arrays["nonmember_losses"][r].astype(np.float64)
+        decision, _ = ap.stats.choose_threshold(m, x, alpha=0.05, rule=rule, score="loss")
+        assert p["alpha_rule"]["decision"] == decision.text()
+        assert p["alpha_rule"]["tpr"] == np.mean(decision.predict(m))
+        assert p["alpha_rule"]["fpr"] == np.mean(decision.predict(x))
+    assert ("member_region" in res["per_repetition"][0]["alpha_rule"]) == (rule == "lira")
+
+
+# ---------------------------------------------------------------- analytic cases
+
+
+def test_separated_gives_auc_one_and_identical_gives_half():
+    sep = ap.population_results(
+        with_losses(np.linspace(0.01, 0.2, 20), np.linspace(1.0, 3.0, 20)), Settings(alpha=0.1)
+    )
+    p = sep["per_repetition"][0]
+    assert p["auc"] == 1.0 and p["balanced_accuracy"] == 1.0
+    assert p["average_precision"] == 1.0
+    assert p["tpr_at_fpr"]["0.1"] == 1.0
+    assert p["alpha_rule"]["tpr"] == 1.0 and p["alpha_rule"]["fpr"] == 0.1
+    # Yeom: the mean member loss 0.105 splits the members in half, no non-member below.
+    assert p["yeom"]["tpr"] == 0.5 and p["yeom"]["fpr"] == 0.0
+    assert p["yeom"]["accuracy"] == 0.75
+
+    same = np.linspace(0.1, 4.0, 20)
+    ident = ap.population_results(with_losses(same, same), Settings(alpha=0.1))
+    p = ident["per_repetition"][0]
+    assert p["auc"] == 0.5 and p["balanced_accuracy"] == 0.5
+    assert p["average_precision"] == pytest.approx(naive_average_precision(same, same))
+    assert p["yeom"]["tpr"] == p["yeom"]["fpr"] and p["yeom"]["advantage"] == 0.0
+    assert p["alpha_rule"]["tpr"] == p["alpha_rule"]["fpr"] == 0.1
+
+
+def test_t_interval_of_known_values():
+    got = ap.t_interval([1.0, 2.0, 3.0, 4.0, 5.0], 0.95)
+    # t_{0.975, 4} = 2.7764451051977987; s = sqrt(2.5); half = t s / sqrt(5).
+    half = 2.7764451051977987 * math.sqrt(2.5) / math.sqrt(5)
+    assert got["mean"] == 3.0 and got["std"] == pytest.approx(math.sqrt(2.5))
+    assert got["ci"] == pytest.approx([3.0 - half, 3.0 + half], rel=1e-12)
+    assert got["n"] == 5 and got["note"] is None
+    # Two values: t_{0.975, 1} = 12.706204736174704, s = |a - b| / sqrt 2.
+    two = ap.t_interval([0.2, 0.4], 0.95)
+    half = 12.706204736174704 * (0.2 / math.sqrt(2)) / math.sqrt(2)
+    assert two["ci"] == pytest.approx([0.3 - half, 0.3 + half])
+    # ... clipped to [0, 1] for a rate.
+    assert ap.t_interval([0.2, 0.4], 0.95, bounds=(0.0, 1.0))["ci"] == [0.0, 1.0]
+    # Equal values: no spread, a zero-width interval.
+    assert ap.t_interval([0.7, 0.7, 0.7])["ci"] == [0.7, 0.7]
+    # Undefined values are left out, and said so.
+    part = ap.t_interval([None, 1.0, 3.0])
+    assert part["mean"] == 2.0 and part["n"] == 2 and "2 repetitions" in part["note"]
+    assert ap.t_interval([None, None])["mean"] is None
+    one = ap.t_interval([0.8])
+    assert one["mean"] == 0.8 and one["ci"] is None and "one repetition" in one["note"]
+
+
+def test_summary_is_the_t_interval_of_the_per_repetition_values():
+    arrays = make_arrays(r=4, n=30, seed=3)
+    res = ap.population_results(arrays, Settings(alpha=0.1, confidence=0.9))
+    per = res["per_repetition"]
+    for path, is_rate in ap.SUMMARY_METRICS:
+        values = [ap._get(p, path) for p in per]
+        want = ap.t_interval(values, 0.9, bounds=(0.0, 1.0) if is_rate else None)
+        assert ap._get(res["summary"], path) == want
+    auc = res["summary"]["auc"]
+    assert auc["mean"] == pytest.approx(np.mean([p["auc"] for p in per]))
+    assert auc["ci"][0] < auc["mean"] < auc["ci"][1]
+
+
+# ---------------------------------------------------------------- models left out, R = 1
+
+
+def test_unused_models_are_left_out_of_everything():
+    arrays = make_arrays(r=4, n=30, seed=4, used=[True, False, True, True])
+    arrays["member_losses"][1, 3] = np.nan  # what made it unused
+    arrays["train_accuracy"][1] = 0.0
+    # A model flagged used whose losses are not finite is left out as well.
+    arrays["nonmember_losses"][3, 0] = np.inf
+    res = ap.population_results(arrays, Settings(alpha=0.1))
+    assert res["repetitions"] == 4 and res["repetitions_used"] == 2
+    assert res["repetitions_left_out"] == [1, 3]
+    assert [p["repetition"] for p in res["per_repetition"]] == [0, 2]
+    assert ap.left_out(arrays) == ["repetition 1, target model", "repetition 3, target model"]
+    assert any(w.startswith("repetitions 1, 3 left out") for w in res["warnings"])
+    # The summary equals the one of the two used models alone.
+    kept = {
+        k: (v[[0, 2]] if k not in ("class_names", "synthetic") else v) for k, v in arrays.items()
+    }
+    alone = ap.population_results(kept, Settings(alpha=0.1))
+    assert res["summary"] == alone["summary"]
+    assert res["summary"]["train_accuracy"]["mean"] == pytest.approx(
+        float(np.mean(arrays["train_accuracy"][[0, 2]]))
+    )
+
+    arrays["model_used"][:] = False
+    with pytest.raises(UserError, match="non-finite"):
+        ap.population_results(arrays, Settings(alpha=0.1))
+
+
+def test_one_repetition_gives_null_intervals_with_a_warning():
+    res = ap.population_results(make_arrays(r=1, n=30), Settings(alpha=0.1))
+    assert res["repetitions_used"] == 1
+    for path, _ in ap.SUMMARY_METRICS:
+        entry = ap._get(res["summary"], path)
+        assert entry["ci"] is None and entry["std"] is None
+        assert entry["note"]
+    assert res["summary"]["auc"]["mean"] == res["per_repetition"][0]["auc"]
+    assert any(w.startswith("one repetition") for w in res["warnings"])
+
+
+def test_alpha_below_one_over_n_is_said():
+    res = ap.population_results(make_arrays(r=2, n=10), Settings(alpha=0.05))
+    assert any("floor(alpha*n) = 0" in w for w in res["warnings"])
+    # ... and the threshold is the smallest non-member loss, with FPR 0.
+    assert all(p["alpha_rule"]["fpr"] == 0.0 for p in res["per_repetition"])
+
+
+def test_rule_warnings_are_said_once_with_their_repetitions():
+    res = ap.population_results(
+        make_arrays(r=3, n=10), Settings(alpha=0.05, threshold_rule="conformal")
+    )
+    lines = [w for w in res["warnings"] if w.startswith("conformal")]
+    assert len(lines) == 1 and lines[0].endswith("(every repetition)")
+    assert all(p["alpha_rule"]["threshold"] is None for p in res["per_repetition"])
+    assert res["summary"]["alpha_rule"]["threshold"]["mean"] is None
+    assert res["summary"]["alpha_rule"]["tpr"]["mean"] == 0.0
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def test_malformed_arrays_are_refused():
+    arrays = make_arrays(r=2, n=10)
+    bad = dict(arrays, nonmember_rows=arrays["nonmember_rows"].copy())
+    bad["nonmember_rows"][1, 0] = bad["member_rows"][1, 5]
+    with pytest.raises(ValueError, match="repetition 1"):
+        ap.population_results(bad, Settings(alpha=0.1))
+    with pytest.raises(ValueError, match="member_logits must have shape"):
+        ap.population_results(
+            dict(arrays, member_logits=arrays["member_logits"][:, :, :3]), Settings(alpha=0.1)
+        )
+    with pytest.raises(ValueError, match="lack model_used"):
+        ap.population_results(
+            {k: v for k, v in arrays.items() if k != "model_used"}, Settings(alpha=0.1)
+        )
+    with pytest.raises(ValueError, match="alpha"):
+        ap.population_results(arrays, Settings(alpha=1.5))
+    with pytest.raises(ValueError, match="score"):
+        ap.population_results(arrays, Settings(alpha=0.1, score="entropy"))
+
+
+# ---------------------------------------------------------------- figures
+
+
+def test_figures_are_written_and_marked_synthetic(tmp_path):
+    arrays = make_arrays(r=3, n=40, seed=6)
+    res = ap.population_results(arrays, Settings(alpha=0.1, score="lira"))
+    paths = ap.population_figures(tmp_path, arrays, res, suffix=" [SYNTHETIC DATA]")
+    assert [p.name for p in paths] == list(ap.FIGURES)
+    for p in paths:
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _curves(arrays, res):
+    out = []
+    for p in res["per_repetition"]:
+        m, x = ap.population_scores(arrays, "loss", p["repetition"])
+        out.append((-m, -x))
+    return out
+
+
+def test_roc_figure_has_every_curve_and_axes_from_one_over_n():
+    arrays = make_arrays(r=4, n=25, seed=7, used=[True, True, False, True])
+    arrays["member_losses"][2] = np.nan
+    res = ap.population_results(arrays, Settings(alpha=0.1))
+    fig = plots_population.roc_figure(res, _curves(arrays, res), title_suffix=" [SYNTHETIC DATA]")
+    ax = fig.axes[0]
+    curves = [ln for ln in ax.lines if ln.get_color() == "tab:blue"]
+    assert len(curves) == 3  # the used models
+    assert ax.get_xlim() == pytest.approx((1 / 25, 1)) and ax.get_ylim() == pytest.approx(
+        (1 / 25, 1)
+    )
+    assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert any(f"AUC mean {res['summary']['auc']['mean']:.3f}" in t for t in legend)
+    assert any(t == "chance" for t in legend)
+    assert "[SYNTHETIC DATA]" in ax.get_title()
+
+
+def test_pr_figure_values_and_prevalence_note():
+    arrays = make_arrays(r=2, n=25, seed=8)
+    res = ap.population_results(arrays, Settings(alpha=0.1))
+    curves = _curves(arrays, res)
+    ax = plots_population.pr_figure(res, curves).axes[0]
+    fpr, tpr, _ = ap.stats.attack_roc(*curves[1])
+    keep = tpr + fpr > 0
+    np.testing.assert_allclose(ax.lines[1].get_xdata(), tpr[keep])
+    np.testing.assert_allclose(ax.lines[1].get_ydata(), tpr[keep] / (tpr[keep] + fpr[keep]))
+    assert "prevalence is ½ by construction" in ax.get_title()
+
+
+def test_loss_densities_put_no_mass_below_zero():
+    rng = np.random.default_rng(3)
+    losses = rng.exponential(0.05, 200)  # members pile up at 0
+    density = plots_population.reflected_kde(losses)
+    above = np.linspace(0, 3, 30001)
+    assert np.trapezoid(density(above), above) == pytest.approx(1.0, abs=1e-3)
+
+    arrays = make_arrays(r=2, n=40, seed=9)
+    res = ap.population_results(arrays, Settings(alpha=0.1))
+    rep = res["per_repetition"][0]
+    m, x = ap.population_scores(arrays, "loss", 0)
+    fig = plots_population.histograms_figure(res, rep, m, x, title_suffix=" [SYNTHETIC DATA]")
+    lin = fig.axes[0]
+    assert lin.get_xlim()[0] == 0.0
+    for line in lin.lines:
+        assert np.min(line.get_xdata()) >= 0.0
+    for patch in lin.patches:
+        assert patch.get_x() >= -1e-12  # (matplotlib places the bars to ~1e-18)
+    # Both thresholds are drawn, labelled with their rules; the title says which model.
+    labels = [ln.get_label() for ln in lin.lines]
+    assert any(lbl.startswith("Yeom: " + rep["yeom"]["decision"]) for lbl in labels)
+    assert any(rep["alpha_rule"]["decision"] in lbl for lbl in labels)
+    title = fig.texts[0].get_text()
+    assert "target model 0" in title and "not pooled" in title and "[SYNTHETIC DATA]" in title
+
+
+def test_module_imports_no_jax():
+    code = (
+        "import sys, jaxmia.analysis_population, jaxmia.plots_population; "
+        "sys.exit(1 if any(m == 'jax' or m.startswith('jax.') for m in sys.modules) else 0)"
+    )
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
