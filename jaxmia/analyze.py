@@ -49,10 +49,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load(run_dir: Path):
+    from jaxmia import kinds
+    from jaxmia.config import config_from_dict
     from jaxmia.store import read_identity
 
     identity = read_identity(run_dir)
-    npz = run_dir / "losses.npz"
+    cfg = config_from_dict(identity["config"], source=f"{run_dir}/run.json")
+    npz = run_dir / kinds.get(cfg).arrays_name
     if not npz.is_file():
         raise UserError(f"{run_dir} holds no losses.npz yet; finish the run first")
     try:
@@ -62,7 +65,8 @@ def _load(run_dir: Path):
         raise UserError(
             f"{npz} cannot be read ({show(str(e))}); rerun the run to rewrite it"
         ) from None
-    missing = [k for k in analysis.SINGLE_TARGET_ARRAYS if k not in arrays]
+    required = analysis.SINGLE_TARGET_ARRAYS if cfg.experiment == "single_target" else ()
+    missing = [k for k in required if k not in arrays]
     if missing:
         raise UserError(
             f"{npz} lacks {', '.join(missing[:4])}: written by an older jaxmia, without logits; "
@@ -75,35 +79,28 @@ def _load(run_dir: Path):
             old = json.loads(with_results.read_text())
         except (OSError, ValueError):
             old = {}
-    return identity, arrays, old
+    return cfg, arrays, old
 
 
 def analyze(run_dir, **overrides) -> dict:
     """Recomputes and rewrites the products of ``run_dir``; returns the new results."""
+    from jaxmia import kinds
     from jaxmia.config import config_from_dict
-    from jaxmia.products import RUN_KEYS, run_metadata, write_single_target
+    from jaxmia.products import RUN_KEYS
     from jaxmia.store import lock_folder
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"run folder not found: {show(str(run_dir))}")
-    identity, arrays, old = _load(run_dir)
-    cfg = config_from_dict(identity["config"], source=f"{run_dir}/run.json")
+    cfg, arrays, old = _load(run_dir)
     changes = {k: v for k, v in overrides.items() if v is not None}
     cfg = config_from_dict({**cfg.to_dict(), **changes}, source="the command line")
     fd = lock_folder(run_dir)
     try:
         run_info = {k: old[k] for k in RUN_KEYS if k in old}
-        return write_single_target(
-            run_dir,
-            config=cfg.to_dict(),
-            meta=run_metadata(cfg, arrays["class_names"].tolist(), bool(arrays["synthetic"])),
-            arrays=arrays,
-            settings=analysis.Settings.from_config(cfg),
-            save_plots=cfg.save_plots,
-            run_info=run_info,
-            write_arrays=False,
-        )
+        names = [str(n) for n in arrays["class_names"].tolist()]
+        meta = kinds.metadata(cfg, names, bool(arrays["synthetic"]))
+        return kinds.get(cfg).write(run_dir, cfg, meta, arrays, run_info, write_arrays=False)
     finally:
         os.close(fd)
 

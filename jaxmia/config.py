@@ -22,6 +22,7 @@ from jaxmia.errors import UserError, show
 from jaxmia.scores import SCORES as SCORE_CHOICES
 from jaxmia.stats import THRESHOLD_RULES as RULE_CHOICES
 
+EXPERIMENTS = ("single_target", "targets", "population")
 DATASETS = ("cifar100", "cifar10", "synthetic")
 DATA_SOURCES = ("auto", "archive", "tfds")
 CONV_CHOICES = ("auto", "xla", "im2col", "winograd")
@@ -47,6 +48,9 @@ NAME_MAX_BYTES = 255  # one path component on Linux, macOS and Windows filesyste
 class Config:
     """One experiment.  Field names are the YAML keys."""
 
+    # Which experiment: one target x (the pipeline's single-point attack), many
+    # targets scored by one set of models, or the population attack.
+    experiment: str = "single_target"
     # The PyTorch pipeline's keys.
     target_index: int | None = None
     num_classes: int = 100
@@ -63,6 +67,14 @@ class Config:
     threshold_rule: str = "empirical"
     delta: float = 0.0
     confidence: float = 0.95
+    # experiment: targets
+    targets: list[int] | None = None  # training-set indices; or n_targets drawn from seed
+    n_targets: int | None = None
+    n_models: int = 64  # models whose memberships build the per-target distributions
+    inclusion: float = 0.5  # each target's share of models trained on it (a/b, b <= 64)
+    eval_models: int = 0  # fresh models with the same membership law
+    # experiment: population
+    repetitions: int = 1  # target models, each trained on subset_size members
     # jaxmia's own keys.
     dataset: str = "cifar100"
     data_source: str = "auto"
@@ -88,6 +100,23 @@ class Config:
 
     def check_against(self, n_train: int, n_test: int) -> None:
         """Checks that need the data set's size; raises UserError."""
+        if self.experiment == "targets":
+            t = len(self.targets) if self.targets is not None else self.n_targets
+            if self.subset_size + t > n_train:
+                raise UserError(
+                    f"subset_size + the number of targets must be at most the training-set "
+                    f"size {n_train}, got {self.subset_size} + {t}"
+                )
+            if self.targets is not None and max(self.targets) >= n_train:
+                raise UserError(
+                    f"targets must be training-set indices in [0, {n_train - 1}], "
+                    f"got {max(self.targets)}"
+                )
+        if self.experiment == "population" and 2 * self.subset_size > n_train:
+            raise UserError(
+                f"subset_size must be at most half the training set ({n_train // 2}) for the "
+                f"population attack (members plus as many non-members), got {self.subset_size}"
+            )
         if self.batch_size > self.subset_size + 1:
             raise UserError(
                 f"batch_size must be at most subset_size + 1 = {self.subset_size + 1} "
@@ -119,6 +148,10 @@ class Config:
         the values they resolve to (store.py).
         """
         ignored = {
+            "n_targets",  # the drawn targets are recorded in targets
+            "n_models",
+            "eval_models",
+            "repetitions",
             "data_source",  # the same images from any source: the fingerprint decides
             "n_iterations",
             "eval_pairs",
@@ -147,7 +180,7 @@ class Config:
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
-FLOAT_KEYS = ("lr", "alpha", "momentum", "weight_decay", "delta", "confidence")
+FLOAT_KEYS = ("lr", "alpha", "momentum", "weight_decay", "delta", "confidence", "inclusion")
 
 
 def _is_int(v) -> bool:
@@ -228,6 +261,42 @@ def _validate(cfg: Config) -> None:
         raise UserError(f"weight_decay must be >= 0, got {cfg.weight_decay}")
     if not isinstance(cfg.save_plots, bool):
         raise UserError(f"save_plots must be true or false, got {show(cfg.save_plots)}")
+    _need_choice(cfg, "experiment", EXPERIMENTS)
+    _need_int(cfg, "n_targets", 1, allow_none=True, hi=100_000)
+    _need_int(cfg, "n_models", 2, hi=MAX_ROUNDS)
+    _need_int(cfg, "eval_models", 0, hi=MAX_ROUNDS)
+    _need_int(cfg, "repetitions", 1, hi=MAX_ROUNDS)
+    if cfg.targets is not None:
+        t = cfg.targets
+        if not isinstance(t, list) or not t or not all(_is_int(i) and i >= 0 for i in t):
+            raise UserError(
+                f"targets must be a non-empty list of training-set indices, got {show(t)}"
+            )
+        if len(set(t)) != len(t):
+            raise UserError("targets must not repeat an index")
+        if len(t) > 100_000:
+            raise UserError(f"targets holds at most 100,000 indices, got {len(t):,}")
+    if cfg.experiment == "targets":
+        if (cfg.targets is None) == (cfg.n_targets is None):
+            raise UserError("experiment targets needs exactly one of targets (a list) or n_targets")
+        if not 0 < cfg.inclusion < 1:
+            raise UserError(f"inclusion must be strictly between 0 and 1, got {cfg.inclusion}")
+        from jaxmia.plan import inclusion_block
+
+        try:
+            _, b = inclusion_block(cfg.inclusion)
+        except ValueError:
+            raise UserError(
+                f"inclusion must be a fraction a/b with b <= 64 (0.5, 0.25, ...), got "
+                f"{cfg.inclusion}"
+            ) from None
+        for name in ("n_models", "eval_models"):
+            if getattr(cfg, name) % b:
+                raise UserError(
+                    f"{name} must be a multiple of {b} for inclusion {cfg.inclusion} (so that "
+                    f"every target is in exactly the same number of models), got "
+                    f"{getattr(cfg, name)}"
+                )
     _need_choice(cfg, "dataset", DATASETS)
     _need_choice(cfg, "data_source", DATA_SOURCES)
     _need_choice(cfg, "conv", CONV_CHOICES)

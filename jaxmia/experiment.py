@@ -15,20 +15,13 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from jaxmia import __version__, analysis, products
+from jaxmia import __version__, analysis, kinds
 from jaxmia.config import Config
 from jaxmia.data import load_dataset
 from jaxmia.errors import UserError
 from jaxmia.interrupt import StopFlag, StopRequested
 from jaxmia.outputs import ModelOutputs
-from jaxmia.plan import (
-    CALIBRATION,
-    Job,
-    SingleTargetPlan,
-    calibration_jobs,
-    evaluation_jobs,
-    resolve_target,
-)
+from jaxmia.plan import CALIBRATION, Job
 from jaxmia.store import RunStore, check_output_path
 from jaxmia.train import ChunkTrainer, Interrupted, auto_models_per_chunk, make_setup
 
@@ -37,7 +30,12 @@ class NonFiniteLoss(RuntimeError):
     """A model's loss became NaN or infinite and the config says to stop."""
 
 
-def describe_job(job: Job) -> str:
+def describe_job(job: Job, experiment: str = "single_target") -> str:
+    if experiment == "targets":
+        kind = "model" if job.stream == CALIBRATION else "evaluation model"
+        return f"{kind} {job.round}"
+    if experiment == "population":
+        return f"repetition {job.round}"
     kind = "calibration round" if job.stream == CALIBRATION else "evaluation pair"
     return f"{kind} {job.round}, {'IN' if job.member else 'OUT'} model"
 
@@ -71,13 +69,13 @@ def run_experiment(
     )
     n_train, n_test = len(dataset.train_labels), len(dataset.test_labels)
     cfg.check_against(n_train, n_test)
-    target = resolve_target(cfg.target_index, cfg.seed, n_train)
-    cfg = cfg.replace(target_index=target)
+    cfg = kinds.resolve(cfg, n_train)
+    kind = kinds.get(cfg)
     devices = list(devices if devices is not None else jax.local_devices())
     platform = devices[0].platform
-    setup = make_setup(cfg, n_test, platform)
-    plan = SingleTargetPlan(cfg.seed, n_train, target, cfg.subset_size, cfg.batch_size)
-    wanted = calibration_jobs(cfg.n_iterations) + evaluation_jobs(cfg.eval_pairs)
+    plan = kind.plan(cfg, n_train)
+    setup = make_setup(cfg, n_test, platform, plan)
+    wanted = kind.jobs(cfg)
     run_hash = cfg.results_hash(dataset.fingerprint, __version__)
     stop.check()
 
@@ -108,17 +106,11 @@ def run_experiment(
         )
         if not lead:
             return None
-        outputs = ModelOutputs.concat([done, trained])
-        _check_finite(cfg, outputs.select(wanted))
-        arrays = analysis.single_target_arrays(
-            outputs.select(wanted),
-            n_iterations=cfg.n_iterations,
-            eval_pairs=cfg.eval_pairs,
-            target_label=int(dataset.train_labels[target]),
-            target_image=dataset.train_images[target],
-            synthetic=dataset.synthetic,
-        )
+        outputs = ModelOutputs.concat([done, trained]).select(wanted)
+        _check_finite(cfg, outputs)
+        arrays = kind.arrays(cfg, plan, dataset, outputs)
         n_trained = len(todo)
+        per_model = kind.examples_per_model(cfg) * cfg.epochs
         run_info = {
             "compile_seconds": round(compile_seconds, 3),
             "train_seconds": round(train_seconds, 3),
@@ -126,9 +118,7 @@ def run_experiment(
             "models_reused": len(wanted) - n_trained,
             "models_per_second": round(n_trained / train_seconds, 4) if train_seconds else None,
             "image_steps_per_second": (
-                round(n_trained * cfg.epochs * (cfg.subset_size + 0.5) / train_seconds, 1)
-                if train_seconds
-                else None
+                round(n_trained * per_model / train_seconds, 1) if train_seconds else None
             ),
             "models_per_chunk": k,
             "devices": [str(d) for d in devices],
@@ -138,16 +128,8 @@ def run_experiment(
             "results_hash": run_hash,
             "jaxmia_version": __version__,
         }
-        meta = products.run_metadata(cfg, dataset.class_names, dataset.synthetic)
-        return products.write_single_target(
-            run_dir,
-            config=cfg.to_dict(),
-            meta=meta,
-            arrays={**arrays, "class_names": np.array(dataset.class_names)},
-            settings=analysis.Settings.from_config(cfg),
-            save_plots=cfg.save_plots,
-            run_info=run_info,
-        )
+        meta = kinds.metadata(cfg, dataset.class_names, dataset.synthetic)
+        return kind.write(run_dir, cfg, meta, arrays, run_info)
     finally:
         if store is not None:
             store.close()
@@ -248,7 +230,7 @@ def _check_finite(cfg, outputs: ModelOutputs) -> None:
         else "on the target"
     )
     raise NonFiniteLoss(
-        f"non-finite loss {where} for {describe_job(outputs.jobs()[i])} "
+        f"non-finite loss {where} for {describe_job(outputs.jobs()[i], cfg.experiment)} "
         "(lower lr, or set on_nonfinite: skip to leave such rounds out)"
     )
 

@@ -32,9 +32,12 @@ EVALUATION = 1
 # integers after it.  NumPy's SeedSequence pads its entropy with zeros, so
 # [seed, 2] and [seed, 2, 0] are the same seed; with the tag first and a fixed
 # arity per tag no two streams can meet.
-SUBSET = 1  # (stream, round): the training subset of one round
+SUBSET = 1  # (stream, round): the training subset of one round (or model)
 TARGET = 2  # (): the target drawn when target_index is null
-_ARITY = {SUBSET: 2, TARGET: 0}
+TARGETS = 3  # (): the T targets drawn when only n_targets is given
+MEMBERSHIP = 4  # (stream, block): which targets each model of a block trains on
+POPULATION = 5  # (repetition,): member and non-member sets of one target model
+_ARITY = {SUBSET: 2, TARGET: 0, TARGETS: 0, MEMBERSHIP: 2, POPULATION: 1}
 
 
 def seed_sequence(seed: int, tag: int, *fields: int) -> np.random.SeedSequence:
@@ -104,12 +107,19 @@ def job_rows(jobs, *, seed: int, n_train: int, target: int, subset_size: int, ba
     return idx, mask, ids
 
 
+def _ids(jobs, seed: int) -> np.ndarray:
+    """uint32[K, 4]: (seed, stream, round, member), from which the device derives keys."""
+    return np.array([(seed, j.stream, j.round, int(j.member)) for j in jobs], np.uint32).reshape(
+        len(jobs), 4
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class SingleTargetPlan:
     """The single-target experiment: which rows each job trains on and what it scores.
 
     Every job trains on its round's subset (plus the target for IN models) and
-    scores one image, the target: ``scored`` is int32[1].
+    scores one image, the target.
     """
 
     seed: int
@@ -119,13 +129,18 @@ class SingleTargetPlan:
     batch_size: int
 
     @property
-    def scored(self) -> np.ndarray:
-        """int32[T]: training-set indices of the images every model scores after training."""
-        return np.array([self.target], np.int32)
+    def slots(self) -> int:
+        """P: slots of every model's row, a multiple of batch_size."""
+        return steps_per_epoch(self.subset_size, self.batch_size) * self.batch_size
 
     @property
-    def slots(self) -> int:
-        return steps_per_epoch(self.subset_size, self.batch_size) * self.batch_size
+    def min_real(self) -> int:
+        """The fewest real (unmasked) slots any model has: the OUT model's n."""
+        return self.subset_size
+
+    @property
+    def n_scored(self) -> int:
+        return 1
 
     def rows(self, jobs):
         """(idx int32[K, P], mask bool[K, P], ids uint32[K, 4]) of these jobs."""
@@ -137,3 +152,152 @@ class SingleTargetPlan:
             subset_size=self.subset_size,
             batch_size=self.batch_size,
         )
+
+    def scored_rows(self, jobs) -> np.ndarray:
+        """int32[K, S]: the training-set indices each model scores after training."""
+        return np.full((len(jobs), 1), self.target, np.int32)
+
+
+def draw_targets(seed: int, n_train: int, n_targets: int) -> np.ndarray:
+    """int32[T]: n_targets distinct training indices, drawn from the seed alone, sorted."""
+    rng = np.random.default_rng(seed_sequence(seed, TARGETS))
+    return np.sort(rng.choice(n_train, size=n_targets, replace=False)).astype(np.int32)
+
+
+def inclusion_block(inclusion: float, limit: int = 64) -> tuple[int, int]:
+    """(a, b): the smallest block of b models in which exactly a include each target.
+
+    ``inclusion`` must be a/b with b <= limit (0.5 -> (1, 2), 0.25 -> (1, 4)).
+    """
+    for b in range(2, limit + 1):
+        a = round(inclusion * b)
+        if 0 < a < b and abs(a / b - inclusion) < 1e-9:
+            return a, b
+    raise ValueError(f"inclusion {inclusion} is not a fraction a/b with b <= {limit}")
+
+
+@dataclasses.dataclass(frozen=True)
+class TargetsPlan:
+    """Many targets: each model trains on n base points plus some of the T targets.
+
+    Models come in blocks of b (``inclusion`` = a/b): inside a block each target
+    is in the training set of exactly a models, chosen by a permutation drawn
+    from (seed, stream, block).  So every target is IN for exactly
+    inclusion * n_models models (n_models a multiple of b), and a model's
+    membership depends on (seed, stream, its block) alone: not on the number of
+    models, the chunking or the devices (LiRA's keep masks, balanced per block).
+    The base points come from the training set minus all targets, drawn from
+    (seed, stream, model).  Jobs are Job(stream, model, False); every model
+    scores all T targets.
+
+    Rows: idx = [t_1 .. t_T, s_1 .. s_n, padding], mask = [membership, 1 .. 1, 0 ..].
+    """
+
+    seed: int
+    n_train: int
+    targets: tuple[int, ...]
+    subset_size: int
+    batch_size: int
+    inclusion: float
+
+    @property
+    def block(self) -> tuple[int, int]:
+        return inclusion_block(self.inclusion)
+
+    @property
+    def slots(self) -> int:
+        n = self.subset_size + len(self.targets)
+        return -(-n // self.batch_size) * self.batch_size
+
+    @property
+    def min_real(self) -> int:
+        return self.subset_size
+
+    @property
+    def n_scored(self) -> int:
+        return len(self.targets)
+
+    def membership(self, jobs) -> np.ndarray:
+        """bool[K, T]: which targets each job's model trains on."""
+        a, b = self.block
+        t = len(self.targets)
+        out = np.zeros((len(jobs), t), bool)
+        cache: dict[tuple[int, int], np.ndarray] = {}
+        for i, job in enumerate(jobs):
+            key = (job.stream, job.round // b)
+            if key not in cache:
+                rng = np.random.default_rng(seed_sequence(self.seed, MEMBERSHIP, *key))
+                # Per target, a random order of the b models of the block; the
+                # first a of that order are IN.
+                rank = np.argsort(np.argsort(rng.random((t, b)), axis=1), axis=1)
+                cache[key] = rank < a  # bool[T, b]
+            out[i] = cache[key][:, job.round % b]
+        return out
+
+    def _pool(self) -> np.ndarray:
+        keep = np.ones(self.n_train, bool)
+        keep[list(self.targets)] = False
+        return np.flatnonzero(keep).astype(np.int32)
+
+    def rows(self, jobs):
+        t, n = len(self.targets), self.subset_size
+        idx = np.zeros((len(jobs), self.slots), np.int32)
+        mask = np.zeros((len(jobs), self.slots), bool)
+        pool = self._pool()
+        member = self.membership(jobs)
+        for i, job in enumerate(jobs):
+            rng = np.random.default_rng(seed_sequence(self.seed, SUBSET, job.stream, job.round))
+            idx[i, :t] = self.targets
+            idx[i, t : t + n] = pool[rng.choice(len(pool), size=n, replace=False)]
+            mask[i, :t] = member[i]
+            mask[i, t : t + n] = True
+        return idx, mask, _ids(jobs, self.seed)
+
+    def scored_rows(self, jobs) -> np.ndarray:
+        return np.tile(np.asarray(self.targets, np.int32), (len(jobs), 1))
+
+
+@dataclasses.dataclass(frozen=True)
+class PopulationPlan:
+    """The population attack: repetition r's model trains on n members and scores
+    them together with n non-members, both drawn from (seed, r) alone.
+
+    Jobs are Job(0, r, False).  Rows: idx = [m_1 .. m_n, padding]; scored rows
+    = [m_1 .. m_n, o_1 .. o_n] (members first).
+    """
+
+    seed: int
+    n_train: int
+    subset_size: int
+    batch_size: int
+
+    @property
+    def slots(self) -> int:
+        return -(-self.subset_size // self.batch_size) * self.batch_size
+
+    @property
+    def min_real(self) -> int:
+        return self.subset_size
+
+    @property
+    def n_scored(self) -> int:
+        return 2 * self.subset_size
+
+    def sets(self, rep: int) -> tuple[np.ndarray, np.ndarray]:
+        """(members int32[n], non-members int32[n]) of repetition rep."""
+        rng = np.random.default_rng(seed_sequence(self.seed, POPULATION, rep))
+        picks = rng.choice(self.n_train, size=2 * self.subset_size, replace=False)
+        picks = picks.astype(np.int32)
+        return picks[: self.subset_size], picks[self.subset_size :]
+
+    def rows(self, jobs):
+        n = self.subset_size
+        idx = np.zeros((len(jobs), self.slots), np.int32)
+        mask = np.zeros((len(jobs), self.slots), bool)
+        for i, job in enumerate(jobs):
+            idx[i, :n] = self.sets(job.round)[0]
+            mask[i, :n] = True
+        return idx, mask, _ids(jobs, self.seed)
+
+    def scored_rows(self, jobs) -> np.ndarray:
+        return np.stack([np.concatenate(self.sets(j.round)) for j in jobs]).astype(np.int32)

@@ -49,7 +49,21 @@ RUN_KEYS = (
 )
 
 
-FIGURES = ("single_point_mia_histograms.png", "roc.png", "pr.png", "target.png")
+# Every figure any experiment draws: a run that no longer draws them
+# (save_plots: false) removes them all.
+FIGURES = (
+    "single_point_mia_histograms.png",
+    "roc.png",
+    "pr.png",
+    "target.png",
+    "vulnerability.png",
+    "targets_roc.png",
+    "population_histograms.png",
+    "population_roc.png",
+    "population_pr.png",
+)
+ARRAY_FILES = ("losses.npz", "targets.npz", "population.npz")
+TABLES = ("targets.csv",)
 SYNTHETIC_NOTE = "# SYNTHETIC DATA: not CIFAR\n"
 
 
@@ -68,6 +82,7 @@ def write_products(
     figures: Callable[[Path], list] | None,
     synthetic: bool,
     arrays_name: str = "losses.npz",
+    tables: Callable[[Path], None] | None = None,
 ) -> dict:
     """Writes the set in the order above; returns ``results`` with ``losses_sha256``.
 
@@ -88,6 +103,8 @@ def write_products(
         else:
             data = npz_bytes(arrays)
             report.atomic_write_bytes(run_dir / arrays_name, data)
+        if tables is not None:
+            tables(run_dir)
         if figures is None:
             for name in FIGURES:
                 (run_dir / name).unlink(missing_ok=True)

@@ -43,20 +43,13 @@ import numpy as np
 
 from jaxmia.errors import UserError, show
 from jaxmia.outputs import ModelOutputs
+from jaxmia.products import ARRAY_FILES, FIGURES, TABLES
 from jaxmia.report import atomic_write_bytes
 
 RUN_MARK = "jaxmia run folder"
 LOCK_NAME = ".lock"
 # Products and bookkeeping jaxmia writes at the top of a run folder.
-PRODUCT_FILES = (
-    "config.yaml",
-    "results.json",
-    "losses.npz",
-    "single_point_mia_histograms.png",
-    "roc.png",
-    "pr.png",
-    "target.png",
-)
+PRODUCT_FILES = ("config.yaml", "results.json", *ARRAY_FILES, *TABLES, *FIGURES)
 OWN_FILES = ("run.json", LOCK_NAME, *PRODUCT_FILES)
 _CHUNK = re.compile(r"^chunk-[A-Za-z0-9-]+\.[0-9a-f]{64}\.npz(\.corrupt)?$")
 _TMP = re.compile(r"^\..+\.tmp$")  # report.atomic_write_bytes's temporary files
@@ -88,13 +81,13 @@ def _describe_change(old: dict, new: dict) -> str:
     """Says what differs between two run identities, data first."""
     if old.get("data_fingerprint") != new.get("data_fingerprint"):
         return (
-            f"the data changed (fingerprint {show(old.get('data_fingerprint'), 30)} "
-            f"-> {new.get('data_fingerprint')})"
+            f"the data changed (fingerprint {show(old.get('data_fingerprint'), 40)} "
+            f"-> {show(new.get('data_fingerprint'), 40)})"
         )
     if old.get("jaxmia_version") != new.get("jaxmia_version"):
         return (
             f"it was written by jaxmia {show(old.get('jaxmia_version'), 20)}, "
-            f"this is {new.get('jaxmia_version')}"
+            f"this is {show(new.get('jaxmia_version'), 20)}"
         )
     old_cfg, new_cfg = old.get("config") or {}, new.get("config") or {}
     keys = new.get("hashed_keys") or sorted(new_cfg)

@@ -57,7 +57,11 @@ class TrainSetup:
     conv: str  # "xla" | "im2col"
     strategy: str  # "vmap" | "map"
     compute_dtype: str  # "float32" | "bfloat16"
-    eval_batches: int  # test images evaluated = eval_batches * batch_size (padded, masked)
+    eval_batches: int  # test batches (the last one padded and masked)
+    test_samples: int  # test images the test accuracy counts, exactly
+    full_steps: int  # the first full_steps batches of an epoch always hold a real example
+    score_batch: int  # scored images go through the network score_batch at a time
+    score_batches: int  # S scored images padded to score_batches * score_batch
 
     @property
     def slots(self) -> int:
@@ -75,13 +79,28 @@ def resolve_backend_choices(cfg: Config, platform: str) -> tuple[str, str]:
     return conv, strategy
 
 
-def make_setup(cfg: Config, n_test: int, platform: str) -> TrainSetup:
+# Scored images per forward pass: all of them up to this many (one pass for a
+# single target or a few hundred targets), else batches of it.
+MAX_SCORE_BATCH = 512
+
+
+def make_setup(cfg: Config, n_test: int, platform: str, plan=None) -> TrainSetup:
+    """The static training setup of ``cfg`` on ``platform``; ``plan`` gives the row shapes.
+
+    Without a plan, the single-target shapes follow from subset_size (x plus n points).
+    """
     conv, strategy = resolve_backend_choices(cfg, platform)
     n_eval = n_test if cfg.test_samples is None else cfg.test_samples
+    b = cfg.batch_size
+    if plan is None:
+        slots, min_real, n_scored = steps_per_epoch(cfg.subset_size, b) * b, cfg.subset_size, 1
+    else:
+        slots, min_real, n_scored = plan.slots, plan.min_real, plan.n_scored
+    score_batch = min(n_scored, MAX_SCORE_BATCH)
     return TrainSetup(
         num_classes=cfg.num_classes,
-        batch_size=cfg.batch_size,
-        steps_per_epoch=steps_per_epoch(cfg.subset_size, cfg.batch_size),
+        batch_size=b,
+        steps_per_epoch=slots // b,
         epochs=cfg.epochs,
         lr=cfg.lr,
         momentum=cfg.momentum,
@@ -89,7 +108,11 @@ def make_setup(cfg: Config, n_test: int, platform: str) -> TrainSetup:
         conv=conv,
         strategy=strategy,
         compute_dtype=cfg.compute_dtype,
-        eval_batches=-(-n_eval // cfg.batch_size),
+        eval_batches=-(-n_eval // b),
+        test_samples=n_eval,
+        full_steps=-(-min_real // b),
+        score_batch=score_batch,
+        score_batches=-(-n_scored // score_batch),
     )
 
 
@@ -123,7 +146,7 @@ jax.tree_util.register_dataclass(
 
 def put_data(dataset: Dataset, setup: TrainSetup, mesh: Mesh) -> DeviceData:
     e = setup.eval_batches * setup.batch_size
-    n_eval = min(e, len(dataset.test_labels))
+    n_eval = min(setup.test_samples, len(dataset.test_labels))
     test_images = np.zeros((e, 32, 32, 3), np.uint8)
     test_labels = np.zeros((e,), np.int32)
     test_images[:n_eval] = dataset.test_images[:n_eval]
@@ -217,16 +240,15 @@ def train_epoch(setup: TrainSetup, data: DeviceData, state, idx, mask, ids, epoc
             )
         return (new_params, new_opt_state, loss_sum + loss * count), None
 
-    # Padding sorts last, so only the last batch can lack real examples (an OUT
-    # model whose subset size is a multiple of batch_size): only that step pays
-    # for the select that keeps the state unchanged.
+    # Padding sorts last, so only the batches past the fewest real examples any
+    # model has (full_steps) can lack a real one (an OUT model, a model without
+    # some targets): only those steps pay for the select that keeps the state.
     carry = (*state, jnp.zeros((), jnp.float32))
-    s = setup.steps_per_epoch
-    if s > 1:
-        carry, _ = lax.scan(
-            partial(step, guard=False), carry, (batches_idx[: s - 1], batches_mask[: s - 1])
-        )
-    carry, _ = step(carry, (batches_idx[s - 1], batches_mask[s - 1]), guard=True)
+    f, s = setup.full_steps, setup.steps_per_epoch
+    if f > 0:
+        carry, _ = lax.scan(partial(step, guard=False), carry, (batches_idx[:f], batches_mask[:f]))
+    if s > f:
+        carry, _ = lax.scan(partial(step, guard=True), carry, (batches_idx[f:], batches_mask[f:]))
     params, opt_state, loss_sum = carry
     return (params, opt_state), loss_sum / jnp.maximum(mask.sum(), 1)
 
@@ -234,19 +256,27 @@ def train_epoch(setup: TrainSetup, data: DeviceData, state, idx, mask, ids, epoc
 def evaluate_model(setup: TrainSetup, data: DeviceData, params, idx, mask, scored):
     """What one trained model reports.
 
-    scored int32[T] are the training-set indices of the images to score.  Returns
-    (loss float32[T], logits float32[T, C], train accuracy, test accuracy): the
-    scored images go through the network in one batch; the accuracies count
-    hits over the model's own real training slots and the (masked) test set.
+    scored int32[S'] are the training-set indices of the images to score (S'
+    = score_batches * score_batch, padded).  Returns (loss float32[S'], logits
+    float32[S', C], train accuracy, test accuracy): the scored images go
+    through the network score_batch at a time (in one pass for up to
+    MAX_SCORE_BATCH); the accuracies count hits over the model's own real
+    training slots and the (masked) test set.
     """
     model = make_model(setup)
 
     def apply(x):
         return model.apply({"params": params}, x).astype(jnp.float32)
 
-    x, y = model_inputs(data, scored)
-    logits = apply(x)
-    loss = optax.softmax_cross_entropy_with_integer_labels(logits, y)
+    def score_batch(_, rows):
+        x, y = model_inputs(data, rows)
+        logits = apply(x)
+        return None, (optax.softmax_cross_entropy_with_integer_labels(logits, y), logits)
+
+    _, (loss, logits) = lax.scan(
+        score_batch, None, scored.reshape(setup.score_batches, setup.score_batch)
+    )
+    loss, logits = loss.reshape(-1), logits.reshape(-1, logits.shape[-1])
 
     def count_correct(carry, batch):
         b_x, b_y, b_mask = batch
@@ -342,23 +372,20 @@ class ChunkTrainer:
                 subset_size=subset_size,
                 batch_size=setup.batch_size,
             )
-        if plan.slots != setup.slots:
-            raise ValueError(f"the plan has {plan.slots} slots a model, the setup {setup.slots}")
+        if plan.slots != setup.slots or -(-plan.min_real // setup.batch_size) != setup.full_steps:
+            raise ValueError("the setup was made for another plan (make_setup(..., plan=plan))")
         self.setup = setup
         self.plan = plan
         self.models_per_chunk = models_per_chunk
         self.mesh = Mesh(np.array(devices), (AXIS,))
         self.data = put_data(dataset, setup, self.mesh)
-        self.scored = jax.device_put(
-            np.asarray(plan.scored, np.int32), NamedSharding(self.mesh, P())
-        )
         self._stacked = NamedSharding(self.mesh, P(AXIS))
         self._compiled = None
         self.compile_seconds = 0.0
 
-    def _sharded(self, fn, n_in, n_out, n_shared=1):
+    def _sharded(self, fn, n_in, n_out):
         """jit(shard_map(models-stacked fn)) with data replicated and models sharded."""
-        in_specs = (P(),) * n_shared + (P(AXIS),) * n_in
+        in_specs = (P(),) + (P(AXIS),) * n_in
         out_specs = (P(AXIS),) * n_out if n_out > 1 else P(AXIS)
         return jax.shard_map(
             fn, mesh=self.mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False
@@ -375,11 +402,9 @@ class ChunkTrainer:
             fn = lambda d, s, i, m, k, e: train_epoch(setup, d, s, i, m, k, e)  # noqa: E731
             return _over_models(strategy, fn, data, state, idx, mask, ids, ep)
 
-        def evaluate(data, scored, state, idx, mask):
-            def fn(shared, s, i, m):
-                return evaluate_model(setup, shared[0], s[0], i, m, shared[1])
-
-            return _over_models(strategy, fn, (data, scored), state, idx, mask)
+        def evaluate(data, state, idx, mask, scored):
+            fn = lambda d, s, i, m, sc: evaluate_model(setup, d, s[0], i, m, sc)  # noqa: E731
+            return _over_models(strategy, fn, data, state, idx, mask, scored)
 
         k = self.models_per_chunk
         rows = jax.ShapeDtypeStruct((k, setup.slots), jnp.int32, sharding=self._stacked)
@@ -396,8 +421,10 @@ class ChunkTrainer:
         )
         epoch_fn = jax.jit(self._sharded(epoch, 5, 2), donate_argnums=(1,))
         epoch_c = epoch_fn.lower(self.data, state_shape, rows, masks, ids, eps).compile()
-        eval_fn = jax.jit(self._sharded(evaluate, 3, 4, n_shared=2))
-        eval_c = eval_fn.lower(self.data, self.scored, state_shape, rows, masks).compile()
+        n_scored = setup.score_batches * setup.score_batch
+        scored = jax.ShapeDtypeStruct((k, n_scored), jnp.int32, sharding=self._stacked)
+        eval_fn = jax.jit(self._sharded(evaluate, 4, 4))
+        eval_c = eval_fn.lower(self.data, state_shape, rows, masks, scored).compile()
         self.compile_seconds = time.perf_counter() - t0
         self._compiled = (init_c, epoch_c, eval_c)
 
@@ -431,8 +458,11 @@ class ChunkTrainer:
         # the copies' results are dropped.
         padded = list(jobs) + [jobs[-1]] * (k - len(jobs))
         idx, mask, ids = self.plan.rows(padded)
+        n_scored = self.plan.n_scored
+        scored = np.zeros((k, self.setup.score_batches * self.setup.score_batch), np.int32)
+        scored[:, :n_scored] = self.plan.scored_rows(padded)
         put = partial(jax.device_put, device=self._stacked)
-        idx, mask, ids = put(idx), put(mask), put(ids)
+        idx, mask, ids, scored = put(idx), put(mask), put(ids), put(scored)
         state = init_c(self.data, ids)
         epoch_losses = []
         for e in range(self.setup.epochs):
@@ -444,7 +474,7 @@ class ChunkTrainer:
             if on_epoch is not None:
                 loss.block_until_ready()
                 on_epoch(e)
-        loss, logits, train_acc, test_acc = eval_c(self.data, self.scored, state, idx, mask)
+        loss, logits, train_acc, test_acc = eval_c(self.data, state, idx, mask, scored)
         fetched = jax.device_get((loss, logits, train_acc, test_acc, epoch_losses))
         params = None
         if keep_params:
@@ -452,8 +482,8 @@ class ChunkTrainer:
         return ModelOutputs.for_jobs(
             jobs,
             params=params,
-            loss=fetched[0],
-            logits=fetched[1],
+            loss=np.asarray(fetched[0])[:, :n_scored],
+            logits=np.asarray(fetched[1])[:, :n_scored],
             train_accuracy=fetched[2],
             test_accuracy=fetched[3],
             epoch_loss=np.stack(fetched[4], axis=1),

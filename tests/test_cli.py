@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from scipy.special import log_softmax
 
 from jaxmia import stats
 
@@ -80,6 +81,10 @@ def test_demo_config_end_to_end(tmp_path):
     again = stats.summarize(member.astype(np.float64), nonmember.astype(np.float64), cfg["alpha"])
     for key in ("threshold", "power", "fpr", "auc", "member_loss_mean", "nonmember_loss_mean"):
         assert res[key] == pytest.approx(again[key], rel=1e-6), key
+    with np.load(run / "losses.npz") as z:  # the logits the other scores come from
+        assert z["member_logits"].shape == (cfg["n_iterations"], cfg["num_classes"])
+        ce = -np.take(log_softmax(z["member_logits"].astype(np.float64)), z["target_label"], 1)
+        np.testing.assert_allclose(ce, member, rtol=1e-5, atol=1e-6)
     assert res["power"] == pytest.approx(np.mean(member < res["threshold"]))
     assert res["fpr"] <= cfg["alpha"]
     assert res["synthetic"] is True and res["dataset"] == "synthetic"
@@ -121,7 +126,7 @@ def assert_one_line_exit_2(proc, *fragments):
     [
         ({"alpha": 2}, ["alpha must be strictly between 0 and 1"]),
         ({"n_iteratoins": 5}, ["unknown key 'n_iteratoins'", "'n_iterations'"]),
-        ({"batch_size": "big"}, ["batch_size must be an integer >= 1"]),
+        ({"batch_size": "big"}, ["batch_size must be an integer in [1, 65,536]"]),
         ({"target_index": 50_000}, ["target_index must be in [0, 49999]"]),
         ({"subset_size": 50_000}, ["subset_size must be below"]),
     ],
@@ -185,3 +190,80 @@ def test_bad_input_never_destroys_an_earlier_run(tmp_path):
     assert_one_line_exit_2(jaxmia("--config", broken, "--output-dir", out), "alpha")
     after = {p.name: p.read_bytes() for p in (out / "tiny").iterdir() if p.is_file()}
     assert after == before
+
+
+# --------------------------------------------------------------------------
+# Issue 7's reproductions: nothing the user has is ever destroyed.
+
+
+def test_fresh_never_deletes_a_folder_jaxmia_did_not_make(tmp_path):
+    out = tmp_path / "o"
+    precious = out / "precious"
+    precious.mkdir(parents=True)
+    (precious / "thesis.tex").write_text("thesis")
+    cfg = write_config(tmp_path)
+    for extra in ([], ["--fresh"]):
+        proc = jaxmia("--config", cfg, "--output-dir", out, "--run-name", "precious", *extra)
+        assert_one_line_exit_2(proc, "is not a jaxmia run folder")
+    assert [p.name for p in precious.iterdir()] == ["thesis.tex"]
+    assert (precious / "thesis.tex").read_text() == "thesis"
+
+
+@pytest.mark.parametrize(
+    "changes, fragment",
+    [
+        ({"seed": 2**32}, "seed must be an integer in [0, 4,294,967,295]"),
+        ({"n_iterations": 1_000_000_000}, "n_iterations must be an integer in [1, 1,000,000]"),
+        ({"batch_size": 100_000_000_000}, "batch_size must be an integer in [1, 65,536]"),
+        ({"run_name": "a\x00b"}, "run_name must be a plain folder name"),
+        ({"run_name": "n" * 300}, "run_name must be at most 255 bytes"),
+        ({"batch_size": 64}, "batch_size must be at most subset_size + 1 = 25"),
+    ],
+)
+def test_fresh_with_an_impossible_value_touches_nothing(tmp_path, changes, fragment):
+    out = tmp_path / "out"
+    jaxmia("--config", write_config(tmp_path), "--output-dir", out, check_rc=0)
+    before = snapshot(out)
+    bad = write_config(tmp_path, **changes)
+    proc = jaxmia("--config", bad, "--output-dir", out, "--run-name", "tiny", "--fresh")
+    assert_one_line_exit_2(proc, fragment)
+    assert len(proc.stderr) < 300
+    assert snapshot(out) == before
+
+
+def test_an_over_long_output_path_is_one_line(tmp_path):
+    deep = tmp_path.joinpath(*["d" * 250] * 20)
+    proc = jaxmia("--config", write_config(tmp_path), "--output-dir", deep)
+    assert_one_line_exit_2(proc, "under 4000 bytes")
+    proc = jaxmia("--config", write_config(tmp_path), "--output-dir", tmp_path / ("n" * 300))
+    assert_one_line_exit_2(proc, "over 255 bytes")
+
+
+def snapshot(folder: Path) -> dict:
+    return {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_analyze_reproduces_results_and_tries_other_attacks(tmp_path):
+    out = tmp_path / "out"
+    jaxmia("--config", write_config(tmp_path), "--output-dir", out, check_rc=0)
+    run = out / "tiny"
+    before = (run / "results.json").read_bytes()
+    env = {**os.environ}
+    env.pop("XLA_FLAGS", None)
+    cmd = [sys.executable, "-m", "jaxmia.analyze", str(run)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert (run / "results.json").read_bytes() == before  # byte for byte
+    proc = subprocess.run(cmd + ["--score", "lira", "--threshold-rule", "conformal"], env=env)
+    assert proc.returncode == 0
+    res = json.loads((run / "results.json").read_text())
+    assert res["score"] == "lira" and res["threshold_rule"] == "conformal"
+    bad = subprocess.run(cmd + ["--alpha", "3"], capture_output=True, text=True, env=env)
+    assert bad.returncode == 2 and "alpha must be strictly between 0 and 1" in bad.stderr
+    no_run = subprocess.run(
+        [sys.executable, "-m", "jaxmia.run", "analyze", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert no_run.returncode == 2 and "not a jaxmia run folder" in no_run.stderr

@@ -34,7 +34,12 @@ def test_shipped_configs_load(path):
     cfg = load_config(path)
     assert cfg.run_name == path.stem
     raw = path.read_text()
-    for key in PIPELINE_KEYS:
+    keys = {
+        "single_target": PIPELINE_KEYS,
+        "targets": ["n_models", "inclusion", "eval_models", "subset_size", "epochs", "alpha"],
+        "population": ["repetitions", "subset_size", "epochs", "alpha"],
+    }[cfg.experiment]
+    for key in keys:
         assert f"{key}:" in raw, f"{path.name} should spell out {key}"
 
 
@@ -157,6 +162,39 @@ def test_batch_larger_than_the_subset_is_refused():
     cfg = Config(dataset="synthetic", num_classes=10, subset_size=99, batch_size=101)
     with pytest.raises(UserError, match=r"batch_size must be at most subset_size \+ 1 = 100"):
         cfg.check_against(n_train=1000, n_test=10)
+
+
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ({"experiment": "targets"}, "needs exactly one of targets (a list) or n_targets"),
+        ({"experiment": "targets", "targets": [1], "n_targets": 3}, "needs exactly one"),
+        ({"experiment": "targets", "targets": [1, 1]}, "targets must not repeat an index"),
+        ({"experiment": "targets", "targets": [-1]}, "targets must be a non-empty list"),
+        ({"experiment": "targets", "n_targets": 4, "n_models": 5}, "n_models must be a multiple"),
+        ({"experiment": "targets", "n_targets": 4, "inclusion": 0.3141}, "a fraction a/b"),
+        ({"experiment": "swarm"}, "experiment must be one of single_target, targets, population"),
+        ({"repetitions": 0}, "repetitions must be an integer in [1, 1,000,000]"),
+    ],
+)
+def test_experiment_kinds_are_checked(raw, expected):
+    with pytest.raises(UserError) as err:
+        config_from_dict({"dataset": "synthetic", "num_classes": 10, **raw})
+    assert expected in str(err.value)
+
+
+def test_kinds_are_checked_against_the_data_set():
+    cfg = Config(
+        dataset="synthetic", num_classes=10, experiment="population", subset_size=60, batch_size=16
+    )
+    cfg.check_against(n_train=120, n_test=10)
+    with pytest.raises(UserError, match="at most half the training set"):
+        cfg.check_against(n_train=119, n_test=10)
+    many = Config(
+        dataset="synthetic", num_classes=10, experiment="targets", targets=[5, 200], batch_size=8
+    )
+    with pytest.raises(UserError, match=r"targets must be training-set indices in \[0, 99\]"):
+        many.replace(subset_size=10).check_against(n_train=100, n_test=10)
 
 
 def test_missing_file(tmp_path):

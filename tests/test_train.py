@@ -11,7 +11,15 @@ import optax
 import pytest
 
 from jaxmia.config import Config
-from jaxmia.plan import CALIBRATION, Job, calibration_jobs, job_rows, steps_per_epoch
+from jaxmia.plan import (
+    CALIBRATION,
+    Job,
+    PopulationPlan,
+    TargetsPlan,
+    calibration_jobs,
+    job_rows,
+    steps_per_epoch,
+)
 from jaxmia.train import (
     ChunkTrainer,
     make_model,
@@ -20,6 +28,7 @@ from jaxmia.train import (
     model_inputs,
     model_keys,
     put_data,
+    train_one,
 )
 
 TARGET = 7
@@ -154,13 +163,14 @@ def test_chunk_size_strategy_and_devices_do_not_change_results(tiny_dataset):
     mapped = trainer(tiny_dataset, cfg, k=6, strategy="map").run(jobs)
     # A short last chunk is padded with copies; the real jobs' results are unchanged.
     padded = trainer(tiny_dataset, cfg, k=4).run(jobs[4:])
-    devs = jax.local_devices()
-    assert len(devs) == 4, "conftest asks XLA for four CPU devices"
-    sharded = trainer(tiny_dataset, cfg, k=8, devices=devs).run(jobs)
     ref = whole.target_loss
     np.testing.assert_allclose(np.concatenate([r.target_loss for r in by_two]), ref, rtol=1e-5)
     np.testing.assert_allclose(mapped.target_loss, ref, rtol=1e-5)
     np.testing.assert_allclose(padded.target_loss, ref[4:], rtol=1e-5)
+    devs = jax.local_devices()
+    if len(devs) < 4:  # conftest fakes 4 CPU devices; a 1-GPU host has one
+        pytest.skip(f"the sharded part needs 4 devices, this host has {len(devs)}")
+    sharded = trainer(tiny_dataset, cfg, k=8, devices=devs).run(jobs)
     np.testing.assert_allclose(sharded.target_loss, ref, rtol=1e-5)
     np.testing.assert_allclose(sharded.test_accuracy, whole.test_accuracy, atol=1e-6)
 
@@ -193,7 +203,9 @@ def test_conv_gradients_agree_with_xla_autodiff():
     for path, g in jax.tree_util.tree_leaves_with_path(got):
         w = dict(jax.tree_util.tree_leaves_with_path(want))[path]
         scale = float(jnp.abs(w).max())
-        np.testing.assert_allclose(np.asarray(g), np.asarray(w), atol=1e-5 * scale, err_msg=str(path))
+        np.testing.assert_allclose(
+            np.asarray(g), np.asarray(w), atol=1e-5 * scale, err_msg=str(path)
+        )
 
 
 def test_accuracies_count_exactly(tiny_dataset):
@@ -235,3 +247,39 @@ def test_members_end_with_lower_target_loss(tiny_dataset):
     # The median: one IN model that fails to fit x (an outlier loss) must not
     # decide the comparison of four pairs.
     assert np.median(member) < np.median(nonmember)
+
+
+@pytest.mark.parametrize("kind", ["targets", "population"])
+def test_every_plan_trains_like_one_model_at_a_time(tiny_dataset, kind):
+    # The many-targets and population plans through the vmapped chunk trainer
+    # equal train_one, the plain one-model function, model by model.
+    if kind == "targets":
+        plan = TargetsPlan(
+            seed=0, n_train=240, targets=(3, 5, 9, 11), subset_size=30, batch_size=16, inclusion=0.5
+        )
+    else:
+        plan = PopulationPlan(seed=0, n_train=240, subset_size=40, batch_size=16)
+    cfg = tiny_cfg(subset_size=plan.subset_size, epochs=2)
+    setup = make_setup(cfg.replace(strategy="vmap", conv="im2col"), 40, "cpu", plan)
+    jobs = [Job(0, m, False) for m in range(4)]
+    device = jax.local_devices()[:1]
+    res = ChunkTrainer(setup, tiny_dataset, plan=plan, models_per_chunk=4, devices=device).run(
+        jobs, keep_params=True
+    )
+    assert res.loss.shape == (4, plan.n_scored) and res.logits.shape == (4, plan.n_scored, 5)
+    data = put_data(tiny_dataset, setup, jax.sharding.Mesh(np.array(device), ("models",)))
+    one = jax.jit(lambda d, i, m, k, s: train_one(setup, d, i, m, k, s))
+    for i, job in enumerate(jobs):
+        idx, mask, ids = plan.rows([job])
+        scored = np.zeros(setup.score_batches * setup.score_batch, np.int32)
+        scored[: plan.n_scored] = plan.scored_rows([job])[0]
+        params, (loss, logits, train_acc, _, epoch_loss) = one(
+            data, idx[0], mask[0], ids[0], scored
+        )
+        assert_params_close(jax.tree.map(lambda a, i=i: a[i], res.params), params)
+        np.testing.assert_allclose(res.loss[i], np.asarray(loss)[: plan.n_scored], rtol=2e-5)
+        np.testing.assert_allclose(res.epoch_loss[i], np.asarray(epoch_loss), rtol=2e-5)
+        assert res.train_accuracy[i] == pytest.approx(float(train_acc), abs=1e-6)
+    if kind == "targets":  # the OUT models of a target have a masked slot, the IN ones not
+        member = plan.membership(jobs)
+        assert member.sum(0).tolist() == [2, 2, 2, 2]
