@@ -284,6 +284,9 @@ def roc_figure(results: dict, curves, *, title_suffix="") -> Figure:
         label = None
         if i == 0:
             label = f"{len(curves)} target models (one curve each)" if many else "1 target model"
+            dropped = len(results.get("repetitions_left_out", []))
+            if dropped:
+                label += f"\n({dropped} more left out: non-finite losses)"
             label += f"\nAUC {'mean ' if many else ''}{_ci_text(summ['auc'])}"
             for f, entry in summ["tpr_at_fpr"].items():
                 text = _ci_text(entry)

@@ -401,6 +401,7 @@ def test_roc_figure_has_every_curve_and_axes_from_one_over_n():
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
     assert any(f"AUC mean {res['summary']['auc']['mean']:.3f}" in t for t in legend)
     assert any(t == "chance" for t in legend)
+    assert any("(1 more left out: non-finite losses)" in t for t in legend)
     assert "[SYNTHETIC DATA]" in ax.get_title()
 
 
