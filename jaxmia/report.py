@@ -152,8 +152,106 @@ def _ci(ci) -> str:
     return f"[{_f(lo)}, {_f(hi)}]"
 
 
+def _header(r: dict) -> list[str]:
+    lines = []
+    if r.get("synthetic"):
+        lines.append(
+            "[SYNTHETIC DATA] synthetic images, not a real data set: numbers are not CIFAR"
+        )
+    if "dataset" in r:
+        lines.append(
+            f"Dataset: {r['dataset']}" + (" [SYNTHETIC DATA]" if r.get("synthetic") else "")
+        )
+    return lines
+
+
+def _footer(r: dict) -> list[str]:
+    lines = []
+    timing = []
+    if _is_number(r.get("compile_seconds")):
+        timing.append(f"compile {r['compile_seconds']:.1f} s")
+    if _is_number(r.get("train_seconds")):
+        timing.append(f"training {r['train_seconds']:.1f} s")
+    if _is_number(r.get("models_per_second")):
+        timing.append(f"{r['models_per_second']:.2f} models/s")
+    if timing:
+        lines.append("Time: " + ", ".join(timing))
+    warnings = r.get("warnings") or []
+    if warnings:
+        lines.append(f"Warnings ({len(warnings)}):")
+        lines.extend(f"  ! {w}" for w in warnings)
+    return lines
+
+
+def _mean_ci(entry) -> str:
+    if not isinstance(entry, dict) or not _is_number(entry.get("mean")):
+        return "n/a"
+    text = _f(entry["mean"])
+    if entry.get("ci"):
+        text += f"  95% CI {_ci(entry['ci'])}"
+    return text
+
+
+def format_population(r: dict) -> str:
+    """The console summary of a population-attack run (analysis_population's results)."""
+    lines = _header(r)
+    lines.append(
+        f"Population attack: {r.get('repetitions_used')} of {r.get('repetitions')} target "
+        f"models, {r.get('n_member')} members and {r.get('n_nonmember')} non-members each "
+        f"(score {r.get('score')}, rule {r.get('threshold_rule')}, alpha {r.get('alpha')})"
+    )
+    summary = r.get("summary") or {}
+    for key, name in (
+        ("auc", "AUC"),
+        ("balanced_accuracy", "Balanced accuracy"),
+        ("average_precision", "Average precision"),
+    ):
+        lines.append(f"{name}: {_mean_ci(summary.get(key))}")
+    for fpr, entry in (summary.get("tpr_at_fpr") or {}).items():
+        lines.append(f"TPR at FPR {float(fpr):.1%}: {_mean_ci(entry)}")
+    for key, name in (("alpha_rule", "Threshold at alpha"), ("yeom", "Yeom rule")):
+        part = summary.get(key) or {}
+        lines.append(
+            f"{name}: threshold {_mean_ci(part.get('threshold'))}; TPR {_mean_ci(part.get('tpr'))}"
+            f"; FPR {_mean_ci(part.get('fpr'))}"
+        )
+    return "\n".join(lines + _footer(r))
+
+
+def format_targets(r: dict) -> str:
+    """The console summary of a many-targets run (analysis_targets's results)."""
+    lines = _header(r)
+    keys = ("n_targets", "n_models_used", "n_models", "score", "threshold_rule", "alpha")
+    t, used, m, score, rule, alpha = (r.get(k) for k in keys)
+    lines.append(
+        f"Many targets: {t} targets scored by {used} of {m} models "
+        f"(score {score}, rule {rule}, alpha {alpha})"
+    )
+    auc = r.get("auc") or {}
+    if isinstance(auc, dict) and _is_number(auc.get("median")):
+        lines.append(
+            f"Per-target AUC: median {_f(auc['median'])}, quartiles "
+            f"[{_f(auc.get('q1'))}, {_f(auc.get('q3'))}]"
+        )
+    if _is_number(r.get("n_power_at_least_half")):
+        lines.append(f"Targets with power >= 0.5 at alpha: {r['n_power_at_least_half']}")
+    ev = r.get("evaluation")
+    if isinstance(ev, dict):
+        for key, name in (("tpr", "TPR"), ("fpr", "FPR")):
+            if _is_number(ev.get(key)):
+                ci = ev.get(f"{key}_ci")
+                lines.append(
+                    f"Evaluation {name} (pooled over targets): {_f(ev[key])}"
+                    + (f"  95% CI {_ci(ci)}" if ci else "")
+                )
+    return "\n".join(lines + _footer(r))
+
+
 def format_summary(results: dict) -> str:
     """The console summary of a run, from the results dict written to results.json.
+
+    Population and many-targets runs have their own (format_population,
+    format_targets); the rest of this docstring is the single-target summary.
 
     Keys used (any of them may be missing or None; its line is then left out):
     dataset, synthetic, target_index, target_label, n_iterations, subset_size,
@@ -165,6 +263,10 @@ def format_summary(results: dict) -> str:
     older ``stats.summarize`` and ``stats.evaluate_predictions`` dicts print too),
     train_accuracy, test_accuracy, compile_seconds, train_seconds, models_per_second.
     """
+    if results.get("experiment") == "population":
+        return format_population(results)
+    if results.get("experiment") == "targets":
+        return format_targets(results)
     r = {k: v for k, v in results.items() if v is not None}
     lines: list[str] = []
 
