@@ -359,11 +359,8 @@ def targets_results(arrays, settings: Settings) -> tuple[dict, list[dict]]:
             for key in ("nonmember_score_mean", "nonmember_score_std"):
                 row[key] = summary[key]
         if has_eval:
-            # The summary's decision, refitted from the same calibration scores (cheap),
-            # applied as stats.evaluate_decision applies it.
-            decision, _ = stats.choose_threshold(
-                member, nonmember, alpha=alpha, rule=rule, score=score
-            )
+            # The summary's own decision, applied as stats.evaluate_decision applies it.
+            decision = _decision(summary)
             ev_in, ev_out = _column(s["eval"], s["eval_membership"], t)
             p_in, p_out = decision.predict(ev_in), decision.predict(ev_out)
             counts = np.array(
@@ -507,6 +504,23 @@ def targets_results(arrays, settings: Settings) -> tuple[dict, list[dict]]:
         )
     results["warnings"] = warnings
     return results, rows
+
+
+def _decision(summary: dict) -> stats.Decision:
+    """The ``stats.Decision`` an attack summary reports, rebuilt from its numbers (exactly:
+    the threshold is the cut, negated for the loss; the lira rule's fits are the
+    summary's Gaussian fits, the same ``_fit`` of the same scores)."""
+    score, rule, threshold = summary["score"], summary["threshold_rule"], summary["threshold"]
+    if threshold is None:
+        return stats.Decision(score, rule, math.inf)
+    if rule != "lira":
+        cut = float(scores.to_attack(threshold, score))
+        return stats.Decision(score, rule, cut, summary["k"])
+    fits = summary["gaussian_fits"]
+    member, nonmember = (
+        stats.GaussianFit(fits[who]["mean"], fits[who]["std"]) for who in ("member", "nonmember")
+    )
+    return stats.Decision(score, rule, float(threshold), summary["k"], member, nonmember)
 
 
 def _pooled_evaluation(tp, fn, fp, tn, confidence, expected_fp) -> dict:

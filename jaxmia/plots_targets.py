@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from jaxmia import scores
 from jaxmia.report import atomic_write_bytes
@@ -22,6 +23,8 @@ VULNERABILITY_FILE = "vulnerability.png"
 ROC_FILE = "targets_roc.png"
 FIGURES = (VULNERABILITY_FILE, ROC_FILE)
 _GRID_COLUMNS = 8
+_ROW_INCHES = 2.05  # one row of images with its three caption lines
+_TITLE_INCHES = 0.95  # the grid's title and its first row's captions
 
 
 def _new_figure(figsize) -> Figure:
@@ -36,9 +39,17 @@ def _save(fig: Figure, path) -> Path:
     return atomic_write_bytes(path, buf.getvalue())
 
 
+def _vulnerable(n: int, which: str) -> str:
+    return f"The {which} vulnerable target" if n == 1 else f"The {n} {which} vulnerable targets"
+
+
+def _grid_rows(positions: list[int]) -> int:
+    return max(1, -(-len(positions) // _GRID_COLUMNS))
+
+
 def _image_grid(subfig, title: str, rows: list[dict], positions: list[int], images) -> None:
     n_cols = _GRID_COLUMNS
-    n_rows = max(1, -(-len(positions) // n_cols))
+    n_rows = _grid_rows(positions)
     axes = np.atleast_1d(subfig.subplots(n_rows, n_cols)).reshape(-1)
     for ax in axes:
         ax.set_axis_off()
@@ -51,9 +62,7 @@ def _image_grid(subfig, title: str, rows: list[dict], positions: list[int], imag
         ax.set_title(
             f"{r['label']}\n#{r['index']}  AUC {r['auc']:.3f}\npower {r['power']:.2f}", fontsize=8
         )
-    if not positions:
-        axes[0].text(0.5, 0.5, "none", ha="center", va="center", transform=axes[0].transAxes)
-    subfig.suptitle(title, fontsize=11, fontweight="bold")
+    subfig.suptitle(title, fontsize=11, fontweight="bold", y=0.995, va="top")
 
 
 def plot_vulnerability(path, rows: list[dict], images, results: dict, *, title_suffix="") -> Path:
@@ -72,8 +81,22 @@ def plot_vulnerability(path, rows: list[dict], images, results: dict, *, title_s
 
     most, least = extremes(rows)
     auc = np.array([r["auc"] for r in rows if r.get("auc") is not None], np.float64)
-    fig = _new_figure((13, 15.5))
-    top, mid, bottom = fig.subfigures(3, 1, height_ratios=[1.15, 1, 1], hspace=0.02)
+    grids = [
+        (
+            positions,
+            f"{_vulnerable(len(positions), which)} ({order}; power at alpha "
+            f"{results['alpha']:g}){title_suffix}",
+        )
+        for positions, which, order in (
+            (most, "most", "highest AUC"),
+            (least, "least", "lowest AUC"),
+        )
+        if positions
+    ]
+    # Heights in inches: the histogram, then each grid's rows of images and its title.
+    heights = [4.6] + [(_grid_rows(p) - 1) * _ROW_INCHES + 1.6 + _TITLE_INCHES for p, _ in grids]
+    fig = _new_figure((13, sum(heights)))
+    top, *subs = np.atleast_1d(fig.subfigures(len(heights), 1, height_ratios=heights, hspace=0))
 
     ax = top.subplots()
     if auc.size:
@@ -98,31 +121,26 @@ def plot_vulnerability(path, rows: list[dict], images, results: dict, *, title_s
     )
     ax.set_xlabel(f"AUC of the {scores.SYMBOLS[results['score']]} score, per target")
     ax.set_ylabel("targets")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_title(
-        f"Per-target AUC over {n} targets ({per} calibration models each){title_suffix}",
+        f"Per-target AUC over {n} target{'s' if n != 1 else ''} ({per} calibration models "
+        f"each){title_suffix}",
         fontsize=12,
     )
     ax.legend(loc="upper left", fontsize=9)
     top.subplots_adjust(left=0.07, right=0.97, top=0.9, bottom=0.15)
 
-    _image_grid(
-        mid,
-        f"The {len(most)} most vulnerable targets (highest AUC; power at alpha {alpha:g})"
-        f"{title_suffix}",
-        rows,
-        most,
-        images,
-    )
-    _image_grid(
-        bottom,
-        f"The {len(least)} least vulnerable targets (lowest AUC; power at alpha {alpha:g})"
-        f"{title_suffix}",
-        rows,
-        least,
-        images,
-    )
-    for sub in (mid, bottom):
-        sub.subplots_adjust(left=0.02, right=0.98, top=0.86, bottom=0.02, hspace=0.45, wspace=0.1)
+    for sub, (positions, title) in zip(subs, grids, strict=True):
+        _image_grid(sub, title, rows, positions, images)
+    for sub, h in zip(subs, heights[1:], strict=True):
+        sub.subplots_adjust(
+            left=0.02,
+            right=0.98,
+            top=1 - _TITLE_INCHES / h,
+            bottom=0.1 / h,
+            hspace=0.35,
+            wspace=0.1,
+        )
     return _save(fig, path)
 
 

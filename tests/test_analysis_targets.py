@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -83,7 +84,15 @@ def by_hand(arrays, t, score):
 
 
 @pytest.mark.parametrize(
-    "score,rule", [("loss", "empirical"), ("lira", "lira"), ("hinge", "gaussian")]
+    "score,rule",
+    [
+        ("loss", "empirical"),
+        ("lira", "lira"),
+        ("hinge", "gaussian"),
+        ("lira", "conformal"),
+        ("loss", "confident"),  # 6 OUT models cannot support it: no threshold, no member
+        ("loss", "lira"),
+    ],
 )
 def test_each_target_equals_attack_summary_of_its_column(score, rule):
     arrays = make_arrays()
@@ -165,6 +174,7 @@ def test_summary_over_targets():
         w.startswith("every target") and "TPR at FPR 0.001" in w for w in results["warnings"]
     )
     assert results["train_accuracy"] == pytest.approx(arrays["train_accuracy"].mean(), abs=1e-7)
+    json.dumps([results, rows], allow_nan=False)  # JSON-ready as they are
 
 
 def test_pooled_evaluation_equals_a_naive_loop():
