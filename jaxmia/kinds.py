@@ -36,7 +36,9 @@ def resolve(cfg, n_train: int):
     if cfg.experiment == "single_target":
         return cfg.replace(target_index=resolve_target(cfg.target_index, cfg.seed, n_train))
     if cfg.experiment == "targets" and cfg.targets is None:
-        return cfg.replace(targets=draw_targets(cfg.seed, n_train, cfg.n_targets).tolist())
+        # The drawn list replaces n_targets, so config.yaml names every target.
+        drawn = draw_targets(cfg.seed, n_train, cfg.n_targets).tolist()
+        return cfg.replace(targets=drawn, n_targets=None)
     return cfg
 
 

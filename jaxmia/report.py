@@ -227,12 +227,17 @@ def format_targets(r: dict) -> str:
         f"Many targets: {t} targets scored by {used} of {m} models "
         f"(score {score}, rule {rule}, alpha {alpha})"
     )
-    auc = r.get("auc") or {}
-    if isinstance(auc, dict) and _is_number(auc.get("median")):
+    if _is_number(r.get("auc_median")):
         lines.append(
-            f"Per-target AUC: median {_f(auc['median'])}, quartiles "
-            f"[{_f(auc.get('q1'))}, {_f(auc.get('q3'))}]"
+            f"Per-target AUC: median {_f(r['auc_median'])}, quartiles "
+            f"[{_f(r.get('auc_q1'))}, {_f(r.get('auc_q3'))}], mean {_f(r.get('auc_mean'))}"
         )
+    most = r.get("most_vulnerable") or []
+    if most:
+        shown = ", ".join(
+            f"{m.get('index')} ({m.get('label')}, AUC {_f(m.get('auc'))})" for m in most[:5]
+        )
+        lines.append(f"Most vulnerable: {shown}")
     if _is_number(r.get("n_power_at_least_half")):
         lines.append(f"Targets with power >= 0.5 at alpha: {r['n_power_at_least_half']}")
     ev = r.get("evaluation")
