@@ -78,6 +78,7 @@ N_EXTREMES = 16  # most and least vulnerable targets listed and drawn
 _NO_EVAL_WARNING = "no evaluation models of both kinds"
 # Columns of targets.csv that stay text when read back.
 _TEXT_COLUMNS = ("label",)
+_LOGITS_PER_STEP = 1 << 22  # logits turned into scores at once (32 MiB of float64)
 _NUMBER = re.compile(r"\d+(?:\.\d+)?(?:e[-+]?\d+)?")
 
 
@@ -110,13 +111,15 @@ def check_targets_arrays(arrays) -> dict[str, np.ndarray]:
         "logits": (m, t, c),
         "model_used": (m,),
     }
-    e = 0
     if "eval_membership" in arrays:
-        a["eval_membership"] = np.asarray(arrays["eval_membership"], dtype=bool).reshape(-1, t)
-        e = a["eval_membership"].shape[0]
-        a["eval_losses"] = np.asarray(arrays["eval_losses"]).reshape(e, t)
-        a["eval_logits"] = np.asarray(arrays["eval_logits"]).reshape(e, t, c)
-        a["eval_model_used"] = np.asarray(arrays["eval_model_used"], dtype=bool).reshape(e)
+        a["eval_membership"] = np.asarray(arrays["eval_membership"], dtype=bool)
+        e = a["eval_membership"].shape[0] if a["eval_membership"].ndim == 2 else -1
+        a["eval_losses"] = np.asarray(arrays["eval_losses"])
+        a["eval_logits"] = np.asarray(arrays["eval_logits"])
+        a["eval_model_used"] = np.asarray(arrays["eval_model_used"], dtype=bool)
+        expect.update(
+            eval_membership=(e, t), eval_losses=(e, t), eval_logits=(e, t, c), eval_model_used=(e,)
+        )
     else:
         a["eval_membership"] = np.zeros((0, t), bool)
         a["eval_losses"] = np.zeros((0, t), np.float32)
@@ -124,7 +127,9 @@ def check_targets_arrays(arrays) -> dict[str, np.ndarray]:
         a["eval_model_used"] = np.zeros(0, bool)
     for key, shape in expect.items():
         if a[key].shape != shape:
-            raise ValueError(f"{key} must have shape {shape} (M={m}, T={t}), got {a[key].shape}")
+            raise ValueError(
+                f"{key} must have shape {shape} (M={m}, E, T={t}, C={c}), got {a[key].shape}"
+            )
     if c < 2:
         raise ValueError(f"logits must be float[M, T, C] with C >= 2, got {a['logits'].shape}")
     if ((a["target_labels"] < 0) | (a["target_labels"] >= c)).any():
@@ -170,13 +175,18 @@ def target_scores(arrays, score: str) -> dict[str, np.ndarray]:
         if score == "loss":
             values = np.asarray(a[f"{prefix}losses"], np.float64)[used]
         else:
-            logits = np.asarray(a[f"{prefix}logits"], np.float64)[used]
-            n, t, c = logits.shape
+            n, t, c = int(used.sum()), *a[f"{prefix}logits"].shape[1:]
             values = np.zeros((n, t))
-            if n:
-                labels = np.broadcast_to(a["target_labels"], (n, t)).reshape(-1)
-                values = scores.compute_score(score, logits.reshape(n * t, c), labels)
-                values = values.reshape(n, t)
+            # A few models at a time: float64 copies of all logits would be GBs for big runs.
+            step = max(1, _LOGITS_PER_STEP // (t * c))
+            labels = np.tile(a["target_labels"], step)
+            rows = np.flatnonzero(used)
+            for i in range(0, n, step):
+                z = np.asarray(a[f"{prefix}logits"][rows[i : i + step]], np.float64)
+                k = z.shape[0]
+                values[i : i + k] = scores.compute_score(
+                    score, z.reshape(k * t, c), labels[: k * t]
+                ).reshape(k, t)
         out[key] = values
         out["membership" if key == "calibration" else "eval_membership"] = member
     return out

@@ -325,3 +325,27 @@ def test_bad_arrays_are_refused():
     arrays["losses"] = arrays["losses"][:, :3]
     with pytest.raises(ValueError, match="losses must have shape"):
         at.targets_results(arrays, Settings(alpha=0.2))
+
+
+def test_reads_the_saved_npz(tmp_path):
+    arrays = make_arrays()
+    np.savez(tmp_path / "targets.npz", **arrays)
+    with np.load(tmp_path / "targets.npz") as saved:
+        assert at.targets_results(saved, Settings(alpha=0.2)) == at.targets_results(
+            arrays, Settings(alpha=0.2)
+        )
+    arrays["eval_membership"] = arrays["eval_membership"].T.copy()
+    with pytest.raises(ValueError, match="eval_membership must have shape"):
+        at.targets_results(arrays, Settings(alpha=0.2))
+
+
+def test_scores_from_logits_in_steps_equal_one_step(monkeypatch):
+    arrays = make_arrays(n_targets=5, n_models=12)
+    arrays["model_used"][[1, 6]] = False
+    whole = at.target_scores(arrays, "lira")
+    monkeypatch.setattr(at, "_LOGITS_PER_STEP", 2 * 5 * C)  # two models at a time
+    stepped = at.target_scores(arrays, "lira")
+    np.testing.assert_array_equal(stepped["calibration"], whole["calibration"])
+    label = arrays["target_labels"][3]
+    expect = scores.lira_from_logits(arrays["logits"][arrays["model_used"], 3], label)
+    np.testing.assert_array_equal(whole["calibration"][:, 3], expect)
