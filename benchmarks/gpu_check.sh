@@ -25,7 +25,7 @@ PY
 
 echo "== trainer tests on $(python3 -c 'import jax; print(jax.default_backend())')"
 # conftest asks for 4 fake CPU devices; on a GPU host only the CPU platform sees them.
-timeout 150 python3 -m pytest -q -x -p no:cacheprovider tests/test_train.py 2>&1 | tail -15 | tee "$OUT/tests.txt"
+timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_train.py 2>&1 | tail -15 | tee "$OUT/tests.txt"
 
 if [ $dry = 1 ]; then
     harness=(--smoke --device cpu)
