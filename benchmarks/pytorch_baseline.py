@@ -38,14 +38,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-import yaml
 
-from jaxmia import report, stats
+from jaxmia import analysis, kinds, products, report
 from jaxmia.config import Config
 from jaxmia.errors import UserError
+from jaxmia.outputs import ModelOutputs
 from jaxmia.plan import (
     CALIBRATION,
-    EVALUATION,
     Job,
     calibration_jobs,
     evaluation_jobs,
@@ -242,15 +241,16 @@ def _hits(model, x, y, eval_batch: int) -> int:
 
 
 def evaluate_tuned(model, data: TensorData, rows: np.ndarray, target: int, eval_batch: int):
-    """(x's CE loss, accuracy on its own training set, accuracy on the test images)."""
+    """(x's CE loss, x's logits, accuracy on its own training set, accuracy on the test images)."""
     model.eval()
     with torch.no_grad():
         t = torch.tensor([target], device=data.x.device)
-        target_loss = float(F.cross_entropy(model(data.x[t]), data.y[t]))
+        logits = model(data.x[t])
+        target_loss = float(F.cross_entropy(logits, data.y[t]))
         rows_t = torch.as_tensor(rows, device=data.x.device)
         train_acc = _hits(model, data.x[rows_t], data.y[rows_t], eval_batch) / len(rows)
         test_acc = _hits(model, data.test_x, data.test_y, eval_batch) / max(len(data.test_y), 1)
-    return target_loss, train_acc, test_acc
+    return target_loss, logits[0].cpu().numpy(), train_acc, test_acc
 
 
 def run_tuned(cfg, data: TensorData, jobs, sets, target, device, channels_last=True):
@@ -263,8 +263,8 @@ def run_tuned(cfg, data: TensorData, jobs, sets, target, device, channels_last=T
         g = order_generator(cfg, job)
         orders = (epoch_permutation(g, len(rows)) for _ in range(cfg.epochs))
         epoch_loss = fit_tuned(cfg, model, data, rows, orders)
-        loss, train_acc, test_acc = evaluate_tuned(model, data, rows, target, eval_batch)
-        out[job] = _job_result(loss, train_acc, test_acc, epoch_loss)
+        loss, logits, train_acc, test_acc = evaluate_tuned(model, data, rows, target, eval_batch)
+        out[job] = _job_result(loss, logits, train_acc, test_acc, epoch_loss)
     return out
 
 
@@ -311,7 +311,9 @@ def run_seed(cfg, dataset, jobs, sets, target, device):
 
             train_acc = _loader_accuracy(model, train_set, cfg.batch_size, device)
             test_acc = _loader_accuracy(model, test_set, cfg.batch_size, device)
-        out[job] = _job_result(target_loss, train_acc, test_acc, epoch_loss)
+        out[job] = _job_result(
+            target_loss, logits[0].cpu().numpy(), train_acc, test_acc, epoch_loss
+        )
     return out
 
 
@@ -324,9 +326,10 @@ def _loader_accuracy(model, ds, batch_size: int, device) -> float:
     return hits / max(len(ds), 1)
 
 
-def _job_result(target_loss, train_acc, test_acc, epoch_loss) -> dict:
+def _job_result(target_loss, logits, train_acc, test_acc, epoch_loss) -> dict:
     return {
         "target_loss": np.float32(target_loss),
+        "logits": np.asarray(logits, np.float32),
         "train_accuracy": np.float32(train_acc),
         "test_accuracy": np.float32(test_acc),
         "epoch_loss": np.asarray(epoch_loss, np.float32),
@@ -429,8 +432,11 @@ def run_func(cfg, data: TensorData, jobs, sets, target, device, models_per_chunk
         test_acc = (test_hits / max(len(data.test_y), 1)).cpu().numpy()
         per_epoch = torch.stack(epoch_losses, 1).cpu().numpy()
         target_loss = target_loss.cpu().numpy()
+        logits = logits.cpu().numpy()
         for i, job in enumerate(chunk):
-            out[job] = _job_result(target_loss[i], train_acc[i], test_acc[i], per_epoch[i])
+            out[job] = _job_result(
+                target_loss[i], logits[i], train_acc[i], test_acc[i], per_epoch[i]
+            )
     return out
 
 
@@ -473,83 +479,16 @@ class NonFiniteLoss(RuntimeError):
     """A model diverged and the config says on_nonfinite: stop."""
 
 
-def _finite(res: dict) -> bool:
-    return bool(np.all(np.isfinite(res["epoch_loss"])) and np.isfinite(res["target_loss"]))
-
-
-def _describe(job: Job) -> str:
-    kind = "calibration round" if job.stream == CALIBRATION else "evaluation pair"
-    return f"{kind} {job.round}, {'IN' if job.member else 'OUT'} model"
-
-
-def assemble(cfg: Config, dataset, target: int, done: dict) -> tuple[dict, dict]:
-    """results.json's statistics and losses.npz's arrays, with jaxmia's keys, from per-job results.
-
-    Keys and array names follow jaxmia/experiment.py; the statistics are jaxmia.stats'.
-    """
-
-    jobs = all_jobs(cfg)
-    bad = {j for j in jobs if not _finite(done[j])}
-    if bad and cfg.on_nonfinite == "stop":
-        raise NonFiniteLoss(f"non-finite loss for {_describe(min(bad))}")
-    skipped = [_describe(j) for j in sorted(bad)]
-
-    def col(stream, n, field, member):
-        return np.array([done[Job(stream, r, member)][field] for r in range(n)], np.float64)
-
-    member = col(CALIBRATION, cfg.n_iterations, "target_loss", True)
-    nonmember = col(CALIBRATION, cfg.n_iterations, "target_loss", False)
-    ok = np.array(
-        [
-            Job(CALIBRATION, r, True) not in bad and Job(CALIBRATION, r, False) not in bad
-            for r in range(cfg.n_iterations)
-        ]
+def outputs_of(jobs, done: dict) -> ModelOutputs:
+    """The per-job results as jaxmia's columnar record (the target is the one scored image)."""
+    return ModelOutputs.for_jobs(
+        jobs,
+        loss=np.array([[done[j]["target_loss"]] for j in jobs], np.float32),
+        logits=np.stack([done[j]["logits"][None] for j in jobs]),
+        train_accuracy=np.array([done[j]["train_accuracy"] for j in jobs], np.float32),
+        test_accuracy=np.array([done[j]["test_accuracy"] for j in jobs], np.float32),
+        epoch_loss=np.stack([done[j]["epoch_loss"] for j in jobs]),
     )
-    if not ok.any():
-        raise NonFiniteLoss("every calibration round has a non-finite loss; nothing to fit")
-    summary = stats.summarize(member[ok], nonmember[ok], cfg.alpha)
-    eval_member = col(EVALUATION, cfg.eval_pairs, "target_loss", True)
-    eval_nonmember = col(EVALUATION, cfg.eval_pairs, "target_loss", False)
-    evaluation = None
-    if cfg.eval_pairs:
-        flags = np.tile([True, False], cfg.eval_pairs)
-        losses = np.stack([eval_member, eval_nonmember], axis=1).reshape(-1)
-        evaluation = stats.evaluate_predictions(flags, losses, summary["threshold"])
-    results = {
-        "dataset": cfg.dataset,
-        "synthetic": dataset.synthetic,
-        "target_index": target,
-        "target_label": dataset.class_names[int(dataset.train_labels[target])],
-        "n_iterations": cfg.n_iterations,
-        "subset_size": cfg.subset_size,
-        "epochs": cfg.epochs,
-        "alpha": cfg.alpha,
-        **summary,
-        "evaluation": evaluation,
-        "train_accuracy": float(np.mean([done[j]["train_accuracy"] for j in jobs])),
-        "test_accuracy": float(np.mean([done[j]["test_accuracy"] for j in jobs])),
-        "rounds_used": int(ok.sum()),
-        "skipped": skipped,
-        "seed": cfg.seed,
-    }
-
-    def acc(field):
-        rows = [
-            [done[Job(CALIBRATION, r, m)][field] for m in (True, False)]
-            for r in range(cfg.n_iterations)
-        ]
-        return np.array(rows, np.float32)
-
-    arrays = {
-        "member_losses": member.astype(np.float32),
-        "nonmember_losses": nonmember.astype(np.float32),
-        "round_used": ok,
-        "eval_member_losses": eval_member.astype(np.float32),
-        "eval_nonmember_losses": eval_nonmember.astype(np.float32),
-        "train_accuracy": acc("train_accuracy"),
-        "test_accuracy": acc("test_accuracy"),
-    }
-    return results, arrays
 
 
 def run_baseline(
@@ -573,7 +512,7 @@ def run_baseline(
     n_train, n_test = len(dataset.train_labels), len(dataset.test_labels)
     cfg.check_against(n_train, n_test)
     target = resolve_target(cfg.target_index, cfg.seed, n_train)
-    cfg = cfg.replace(target_index=target)
+    cfg = cfg.replace(target_index=target, save_plots=False)  # timing runs draw no figures
     if threads:
         torch.set_num_threads(threads)
     elif mode != "seed":  # seed keeps torch's default thread count, as the pipeline does
@@ -587,48 +526,57 @@ def run_baseline(
         jobs = jobs[:max_jobs]
     done, seconds = train_jobs(cfg, dataset, mode, jobs, target, device, channels_last)
 
-    if complete:
-        results, arrays = assemble(cfg, dataset, target, done)
-    else:
-        results = {"dataset": cfg.dataset, "synthetic": dataset.synthetic, "partial": True}
-        arrays = {}
+    outputs = outputs_of(jobs, done)
+    ok = analysis.finite_model(outputs)
+    if complete and cfg.on_nonfinite == "stop" and not ok.all():
+        i = int(np.argmin(ok))
+        job = jobs[i]
+        kind = "calibration round" if job.stream == CALIBRATION else "evaluation pair"
+        raise NonFiniteLoss(
+            f"non-finite loss for {kind} {job.round}, {'IN' if job.member else 'OUT'} model"
+        )
     sizes = [cfg.subset_size + int(j.member) for j in jobs]
-    results.update(
-        {
-            "implementation": f"pytorch-{mode}",
-            "compile_seconds": 0.0,
-            "train_seconds": round(seconds, 3),
-            "models_trained": len(jobs),
-            "models_per_second": round(len(jobs) / seconds, 4),
-            "image_steps_per_second": round(cfg.epochs * sum(sizes) / seconds, 1),
-            "models_per_chunk": resolve_models_per_chunk(cfg) if mode == "func" else 1,
-            "device": device,
-            "torch_threads": torch.get_num_threads(),
-            "channels_last": bool(channels_last and mode == "tuned"),
-            "torch_version": torch.__version__,
-            "peak_device_bytes": (
-                int(torch.cuda.max_memory_allocated()) if device == "cuda" else None
-            ),
-        }
-    )
-    arrays["job_stream"] = np.array([j.stream for j in jobs], np.int32)
-    arrays["job_round"] = np.array([j.round for j in jobs], np.int64)
-    arrays["job_member"] = np.array([j.member for j in jobs], bool)
-    arrays["job_target_loss"] = np.array([done[j]["target_loss"] for j in jobs], np.float32)
-    arrays["job_epoch_loss"] = np.stack([done[j]["epoch_loss"] for j in jobs]).astype(np.float32)
-
+    run_info = {
+        "implementation": f"pytorch-{mode}",
+        "compile_seconds": 0.0,
+        "train_seconds": round(seconds, 3),
+        "models_trained": len(jobs),
+        "models_per_second": round(len(jobs) / seconds, 4),
+        "image_steps_per_second": round(cfg.epochs * sum(sizes) / seconds, 1),
+        "models_per_chunk": resolve_models_per_chunk(cfg) if mode == "func" else 1,
+        "device": device,
+        "torch_threads": torch.get_num_threads(),
+        "channels_last": bool(channels_last and mode == "tuned"),
+        "torch_version": torch.__version__,
+        "peak_device_bytes": (int(torch.cuda.max_memory_allocated()) if device == "cuda" else None),
+    }
+    # Every model's raw results, in job order, beside jaxmia's own arrays.
+    extra = {
+        "job_stream": outputs.stream,
+        "job_round": outputs.round,
+        "job_member": outputs.member,
+        "job_target_loss": outputs.target_loss,
+        "job_epoch_loss": outputs.epoch_loss,
+    }
     run_dir = Path(output_dir) / f"{cfg.run_name}-torch-{mode}"
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
-        if dataset.synthetic:
-            text = "# SYNTHETIC DATA: not CIFAR\n" + text
-        report.atomic_write_text(run_dir / "config.yaml", text)
-        report.write_npz(run_dir / "losses.npz", synthetic=np.array(dataset.synthetic), **arrays)
-        report.write_json(run_dir / "results.json", results)
     except OSError as e:
         raise UserError(f"cannot write results to {run_dir}: {e.strerror or e}") from None
-    return results
+    if not complete:  # timing only: the raw results, no statistics
+        return products.write_products(
+            run_dir,
+            config=cfg.to_dict(),
+            arrays={**extra, "synthetic": np.array(dataset.synthetic)},
+            results={"dataset": cfg.dataset, "synthetic": dataset.synthetic, "partial": True}
+            | run_info,
+            figures=None,
+            synthetic=dataset.synthetic,
+        )
+    # The same arrays, statistics and products as jaxmia's (kinds.py, products.py).
+    arrays = kinds.SingleTarget.arrays(cfg, None, dataset, outputs)
+    meta = kinds.metadata(cfg, dataset.class_names, dataset.synthetic)
+    return kinds.SingleTarget.write(run_dir, cfg, meta, {**arrays, **extra}, run_info)
 
 
 # --------------------------------------------------------------------------
