@@ -23,6 +23,7 @@ cannot resolve FPRs below 1/N.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from numbers import Integral, Real
@@ -450,6 +451,7 @@ CONFIDENT_RISK = 0.05  # the `confident` rule's chance of a held-out FPR above a
 HELDOUT_LEVEL = 0.95  # the level of expected_heldout_fpr_upper95
 
 
+@functools.lru_cache(maxsize=4096)  # pure in its arguments; many targets repeat them
 def order_statistic_k(rule: str, n: int, alpha: float) -> int | None:
     """k of an order-statistic rule: non-members allowed strictly beyond the threshold.
 
@@ -476,11 +478,13 @@ def order_statistic_k(rule: str, n: int, alpha: float) -> int | None:
     raise ValueError(f"{rule!r} is not an order-statistic rule")
 
 
+@functools.lru_cache(maxsize=4096)  # pure in its arguments; many targets repeat them
 def heldout_fpr_law(k: int, n: int, level: float = HELDOUT_LEVEL) -> tuple[float, float]:
     """(mean, upper ``level`` quantile) of Beta(k+1, l-k), the held-out FPR of s_(k+1)."""
     return (k + 1) / (n + 1), float(sps.beta.ppf(level, k + 1, n - k))
 
 
+@functools.lru_cache(maxsize=4096)  # pure in its arguments; many targets repeat them
 def gaussian_heldout_fpr(alpha: float, n: int, level: float = HELDOUT_LEVEL):
     """Held-out FPR of the gaussian rule when the non-member statistic really is normal.
 

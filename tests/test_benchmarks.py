@@ -203,10 +203,11 @@ def test_baseline_equals_jaxmia_from_the_same_start(tiny_dataset, member):
     model.load_state_dict(torch_state_from_flax(jax.device_get(init_params)))
     data = pb.TensorData(cfg, tiny_dataset, torch.device("cpu"), channels_last=False)
     epoch_loss = pb.fit_tuned(cfg, model, data, rows, orders)
-    loss, train_acc, test_acc = pb.evaluate_tuned(model, data, rows, TARGET, 64)
+    loss, logits, train_acc, test_acc = pb.evaluate_tuned(model, data, rows, TARGET, 64)
 
     np.testing.assert_allclose(epoch_loss, res.epoch_loss[0], rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(loss, res.target_loss[0], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(logits, res.target_logits[0], rtol=1e-4, atol=1e-4)
     assert train_acc == pytest.approx(float(res.train_accuracy[0]))
     assert test_acc == pytest.approx(float(res.test_accuracy[0]))
     final = torch_state_from_flax(jax.tree.map(lambda a: a[0], res.params))
