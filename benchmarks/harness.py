@@ -14,6 +14,13 @@ jaxmia's timed runs use ``JAXMIA_CACHE_DIR=off`` and a fresh output folder, so t
 compile time is real and nothing is resumed.  Two extra runs with a persistent
 cache folder show what the cache saves.
 
+``--variant NAME:key=value,...`` times further jaxmia configurations in the same
+rotation (config keys, or ``host_devices=N``: N CPU devices, each
+single-threaded, the chunk's models sharded over them), so that a lever is only
+ever compared side by side.  ``--sweep-convs xla,im2col`` repeats the chunk-size
+sweep once per convolution, with ``strategy: vmap`` (the GPU question: grouped
+convolution against batched GEMMs).
+
 Results: ``<out>/<backend>-<YYYY-MM-DD>.json`` and a PNG next to it.
 """
 
@@ -66,9 +73,9 @@ QUICK_BASELINE_MAX_JOBS = 16
 # CUDA and timed on its first jobs only (it trains one model at a time, so its rate
 # does not depend on how many it trains).
 GPU_PRESET = {
-    "overrides": {"subset_size": 2000, "n_iterations": 512, "epochs": 2, "eval_pairs": 0},
+    "overrides": {"subset_size": 1000, "n_iterations": 256, "epochs": 2, "eval_pairs": 0},
     "models_per_chunk": 512,
-    "sweep": [1, 2, 4, 8, 16, 32, 64, 128, 256, 512],
+    "sweep": [1, 4, 16, 64, 256, 1024, 2048],
     "baseline_max_jobs": 16,
     "device": "cuda",
 }
@@ -76,6 +83,14 @@ GPU_PRESET = {
 
 class HarnessError(Exception):
     """A run failed or the harness was asked for something impossible."""
+
+
+def host_devices_env(n: int) -> dict:
+    """XLA_FLAGS for n CPU devices that each run single-threaded (one core each)."""
+    return {
+        "XLA_FLAGS": f"--xla_force_host_platform_device_count={n} "
+        "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+    }
 
 
 # --------------------------------------------------------------------------
@@ -139,15 +154,23 @@ def _spawn(cmd: list[str], env: dict, log: Path, timeout: float) -> tuple[int, f
 
 
 def run_impl(
-    impl: str, config: Path, work: Path, opts, *, cache_dir: str = "off", every_job: bool = False
+    impl: str,
+    config: Path,
+    work: Path,
+    opts,
+    *,
+    cache_dir: str = "off",
+    every_job: bool = False,
+    env_extra: dict | None = None,
 ) -> dict:
     """One run of ``impl`` ("jaxmia" or a baseline mode) on ``config``; its results plus memory.
 
     Baselines train only their first ``opts.baseline_max_jobs`` jobs when that is
     set, unless ``every_job`` (the faithfulness check needs all of them).
+    ``env_extra`` is added to the child's environment (a jaxmia variant's XLA_FLAGS).
     """
     out_dir = Path(tempfile.mkdtemp(prefix=f"{impl}-", dir=work))
-    env = dict(os.environ, PYTHONPATH=str(ROOT), JAXMIA_CACHE_DIR=cache_dir)
+    env = dict(os.environ, PYTHONPATH=str(ROOT), JAXMIA_CACHE_DIR=cache_dir, **(env_extra or {}))
     common = ["--config", str(config), "--output-dir", str(out_dir), "--data-dir", opts.data_dir]
     stats_path = out_dir / "device_stats.json"
     if impl == "jaxmia":
@@ -186,6 +209,9 @@ def metrics(run: dict, flops: int) -> dict:
     r = run["results"]
     isps = r["image_steps_per_second"]
     return {
+        "conv": r.get("conv"),
+        "strategy": r.get("strategy"),
+        "devices": len(r["devices"]) if isinstance(r.get("devices"), list) else r.get("devices"),
         "models_per_second": r["models_per_second"],
         "image_steps_per_second": isps,
         "gflops_per_second": round(isps * flops / 1e9, 2),
@@ -203,7 +229,10 @@ def median_metrics(runs: list[dict]) -> dict:
     out = {}
     for key in runs[0]:
         vals = [r[key] for r in runs if r[key] is not None]
-        out[key] = round(statistics.median(vals), 4) if vals else None
+        if vals and not all(isinstance(v, int | float) for v in vals):
+            out[key] = vals[0]  # conv, strategy: the same in every run
+        else:
+            out[key] = round(statistics.median(vals), 4) if vals else None
     return out
 
 
@@ -263,6 +292,9 @@ def faithfulness(jax_run: dict, torch_run: dict, n_rounds_min: int) -> dict:
 # Machine and plot.
 
 
+LSCPU_KEYS = ("Model name", "CPU family", "Model", "Thread(s) per core", "Core(s) per socket")
+
+
 def machine_info() -> dict:
     info = {
         "nproc": os.cpu_count(),
@@ -274,7 +306,13 @@ def machine_info() -> dict:
         lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
         for line in lscpu.splitlines():
             key, _, value = line.partition(":")
-            if key.strip() in ("Model name", "Thread(s) per core", "Core(s) per socket"):
+            if key.strip() in (
+                "Model name",
+                "CPU family",
+                "Model",
+                "Thread(s) per core",
+                "Core(s) per socket",
+            ):
                 info[key.strip()] = value.strip()
     except (OSError, subprocess.SubprocessError):
         pass
@@ -309,8 +347,11 @@ def plot(report: dict, path: Path) -> None:
     ax1.set_title(f"{report['backend']}: {Path(report['config']['path']).name}")
     sweep = [p for p in report["sweep"] if p.get("image_steps_per_second")]
     if sweep:
-        ks = [p["models_per_chunk"] for p in sweep]
-        ax2.plot(ks, [p["image_steps_per_second"] for p in sweep], "o-", label="jaxmia")
+        for conv in sorted({str(p.get("conv")) for p in sweep}):
+            points = [p for p in sweep if str(p.get("conv")) == conv]
+            ks = [p["models_per_chunk"] for p in points]
+            label = f"jaxmia ({conv})" if conv != "None" else "jaxmia"
+            ax2.plot(ks, [p["image_steps_per_second"] for p in points], "o-", label=label)
         ax2.set_xscale("log", base=2)
         tuned = report["implementations"].get("tuned")
         if tuned:
@@ -351,14 +392,22 @@ def benchmark(opts) -> dict:
         flops = flops_per_image_step(cfg.num_classes)
 
         machine = machine_info()
-        impls = ["jaxmia", *opts.modes]
+        variants = {f"jaxmia-{v}": (o, e) for v, o, e in opts.variants}
+        impls = ["jaxmia", *variants, *opts.modes]
+        configs = {name: main_cfg for name in impls}
+        envs: dict[str, dict] = {}
+        for name, (overrides, env) in variants.items():
+            configs[name] = write_config(base, work, name, **overrides)
+            load_config(configs[name])  # validates the variant's keys
+            envs[name] = env
         runs: dict[str, list[dict]] = {name: [] for name in impls}
         raw: dict[str, list[dict]] = {name: [] for name in impls}
         for rep in range(opts.reps):
             order = impls[rep % len(impls) :] + impls[: rep % len(impls)]
             for name in order:
                 say(f"[rep {rep + 1}/{opts.reps}] {name} ...")
-                run = run_impl(name, main_cfg, work, opts)
+                impl = "jaxmia" if name in variants else name
+                run = run_impl(impl, configs[name], work, opts, env_extra=envs.get(name))
                 raw[name].append(run)
                 runs[name].append(metrics(run, flops))
                 say(
@@ -371,6 +420,12 @@ def benchmark(opts) -> dict:
         backend = raw["jaxmia"][0]["results"].get("backend", "cpu")
         jax_rate = table["jaxmia"]["image_steps_per_second"]
         speedups = {m: round(jax_rate / table[m]["image_steps_per_second"], 3) for m in opts.modes}
+        variant_speedups = {}
+        if "tuned" in table:
+            tuned_rate = table["tuned"]["image_steps_per_second"]
+            variant_speedups = {
+                v: round(table[v]["image_steps_per_second"] / tuned_rate, 3) for v in variants
+            }
 
         # The persistent compilation cache: a cold run fills it, a warm one reads it.
         cache = None
@@ -394,30 +449,38 @@ def benchmark(opts) -> dict:
             )
 
         # Chunk-size sweep; the configured chunk size is already measured above.
+        # With --sweep-convs, one sweep per convolution, all vmapped.
         sweep = []
-        for k in opts.sweep:
-            if k == table["jaxmia"]["models_per_chunk"]:
-                point = {k_: table["jaxmia"][k_] for k_ in runs["jaxmia"][0]}
-                sweep.append({**point, "models_per_chunk": k, "from": "timed runs"})
-                continue
-            say(f"[sweep] models_per_chunk={k} ...")
-            path = write_config(
-                base,
-                work,
-                f"sweep{k}",
-                models_per_chunk=k,
-                n_iterations=sweep_rounds(base, k),
-                eval_pairs=0,
-            )
-            try:
-                point = metrics(run_impl("jaxmia", path, work, opts), flops)
-            except HarnessError as e:  # most often out of memory: the end of the sweep
-                sweep.append({"models_per_chunk": k, "error": str(e)[:300]})
-                say(f"    failed: {e}")
-                break
-            sweep.append(point)
-            say(f"    {point['image_steps_per_second']:.0f} image-steps/s")
-        sweep.sort(key=lambda p: p["models_per_chunk"])
+        for conv in opts.sweep_convs or [None]:
+            fixed = {} if conv is None else {"conv": conv, "strategy": "vmap"}
+            for k in opts.sweep:
+                if conv is None and k == table["jaxmia"]["models_per_chunk"]:
+                    point = {k_: table["jaxmia"][k_] for k_ in runs["jaxmia"][0]}
+                    sweep.append({**point, "models_per_chunk": k, "from": "timed runs"})
+                    continue
+                if opts.time_budget and time.perf_counter() - t_start > opts.time_budget:
+                    sweep.append({"models_per_chunk": k, "conv": conv, "error": "time budget"})
+                    say(f"    skipped models_per_chunk={k} {conv or ''}: past --time-budget")
+                    break
+                say(f"[sweep] {conv or ''} models_per_chunk={k} ...")
+                path = write_config(
+                    base,
+                    work,
+                    f"sweep{k}{conv or ''}",
+                    models_per_chunk=k,
+                    n_iterations=sweep_rounds(base, k),
+                    eval_pairs=0,
+                    **fixed,
+                )
+                try:
+                    point = metrics(run_impl("jaxmia", path, work, opts), flops)
+                except HarnessError as e:  # most often out of memory: the end of the sweep
+                    sweep.append({"models_per_chunk": k, "conv": conv, "error": str(e)[:300]})
+                    say(f"    failed: {e}")
+                    break
+                sweep.append(point)
+                say(f"    {point['image_steps_per_second']:.0f} image-steps/s")
+        sweep.sort(key=lambda p: (str(p.get("conv")), p["models_per_chunk"]))
 
         faith = None
         if not opts.no_faithfulness:
@@ -459,6 +522,7 @@ def benchmark(opts) -> dict:
             "image_steps": "models x epochs x mean training-set size / train seconds",
             "speedup_vs_tuned": speedups.get("tuned"),
             "speedup_vs": speedups,
+            "variants_speedup_vs_tuned": variant_speedups,
             "implementations": table,
             "compile_cache": cache,
             "sweep": sweep,
@@ -489,7 +553,9 @@ def format_table(report: dict) -> str:
     )
     lines = [head]
     for name, m in report["implementations"].items():
-        label = name if name == "jaxmia" else f"pytorch-{name}"
+        label = f"pytorch-{name}" if name in MODES else name
+        if name not in MODES and m.get("conv"):
+            label += f" ({m['conv']}, {m['strategy']}, {m['devices']} dev)"
         dev = "" if m["peak_device_mib"] is None else f"{m['peak_device_mib']:.0f}"
         lines.append(
             f"| {label} | {m['models_per_second']:.3f} | {m['image_steps_per_second']:.0f} "
@@ -497,6 +563,38 @@ def format_table(report: dict) -> str:
             f"| {m['compile_seconds']:.1f} | {m['peak_rss_mib']:.0f} | {dev} |"
         )
     lines.append(f"\nspeedup_vs_tuned: {report['speedup_vs_tuned']}")
+    for name, ratio in (report.get("variants_speedup_vs_tuned") or {}).items():
+        lines.append(f"{name} vs tuned: {ratio}")
+    machine = report.get("machine", {})
+    lines.append(
+        f"CPU: {machine.get('Model name')}; load average at start {machine.get('loadavg_start')}, "
+        f"at end {machine.get('loadavg_end')}"
+    )
+    lines.append(format_sweep(report))
+    return "\n".join(lines)
+
+
+def format_sweep(report: dict) -> str:
+    """The chunk-size sweep as a markdown table: image-steps/s (peak device MiB) per conv."""
+    convs = sorted({str(p.get("conv")) for p in report["sweep"]})
+    ks = sorted({p["models_per_chunk"] for p in report["sweep"]})
+    cells = {(str(p.get("conv")), p["models_per_chunk"]): p for p in report["sweep"]}
+    lines = [
+        "\n| models_per_chunk | " + " | ".join(f"{c} image-steps/s (MiB)" for c in convs) + " |",
+        "|---|" + "---|" * len(convs),
+    ]
+    for k in ks:
+        row = []
+        for c in convs:
+            p = cells.get((c, k))
+            if p is None:
+                row.append("")
+            elif "error" in p:
+                row.append("failed (" + p["error"][:40].replace("|", "/") + ")")
+            else:
+                mib = p.get("peak_device_mib") or p.get("peak_rss_mib")
+                row.append(f"{p['image_steps_per_second']:.0f} ({mib:.0f})")
+        lines.append(f"| {k} | " + " | ".join(row) + " |")
     return "\n".join(lines)
 
 
@@ -528,6 +626,27 @@ def _modes(text: str) -> list[str]:
     return modes
 
 
+def _variant(text: str) -> tuple[str, dict, dict]:
+    """NAME:key=value,... -> (name, config overrides, extra environment)."""
+    name, _, spec = text.partition(":")
+    if not name or not name.replace("-", "").replace("_", "").isalnum() or not spec:
+        raise argparse.ArgumentTypeError(f"expected NAME:key=value,..., got {text!r}")
+    overrides, env = {}, {}
+    for item in spec.split(","):
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise argparse.ArgumentTypeError(f"expected key=value in {text!r}, got {item!r}")
+        if key == "host_devices":
+            env.update(host_devices_env(int(value)))
+        else:
+            overrides[key] = yaml.safe_load(value)
+    return name, overrides, env
+
+
+def _convs(text: str) -> list[str]:
+    return [c.strip() for c in text.split(",") if c.strip()]
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="harness", description=__doc__.split("\n")[0])
     p.add_argument("--config", default=str(ROOT / "configs" / "bench_cpu.yaml"))
@@ -538,6 +657,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reps", type=int, default=None, help="repetitions (default 3, quick 1)")
     p.add_argument("--modes", type=_modes, default=list(MODES), help="baseline modes")
     p.add_argument("--sweep", type=_int_list, default=None, help="models_per_chunk values")
+    p.add_argument(
+        "--sweep-convs",
+        type=_convs,
+        default=None,
+        help="one vmapped sweep per conv (xla,im2col)",
+    )
+    p.add_argument(
+        "--variant",
+        dest="variants",
+        type=_variant,
+        action="append",
+        default=[],
+        help="NAME:key=value,...: another jaxmia configuration timed in the same rotation "
+        "(config keys, or host_devices=N)",
+    )
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     p.add_argument("--data-dir", default="./datasets")
     p.add_argument("--device", default=None, help="baseline device: cpu or cuda")
@@ -546,6 +680,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--baseline-threads", type=int, default=None, help="torch threads (default: all cores)"
     )
     p.add_argument("--run-timeout", type=float, default=900.0, help="seconds per run")
+    p.add_argument(
+        "--time-budget",
+        type=float,
+        default=None,
+        help="seconds after which the sweep stops starting new points (the table still prints)",
+    )
     p.add_argument("--no-faithfulness", action="store_true")
     p.add_argument("--no-cache-check", action="store_true")
     p.add_argument("--keep-work", action="store_true", help="keep the temporary run folders")

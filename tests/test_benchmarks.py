@@ -267,3 +267,37 @@ def test_harness_sweep_rounds_fill_whole_chunks():
     for k in (1, 2, 3, 4, 8, 16):
         rounds = harness.sweep_rounds(base, k)
         assert (2 * rounds) % k == 0 and 2 * rounds >= 12
+
+
+def test_harness_variants_and_conv_sweep_table():
+    opts = harness.parse(
+        ["--variant", "2dev:host_devices=2,conv=im2col", "--sweep-convs", "xla,im2col"]
+    )
+    ((name, overrides, env),) = opts.variants
+    assert name == "2dev" and overrides == {"conv": "im2col"}
+    assert "--xla_force_host_platform_device_count=2" in env["XLA_FLAGS"]
+    assert opts.sweep_convs == ["xla", "im2col"]
+    with pytest.raises(SystemExit):
+        harness.parse(["--variant", "no-colon"])
+    report = {
+        "sweep": [
+            {
+                "models_per_chunk": 4,
+                "conv": "xla",
+                "image_steps_per_second": 10.0,
+                "peak_rss_mib": 5,
+            },
+            {
+                "models_per_chunk": 4,
+                "conv": "im2col",
+                "image_steps_per_second": 20.0,
+                "peak_device_mib": 7,
+                "peak_rss_mib": 5,
+            },
+            {"models_per_chunk": 8, "conv": "xla", "error": "out of memory"},
+        ]
+    }
+    table = harness.format_sweep(report).strip().splitlines()
+    assert table[0] == "| models_per_chunk | im2col image-steps/s (MiB) | xla image-steps/s (MiB) |"
+    assert table[2] == "| 4 | 20 (7) | 10 (5) |"
+    assert table[3].startswith("| 8 |  | failed (out of memory")

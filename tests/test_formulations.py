@@ -36,7 +36,13 @@ import pytest
 from jaxmia.config import Config
 from jaxmia.model import SmallCNN
 from jaxmia.plan import calibration_jobs, job_rows
-from jaxmia.train import ChunkTrainer, make_optimizer, make_setup
+from jaxmia.train import (
+    ChunkTrainer,
+    auto_models_per_chunk,
+    make_optimizer,
+    make_setup,
+    model_footprint_bytes,
+)
 
 TARGET = 7
 FORMULATIONS = [
@@ -167,3 +173,49 @@ def test_auto_picks_only_tested_formulations():
     for platform in ("cpu", "gpu"):
         setup = make_setup(tiny_cfg(), 40, platform)
         assert (setup.strategy, setup.conv) in FORMULATIONS
+
+
+def test_model_footprint_bounds_a_compiled_chunk(tiny_dataset):
+    # The per-model growth of a vmapped chunk's compiled epoch (arguments + outputs
+    # + temporaries - donated aliases, from k = 2 to k = 6 models; the replicated
+    # data set cancels out) must not exceed the eval_shape estimate, and the
+    # estimate must not waste more than a third of the memory it reserves.
+    setup = make_setup(tiny_cfg(strategy="vmap", conv="xla"), len(tiny_dataset.test_labels), "cpu")
+    total = {}
+    for k in (2, 6):
+        tr = ChunkTrainer(
+            setup,
+            tiny_dataset,
+            seed=0,
+            target=TARGET,
+            subset_size=40,
+            models_per_chunk=k,
+            devices=jax.local_devices()[:1],
+        )
+        tr.compile()
+        ma = tr._compiled[1].memory_analysis()  # the epoch
+        total[k] = (
+            ma.argument_size_in_bytes
+            + ma.output_size_in_bytes
+            + ma.temp_size_in_bytes
+            - ma.alias_size_in_bytes
+        )
+    measured = (total[6] - total[2]) / 4
+    estimate = model_footprint_bytes(setup)
+    assert measured <= estimate <= 1.5 * measured, (measured, estimate)
+
+
+class _FakeGpu:
+    platform = "gpu"
+
+    def memory_stats(self):
+        return {"bytes_limit": 80 * 2**30}
+
+
+def test_auto_models_per_chunk_divides_the_memory_by_the_footprint():
+    setup = make_setup(tiny_cfg(batch_size=64, num_classes=100), 40, "gpu")
+    per_model = model_footprint_bytes(setup)
+    k = auto_models_per_chunk(setup, 100_000, [_FakeGpu()])
+    assert k == min(1024, int(0.6 * 80 * 2**30) // per_model)
+    assert auto_models_per_chunk(setup, 10, [_FakeGpu()] * 2) == 10  # capped by the work
+    assert auto_models_per_chunk(setup, 100, jax.local_devices()[:1]) == 4  # CPU
