@@ -261,9 +261,14 @@ def _gather(result: ModelOutputs, k: int, n_proc: int) -> list[ModelOutputs]:
         packed[f][:n] = a
     packed["n"] = np.array(n, np.int32)
     everyone = jax.tree.map(np.asarray, multihost_utils.process_allgather(packed))
+    # The allgather may narrow int64 to int32 (JAX without x64): restore each dtype.
+    dtypes = {f: getattr(result, f).dtype for f in ModelOutputs.fields()}
     return [
         ModelOutputs.from_arrays(
-            {f: everyone[f][p][: int(everyone["n"][p])] for f in ModelOutputs.fields()}
+            {
+                f: everyone[f][p][: int(everyone["n"][p])].astype(dtypes[f])
+                for f in ModelOutputs.fields()
+            }
         )
         for p in range(n_proc)
     ]

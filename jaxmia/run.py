@@ -94,6 +94,14 @@ def enable_compile_cache() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _dispatch(argv)
+    except KeyboardInterrupt:  # only before the stop flag is installed (start-up imports)
+        print("jaxmia: interrupted while starting; nothing was written", file=sys.stderr)
+        return 130
+
+
+def _dispatch(argv: list[str] | None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["analyze"]:  # jaxmia analyze RUN_DIR ...
         from jaxmia.analyze import main as analyze_main
