@@ -210,7 +210,8 @@ def test_conv_gradients_agree_with_xla_autodiff():
 
 def test_accuracies_count_exactly(tiny_dataset):
     # lr = 0 keeps the initial weights: accuracies then follow from one forward pass.
-    cfg = tiny_cfg(lr=1e-12, momentum=0.0, weight_decay=0.0, epochs=1)
+    # test_samples = 25 is not a multiple of the batch (16): exactly 25 count.
+    cfg = tiny_cfg(lr=1e-12, momentum=0.0, weight_decay=0.0, epochs=1, test_samples=25)
     job = Job(CALIBRATION, 0, True)
     res = trainer(tiny_dataset, cfg, k=1).run([job], keep_params=True)
     setup = make_setup(cfg.replace(conv="im2col"), 40, "cpu")
@@ -228,9 +229,10 @@ def test_accuracies_count_exactly(tiny_dataset):
     assert float(res.train_accuracy[0]) == pytest.approx(expected, abs=1e-6)
     xt = (tiny_dataset.test_images / 255.0 - tiny_dataset.mean) / tiny_dataset.std
     logits_t = make_model(setup).apply({"params": params}, jnp.asarray(xt, jnp.float32))
-    pred_t = np.argmax(np.asarray(logits_t), -1)
-    expected = float(np.mean(pred_t == tiny_dataset.test_labels))
+    pred_t = np.argmax(np.asarray(logits_t), -1)[:25]
+    expected = float(np.mean(pred_t == tiny_dataset.test_labels[:25]))
     assert float(res.test_accuracy[0]) == pytest.approx(expected, abs=1e-6)
+    assert int(np.asarray(data.test_mask).sum()) == 25
 
 
 def test_members_end_with_lower_target_loss(tiny_dataset):
