@@ -575,7 +575,7 @@ def run_baseline(
         )
     # The same arrays, statistics and products as jaxmia's (kinds.py, products.py).
     arrays = kinds.SingleTarget.arrays(cfg, None, dataset, outputs)
-    meta = kinds.metadata(cfg, dataset.class_names, dataset.synthetic)
+    meta = kinds.metadata(cfg, dataset.synthetic)
     return kinds.SingleTarget.write(run_dir, cfg, meta, {**arrays, **extra}, run_info)
 
 

@@ -98,8 +98,7 @@ def analyze(run_dir, **overrides) -> dict:
     fd = lock_folder(run_dir)
     try:
         run_info = {k: old[k] for k in RUN_KEYS if k in old}
-        names = [str(n) for n in arrays["class_names"].tolist()]
-        meta = kinds.metadata(cfg, names, bool(arrays["synthetic"]))
+        meta = kinds.metadata(cfg, bool(arrays["synthetic"]))
         return kinds.get(cfg).write(run_dir, cfg, meta, arrays, run_info, write_arrays=False)
     finally:
         os.close(fd)

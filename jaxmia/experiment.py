@@ -128,7 +128,7 @@ def run_experiment(
             "results_hash": run_hash,
             "jaxmia_version": __version__,
         }
-        meta = kinds.metadata(cfg, dataset.class_names, dataset.synthetic)
+        meta = kinds.metadata(cfg, dataset.synthetic)
         return kind.write(run_dir, cfg, meta, arrays, run_info)
     finally:
         if store is not None:

@@ -99,15 +99,22 @@ class SingleTarget:
 
     @staticmethod
     def write(run_dir, cfg, meta, arrays, run_info, *, write_arrays=True) -> dict:
-        return products.write_single_target(
-            run_dir,
-            config=cfg.to_dict(),
-            meta=meta,
-            arrays=arrays,
-            settings=analysis.Settings.from_config(cfg),
-            save_plots=cfg.save_plots,
-            run_info=run_info,
-            write_arrays=write_arrays,
+        names = [str(n) for n in np.asarray(arrays["class_names"]).tolist()]
+        label = int(arrays["target_label"])
+        results = {
+            **meta,
+            "target_label": names[label] if 0 <= label < len(names) else str(label),
+            **analysis.single_target_results(arrays, analysis.Settings.from_config(cfg)),
+            "skipped": analysis.left_out(arrays),
+            **run_info,
+        }
+        suffix = " [SYNTHETIC DATA]" if meta["synthetic"] else ""
+
+        def figures(folder):
+            return analysis.single_target_figures(folder, arrays, results, suffix=suffix)
+
+        return _write(
+            run_dir, cfg, arrays, results, figures, "losses.npz", cfg.save_plots, write_arrays, meta
         )
 
 
@@ -258,12 +265,18 @@ class Population:
         )
 
 
-def metadata(cfg, class_names, synthetic: bool) -> dict:
+def metadata(cfg, synthetic: bool) -> dict:
     """The results.json keys that describe the experiment (not computed from outputs)."""
     meta = {"experiment": cfg.experiment, "dataset": cfg.dataset, "synthetic": bool(synthetic)}
-    if cfg.experiment == "single_target":
-        return {**meta, **products.run_metadata(cfg, class_names, synthetic)}
     keys = {
+        "single_target": (
+            "target_index",
+            "n_iterations",
+            "eval_pairs",
+            "subset_size",
+            "epochs",
+            "seed",
+        ),
         "targets": ("n_models", "eval_models", "inclusion", "subset_size", "epochs", "seed"),
         "population": ("repetitions", "subset_size", "epochs", "seed"),
     }[cfg.experiment]

@@ -1,15 +1,16 @@
 """Writing a run's products as one consistent set.
 
-The products of a run folder are ``config.yaml``, ``losses.npz`` (the raw
-arrays), the PNG figures and ``results.json``.  They must never mix two states
+The products of a run folder are ``config.yaml``, the raw arrays
+(``losses.npz``, ``targets.npz`` or ``population.npz``, by experiment), tables,
+the PNG figures and ``results.json``.  They must never mix two states
 of a run (results of 100 rounds beside losses of 120), so:
 
 1. ``results.json`` is removed first: while the set is being rewritten the
    folder shows no results at all rather than stale ones;
 2. the raw arrays, the config and the figures are written (each atomically),
    figures a run no longer wants (``save_plots: false``) are removed;
-3. ``results.json`` is written last and records the SHA-256 of the
-   ``losses.npz`` it was computed from (``losses_sha256``).
+3. ``results.json`` is written last and records the SHA-256 of the arrays
+   file it was computed from (``losses_sha256``).
 
 A run killed anywhere in between leaves no ``results.json``, and the next run
 (or ``jaxmia analyze``) writes the set again from the kept chunks.  The
@@ -20,14 +21,13 @@ from __future__ import annotations
 
 import hashlib
 import io
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import yaml
 
-from jaxmia import analysis, report
+from jaxmia import report
 from jaxmia.errors import UserError
 
 # results.json keys that describe how a run was executed rather than what it
@@ -115,61 +115,3 @@ def write_products(
     except OSError as e:
         raise UserError(f"cannot write results to {run_dir}: {e.strerror or e}") from None
     return results
-
-
-def run_metadata(cfg, class_names, synthetic: bool) -> dict:
-    """The results.json keys that describe the experiment (not computed from losses)."""
-    return {
-        "dataset": cfg.dataset,
-        "synthetic": bool(synthetic),
-        "target_index": cfg.target_index,
-        "n_iterations": cfg.n_iterations,
-        "eval_pairs": cfg.eval_pairs,
-        "subset_size": cfg.subset_size,
-        "epochs": cfg.epochs,
-        "seed": cfg.seed,
-        "class_names": list(class_names),
-    }
-
-
-def write_single_target(
-    run_dir,
-    *,
-    config: dict,
-    meta: dict,
-    arrays: dict,
-    settings: analysis.Settings,
-    save_plots: bool,
-    run_info: dict,
-    write_arrays: bool = True,
-) -> dict:
-    """Statistics, figures and files of a single-target run (also used by analyze).
-
-    ``arrays`` are the single-target arrays plus ``class_names``;
-    ``write_arrays=False`` leaves losses.npz on disk untouched.
-    """
-    names = [str(n) for n in meta["class_names"]]
-    label = int(arrays["target_label"])
-    results = {
-        **{k: v for k, v in meta.items() if k != "class_names"},
-        "target_label": names[label] if 0 <= label < len(names) else str(label),
-        **analysis.single_target_results(arrays, settings),
-        "skipped": analysis.left_out(arrays),
-        **run_info,
-    }
-    suffix = " [SYNTHETIC DATA]" if meta["synthetic"] else ""
-
-    def figures(folder):
-        return analysis.single_target_figures(folder, arrays, results, suffix=suffix)
-
-    out = write_products(
-        Path(run_dir),
-        config=config,
-        arrays=arrays if write_arrays else None,
-        results=results,
-        figures=figures if save_plots else None,
-        synthetic=meta["synthetic"],
-    )
-    for what in out["skipped"]:
-        print(f"jaxmia: warning: non-finite loss for {what}; left out", file=sys.stderr)
-    return out
