@@ -509,7 +509,12 @@ def gaussian_heldout_fpr(alpha: float, n: int, level: float = HELDOUT_LEVEL):
     q = z * math.sqrt(n)
 
     def gap(nc):
-        return float(sps.nct.cdf(q, df, nc)) - level
+        cdf = float(sps.nct.cdf(q, df, nc))
+        if not math.isfinite(cdf):
+            # scipy's noncentral t can return NaN far in its tail; below q the
+            # probability there is 1 to double precision, above it 0.
+            cdf = 1.0 if nc < q else 0.0
+        return cdf - level
 
     spread = math.sqrt(1.0 + q * q / (2.0 * df))
     lo = q - 10.0 * spread

@@ -850,3 +850,15 @@ def test_readme_epsilon_table_is_computed():
         for n in range(int(e.split("–")[0]), int(e.split("–")[-1]) + 1):
             eps = float(stats.epsilon_lower_bound(0, n, 0, n, confidence=0.95)[0])
             assert eps == pytest.approx(best, abs=0.005), n
+
+
+def test_gaussian_heldout_fpr_is_defined_over_a_grid():
+    # scipy's noncentral t returned NaN deep in its tail for l = 24, alpha = 0.1
+    # (the demo's sizes), and the root search stopped with a ValueError.
+    for n in (2, 3, 5, 10, 16, 24, 50, 100, 500, 1000):
+        for a in (0.01, 0.05, 0.1, 0.3):
+            mean, upper = stats.gaussian_heldout_fpr(a, n)
+            assert 0 < mean < 1 and mean <= upper <= 1, (a, n, mean, upper)
+    mean, upper = stats.gaussian_heldout_fpr(0.1, 24)
+    assert mean == pytest.approx(0.1109233, abs=1e-6)
+    assert upper == pytest.approx(0.2075099, abs=1e-6)
