@@ -69,11 +69,17 @@ class TrainSetup:
 
 
 def resolve_backend_choices(cfg: Config, platform: str) -> tuple[str, str]:
-    """(conv, strategy) for 'auto': the formulation measured fastest on that backend."""
+    """(conv, strategy) for 'auto': the formulation measured fastest on that backend.
+
+    CPU: Winograd for conv2 and im2col for conv1, mapped (benchmarks/README.md:
+    1,362 against im2col's 1,112 image-steps/s side by side in one harness run).
+    GPU: vmapped lax.conv until benchmarks/gpu_check.sh has measured it against
+    vmapped im2col.
+    """
     conv = cfg.conv
     strategy = cfg.strategy
     if conv == "auto":
-        conv = "im2col" if platform == "cpu" else "xla"
+        conv = "winograd" if platform == "cpu" else "xla"
     if strategy == "auto":
         strategy = "map" if platform == "cpu" else "vmap"
     return conv, strategy
