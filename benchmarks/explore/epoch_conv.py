@@ -1,7 +1,7 @@
 """One training epoch of a chunk, per conv formulation, alternating: ms per step of one model.
 
     python benchmarks/explore/epoch_conv.py [--config configs/bench_cpu.yaml]
-        [--convs im2col,winograd] [--k 8] [--reps 7]
+        [--convs im2col,winograd,winograd@vmap] [--k 8] [--reps 7]
 
 Each formulation's compiled epoch (bench_cpu.yaml sizes: batch 64, n = 500, 100
 classes) runs once to warm up, then the formulations take turns; the median
@@ -61,7 +61,11 @@ def main() -> None:
     cfg = load_config(args.config)
     ds = load_dataset(cfg.dataset, "./datasets", num_classes=cfg.num_classes)
     k = max(args.k, len(jax.local_devices()))
-    runners = {c: epoch_runner(cfg.replace(conv=c), ds, k) for c in args.convs.split(",")}
+    # "conv" or "conv@strategy", e.g. winograd,winograd@vmap
+    runners = {}
+    for c in args.convs.split(","):
+        conv, _, strategy = c.partition("@")
+        runners[c] = epoch_runner(cfg.replace(conv=conv, strategy=strategy or "auto"), ds, k)
     times = {c: [] for c in runners}
     load0 = os.getloadavg()[0]
     for _ in range(args.reps):
