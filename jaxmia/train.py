@@ -54,10 +54,11 @@ class TrainSetup:
     lr: float
     momentum: float
     weight_decay: float
-    conv: str  # "xla" | "im2col"
+    conv: str  # "xla" | "im2col" | "winograd"
     strategy: str  # "vmap" | "map"
     compute_dtype: str  # "float32" | "bfloat16"
-    eval_batches: int  # test batches (the last one padded and masked)
+    eval_batch: int  # images per forward pass when counting accuracies
+    eval_batches: int  # test batches of eval_batch (the last one padded and masked)
     test_samples: int  # test images the test accuracy counts, exactly
     full_steps: int  # the first full_steps batches of an epoch always hold a real example
     score_batch: int  # scored images go through the network score_batch at a time
@@ -88,6 +89,11 @@ def resolve_backend_choices(cfg: Config, platform: str) -> tuple[str, str]:
 # Scored images per forward pass: all of them up to this many (one pass for a
 # single target or a few hundred targets), else batches of it.
 MAX_SCORE_BATCH = 512
+# Accuracy passes over the training rows and the test set: under lax.map one
+# model is in memory at a time, and large batches make large, efficient GEMMs
+# (the PyTorch baseline evaluates 500 at a time too); under vmap the whole
+# chunk's activations are live at once, so they keep the training batch.
+MAX_EVAL_BATCH = 512
 
 
 def make_setup(cfg: Config, n_test: int, platform: str, plan=None) -> TrainSetup:
@@ -103,6 +109,7 @@ def make_setup(cfg: Config, n_test: int, platform: str, plan=None) -> TrainSetup
     else:
         slots, min_real, n_scored = plan.slots, plan.min_real, plan.n_scored
     score_batch = min(n_scored, MAX_SCORE_BATCH)
+    eval_batch = b if strategy == "vmap" else max(b, min(MAX_EVAL_BATCH, slots, n_eval))
     return TrainSetup(
         num_classes=cfg.num_classes,
         batch_size=b,
@@ -114,7 +121,8 @@ def make_setup(cfg: Config, n_test: int, platform: str, plan=None) -> TrainSetup
         conv=conv,
         strategy=strategy,
         compute_dtype=cfg.compute_dtype,
-        eval_batches=-(-n_eval // b),
+        eval_batch=eval_batch,
+        eval_batches=-(-n_eval // eval_batch),
         test_samples=n_eval,
         full_steps=-(-min_real // b),
         score_batch=score_batch,
@@ -136,7 +144,7 @@ class DeviceData:
 
     train_images: jax.Array  # uint8[N, 32, 32, 3]
     train_labels: jax.Array  # int32[N]
-    test_images: jax.Array  # uint8[E, 32, 32, 3], E = eval_batches * batch_size
+    test_images: jax.Array  # uint8[E, 32, 32, 3], E = eval_batches * eval_batch
     test_labels: jax.Array  # int32[E]
     test_mask: jax.Array  # bool[E], False on padding
     mean: jax.Array  # float32[3]
@@ -151,7 +159,7 @@ jax.tree_util.register_dataclass(
 
 
 def put_data(dataset: Dataset, setup: TrainSetup, mesh: Mesh) -> DeviceData:
-    e = setup.eval_batches * setup.batch_size
+    e = setup.eval_batches * setup.eval_batch
     n_eval = min(setup.test_samples, len(dataset.test_labels))
     test_images = np.zeros((e, 32, 32, 3), np.uint8)
     test_labels = np.zeros((e,), np.int32)
@@ -289,9 +297,10 @@ def evaluate_model(setup: TrainSetup, data: DeviceData, params, idx, mask, score
         hit = (jnp.argmax(apply(b_x), axis=-1) == b_y) & b_mask
         return carry + hit.sum(), None
 
-    b = setup.batch_size
-    train_x = idx.reshape(-1, b)
-    train_m = mask.reshape(-1, b)
+    b = setup.eval_batch
+    pad = -len(idx) % b  # padded slots are masked: no hit counted
+    train_x = jnp.pad(idx, (0, pad)).reshape(-1, b)
+    train_m = jnp.pad(mask, (0, pad)).reshape(-1, b)
 
     def train_batch(carry, batch):
         b_idx, b_mask = batch

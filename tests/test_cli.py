@@ -273,3 +273,19 @@ def test_analyze_reproduces_results_and_tries_other_attacks(tmp_path):
         env=env,
     )
     assert no_run.returncode == 2 and "not a jaxmia run folder" in no_run.stderr
+
+
+def test_cpu_devices_split_the_chunk_and_change_no_result(tmp_path):
+    cfg = write_config(tmp_path)
+    jaxmia("--config", cfg, "--output-dir", tmp_path / "one", check_rc=0)
+    jaxmia("--config", cfg, "--output-dir", tmp_path / "two", "--cpu-devices", "2", check_rc=0)
+    res = json.loads((tmp_path / "two" / "tiny" / "results.json").read_text())
+    assert res["devices"] == ["cpu:0", "cpu:1"]
+    with (
+        np.load(tmp_path / "one/tiny/losses.npz") as a,
+        np.load(tmp_path / "two/tiny/losses.npz") as b,
+    ):
+        for key in ("member_losses", "nonmember_losses", "member_logits", "eval_member_losses"):
+            np.testing.assert_array_equal(a[key], b[key])
+    proc = jaxmia("--config", cfg, "--output-dir", tmp_path / "x", "--cpu-devices", "0")
+    assert_one_line_exit_2(proc, "--cpu-devices must be in [1, 1024]")
