@@ -207,8 +207,7 @@ def _train(cfg, setup, plan, dataset, devices, k, todo, store, show_progress, st
                 if store is not None:
                     store.save_chunk(res)
                 trained.append(res)
-                if cfg.on_nonfinite == "stop":
-                    _check_finite(cfg, res)
+                _check_finite(cfg, res)  # the chunk is saved first: a rerun reuses it
                 bars.chunk_done(len(res))
             stop.check()
     finally:

@@ -142,13 +142,12 @@ class Targets:
     @staticmethod
     def arrays(cfg, plan, dataset, outputs: ModelOutputs) -> dict:
         targets = np.asarray(cfg.targets, np.int32)
-        ok = analysis.finite_model(outputs)
 
         def part(stream, n):
             jobs = [Job(stream, m, False) for m in range(n)]
             sel = outputs.select(jobs)
-            used = ok[[outputs.index()[j] for j in jobs]] if jobs else np.zeros(0, bool)
-            return plan.membership(jobs).reshape(n, len(targets)), sel, used
+            member = plan.membership(jobs).reshape(n, len(targets))
+            return member, sel, analysis.finite_model(sel)
 
         member, cal, used = part(CALIBRATION, cfg.n_models)
         e_member, ev, e_used = part(EVALUATION, cfg.eval_models)
