@@ -41,7 +41,7 @@ import numpy as np
 
 from jaxmia import analysis, kinds, products, report
 from jaxmia.config import Config
-from jaxmia.errors import UserError
+from jaxmia.errors import NonFiniteLoss, UserError
 from jaxmia.outputs import ModelOutputs
 from jaxmia.plan import (
     CALIBRATION,
@@ -473,10 +473,6 @@ def train_jobs(cfg, dataset, mode, jobs, target, device="cpu", channels_last=Tru
     if dev.type == "cuda":
         torch.cuda.synchronize()
     return done, time.perf_counter() - t0
-
-
-class NonFiniteLoss(RuntimeError):
-    """A model diverged and the config says on_nonfinite: stop."""
 
 
 def outputs_of(jobs, done: dict) -> ModelOutputs:

@@ -29,6 +29,7 @@ import dataclasses
 import numpy as np
 
 from jaxmia import plots, scores, stats
+from jaxmia.errors import NonFiniteLoss
 from jaxmia.outputs import ModelOutputs
 from jaxmia.plan import CALIBRATION, EVALUATION, Job
 
@@ -157,6 +158,8 @@ def single_target_scores(arrays: dict, score: str) -> dict[str, np.ndarray]:
 def single_target_results(arrays: dict, settings: Settings) -> dict:
     """Every statistic of a single-target run, JSON-ready, from its arrays alone."""
     ok = np.asarray(arrays["round_used"], bool)
+    if not ok.any():
+        raise NonFiniteLoss("every calibration round has a non-finite loss; nothing to fit")
     s = single_target_scores(arrays, settings.score)
     summary = stats.attack_summary(
         s["member"],

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxmia import analysis, stats
-from jaxmia.errors import UserError, show
+from jaxmia.errors import NonFiniteLoss, UserError, show
 from jaxmia.scores import SCORES
 
 
@@ -122,6 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"jaxmia analyze: error: {e}", file=sys.stderr)
         return 2
+    except NonFiniteLoss as e:
+        print(f"jaxmia analyze: stopped: {e}", file=sys.stderr)
+        return 1
     print(format_summary(results))
     print(f"Rewrote the results and figures in {args.run_dir}")
     return 0

@@ -9,6 +9,11 @@ class UserError(Exception):
     """Bad input from the user: the message is shown as is, on one line."""
 
 
+class NonFiniteLoss(RuntimeError):
+    """A model's loss became NaN or infinite and the config says to stop, or no
+    model is left to compute statistics from (the CLI exits 1 with one line)."""
+
+
 def show(value, limit: int = 80) -> str:
     """A short repr of a user's value for an error message: at most ``limit`` characters.
 

@@ -18,16 +18,12 @@ import numpy as np
 from jaxmia import __version__, analysis, kinds
 from jaxmia.config import Config
 from jaxmia.data import load_dataset
-from jaxmia.errors import UserError
+from jaxmia.errors import NonFiniteLoss, UserError
 from jaxmia.interrupt import StopFlag, StopRequested
 from jaxmia.outputs import ModelOutputs
 from jaxmia.plan import CALIBRATION, Job
 from jaxmia.store import RunStore, check_output_path
 from jaxmia.train import ChunkTrainer, Interrupted, auto_models_per_chunk, make_setup
-
-
-class NonFiniteLoss(RuntimeError):
-    """A model's loss became NaN or infinite and the config says to stop."""
 
 
 def describe_job(job: Job, experiment: str = "single_target") -> str:

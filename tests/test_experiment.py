@@ -175,6 +175,21 @@ def test_nonfinite_loss_stops_or_skips(tmp_path, monkeypatch):
     assert losses(tmp_path / "skip")["round_used"].tolist() == [True, True, False, True]
 
 
+def test_no_finite_round_left_is_one_clear_stop(tmp_path, monkeypatch):
+    real_run = ChunkTrainer.run
+
+    def every_in_model_diverges(self, jobs, *a, **kw):
+        res = real_run(self, jobs, *a, **kw)
+        for i, job in enumerate(jobs):
+            if job.member:
+                res.epoch_loss[i, -1] = np.nan
+        return res
+
+    monkeypatch.setattr(ChunkTrainer, "run", every_in_model_diverges)
+    with pytest.raises(NonFiniteLoss, match="every calibration round has a non-finite loss"):
+        run(cfg(on_nonfinite="skip"), tmp_path)
+
+
 def test_a_nonfinite_evaluation_model_is_left_out_of_everything(tmp_path, monkeypatch):
     monkeypatch.setattr(ChunkTrainer, "run", _poison(Job(1, 1, True)))
     res = run(cfg(on_nonfinite="skip", eval_pairs=3), tmp_path)
