@@ -33,13 +33,15 @@ _NONMEMBER_COLOR = "tab:orange"
 _MAX_BINS = 80
 
 
-def _new_figure(figsize) -> Figure:
+def new_figure(figsize) -> Figure:
+    """A matplotlib Figure on the Agg canvas (no pyplot state, no display)."""
     fig = Figure(figsize=figsize, dpi=100)
     FigureCanvasAgg(fig)
     return fig
 
 
-def _save(fig: Figure, path) -> Path:
+def save_png(fig: Figure, path) -> Path:
+    """Renders ``fig`` as PNG and writes it to ``path`` atomically."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return atomic_write_bytes(path, buf.getvalue())
@@ -86,7 +88,7 @@ def plot_histograms(
     t = float(threshold)
     edges = _shared_bins(mem, non)
 
-    fig = _new_figure((8, 5))
+    fig = new_figure((8, 5))
     ax = fig.add_subplot()
     ax.hist(
         mem,
@@ -141,7 +143,7 @@ def plot_histograms(
     ax.set_title("Loss of x: models trained with vs without it" + title_suffix)
     ax.legend(fontsize="small")
     fig.tight_layout()
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_roc(path, member, nonmember, *, alpha: float, title_suffix: str = "") -> Path:
@@ -160,7 +162,7 @@ def plot_roc(path, member, nonmember, *, alpha: float, title_suffix: str = "") -
     area = stats.auc(member, nonmember)
     chosen = stats.empirical_threshold(member, nonmember, alpha)
 
-    fig = _new_figure((11, 5))
+    fig = new_figure((11, 5))
     lin, log = fig.subplots(1, 2)
 
     lin.plot(fpr, tpr, color="tab:blue", lw=2, label=f"loss < t (AUC = {area:.3f})")
@@ -197,7 +199,7 @@ def plot_roc(path, member, nonmember, *, alpha: float, title_suffix: str = "") -
 
     fig.suptitle("Membership of x from its loss" + title_suffix)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_target(
@@ -223,7 +225,7 @@ def plot_target(
     if img.dtype != np.uint8:
         raise ValueError(f"expected a uint8 image, got {img.dtype}")
 
-    fig = _new_figure((3, 3))
+    fig = new_figure((3, 3))
     ax = fig.add_subplot()
     ax.imshow(
         img, interpolation="nearest", cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=255
@@ -234,7 +236,7 @@ def plot_target(
         title += "\n" + title_suffix.strip()
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 # ================================================================ the attack's figures (issue 8)
@@ -269,7 +271,7 @@ def _roc_figure(s_mem, s_non, results, title_suffix) -> Figure:
     positives = [v for v in (op_fpr, op_tpr) if v > 0]
     lo = min([1.0 / n_out, 1.0 / n_in, 0.5] + positives)
 
-    fig = _new_figure((6.4, 6))
+    fig = new_figure((6.4, 6))
     ax = fig.add_subplot()
     # The staircase of the deterministic rules "member iff s > u": at each FPR the best
     # TPR any threshold reaches without exceeding it (the TPR-at-FPR of the summary).
@@ -334,7 +336,7 @@ def _pr_figure(s_mem, s_non, results, title_suffix) -> Figure:
     ap = float(np.sum(np.diff(np.concatenate([[0.0], recall])) * precision))
     op_fpr, op_tpr, where, _ = _operating_point(results)
 
-    fig = _new_figure((6.4, 5.5))
+    fig = new_figure((6.4, 5.5))
     ax = fig.add_subplot()
     ax.step(recall, precision, where="post", color="tab:blue", lw=2, label=f"AP {ap:.3f}")
     ax.axhline(0.5, color="gray", ls="--", lw=1, label="chance (prevalence ½)")
@@ -484,8 +486,8 @@ def plot_attack(
     non = stats.check_losses(nonmember, "non-member scores")
     s_mem, s_non = scores.to_attack(mem, score), scores.to_attack(non, score)
     written = [
-        _save(_roc_figure(s_mem, s_non, results, title_suffix), folder / ROC_FILE),
-        _save(_pr_figure(s_mem, s_non, results, title_suffix), folder / PR_FILE),
+        save_png(_roc_figure(s_mem, s_non, results, title_suffix), folder / ROC_FILE),
+        save_png(_pr_figure(s_mem, s_non, results, title_suffix), folder / PR_FILE),
     ]
 
     panels = {}
@@ -499,7 +501,7 @@ def plot_attack(
         panels["lira"] = (member_phi, nonmember_phi)
     if score == "hinge":
         panels["hinge"] = (mem, non)
-    fig = _new_figure((6.0 * len(panels), 4.8))
+    fig = new_figure((6.0 * len(panels), 4.8))
     axes = np.atleast_1d(fig.subplots(1, len(panels)))
     for ax, (name, (pm, pn)) in zip(axes, panels.items(), strict=True):
         mine = name == score
@@ -514,5 +516,5 @@ def plot_attack(
         )
     fig.suptitle("x under models trained with (IN) and without (OUT) it" + title_suffix)
     fig.tight_layout()
-    written.append(_save(fig, folder / HISTOGRAMS_FILE))
+    written.append(save_png(fig, folder / HISTOGRAMS_FILE))
     return written

@@ -7,15 +7,13 @@ as ``jaxmia.plots``. The callers pass attack statistics (high = member, see
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from jaxmia import scores, stats
-from jaxmia.report import atomic_write_bytes
+from jaxmia.plots import new_figure, save_png
 
 __all__ = [
     "histograms_figure",
@@ -25,7 +23,6 @@ __all__ = [
     "pr_figure",
     "reflected_kde",
     "roc_figure",
-    "save",
 ]
 
 _MEMBER_COLOR = "tab:blue"
@@ -38,19 +35,6 @@ _AXIS_LABEL = {
     "lira": r"$\varphi = z_y - \log\sum_{y' \neq y} e^{z_{y'}}$  (logit-scaled confidence)",
     "hinge": r"hinge $= z_y - \max_{y' \neq y} z_{y'}$",
 }
-
-
-def _new_figure(figsize) -> Figure:
-    fig = Figure(figsize=figsize, dpi=100)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def save(fig: Figure, path) -> Path:
-    """Renders ``fig`` as PNG and writes it to ``path`` atomically."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return atomic_write_bytes(path, buf.getvalue())
 
 
 def reflected_kde(values):
@@ -250,7 +234,7 @@ def histograms_figure(
     mem = stats.check_losses(member_loss, "member losses")
     non = stats.check_losses(nonmember_loss, "non-member losses")
     panels = 2 if chosen is None else 3
-    fig = _new_figure((6.2 * panels, 5.2))
+    fig = new_figure((6.2 * panels, 5.2))
     axes = fig.subplots(1, panels)
     _loss_panels(axes[0], axes[1], results, rep, mem, non, draw_alpha=chosen is None)
     if chosen is not None:
@@ -276,7 +260,7 @@ def roc_figure(results: dict, curves, *, title_suffix="") -> Figure:
     n = results["n_nonmember"]
     lo = 1.0 / max(n, results["n_member"])
     summ = results["summary"]
-    fig = _new_figure((7, 6.4))
+    fig = new_figure((7, 6.4))
     ax = fig.add_subplot()
     many = len(curves) > 1
     for i, (s_mem, s_non) in enumerate(curves):
@@ -351,7 +335,7 @@ def pr_figure(results: dict, curves, *, title_suffix="") -> Figure:
     is TPR / (TPR + FPR) and chance is ½.
     """
     summ = results["summary"]
-    fig = _new_figure((7, 5.8))
+    fig = new_figure((7, 5.8))
     ax = fig.add_subplot()
     many = len(curves) > 1
     for i, (s_mem, s_non) in enumerate(curves):
@@ -403,14 +387,14 @@ def pr_figure(results: dict, curves, *, title_suffix="") -> Figure:
 
 def plot_histograms(path, *args, **kw) -> Path:
     """``histograms_figure(*args, **kw)`` written to ``path``."""
-    return save(histograms_figure(*args, **kw), path)
+    return save_png(histograms_figure(*args, **kw), path)
 
 
 def plot_roc(path, *args, **kw) -> Path:
     """``roc_figure(*args, **kw)`` written to ``path``."""
-    return save(roc_figure(*args, **kw), path)
+    return save_png(roc_figure(*args, **kw), path)
 
 
 def plot_pr(path, *args, **kw) -> Path:
     """``pr_figure(*args, **kw)`` written to ``path``."""
-    return save(pr_figure(*args, **kw), path)
+    return save_png(pr_figure(*args, **kw), path)

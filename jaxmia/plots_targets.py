@@ -6,16 +6,13 @@ into memory and written atomically.
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from jaxmia import scores
-from jaxmia.report import atomic_write_bytes
+from jaxmia.plots import new_figure, save_png
 
 __all__ = ["FIGURES", "ROC_FILE", "VULNERABILITY_FILE", "plot_targets_roc", "plot_vulnerability"]
 
@@ -25,18 +22,6 @@ FIGURES = (VULNERABILITY_FILE, ROC_FILE)
 _GRID_COLUMNS = 8
 _ROW_INCHES = 2.05  # one row of images with its three caption lines
 _TITLE_INCHES = 0.95  # the grid's title and its first row's captions
-
-
-def _new_figure(figsize) -> Figure:
-    fig = Figure(figsize=figsize, dpi=100)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _save(fig: Figure, path) -> Path:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return atomic_write_bytes(path, buf.getvalue())
 
 
 def _vulnerable(n: int, which: str) -> str:
@@ -95,7 +80,7 @@ def plot_vulnerability(path, rows: list[dict], images, results: dict, *, title_s
     ]
     # Heights in inches: the histogram, then each grid's rows of images and its title.
     heights = [4.6] + [(_grid_rows(p) - 1) * _ROW_INCHES + 1.6 + _TITLE_INCHES for p, _ in grids]
-    fig = _new_figure((13, sum(heights)))
+    fig = new_figure((13, sum(heights)))
     top, *subs = np.atleast_1d(fig.subfigures(len(heights), 1, height_ratios=heights, hspace=0))
 
     ax = top.subplots()
@@ -141,7 +126,7 @@ def plot_vulnerability(path, rows: list[dict], images, results: dict, *, title_s
             hspace=0.35,
             wspace=0.1,
         )
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_targets_roc(path, roc: dict, results: dict, *, title_suffix="") -> Path:
@@ -152,7 +137,7 @@ def plot_targets_roc(path, roc: dict, results: dict, *, title_suffix="") -> Path
       roc: ``analysis_targets.pooled_roc``; results: the run's summary.
     """
     lo = float(roc["fpr"][0])
-    fig = _new_figure((6.6, 6.2))
+    fig = new_figure((6.6, 6.2))
     ax = fig.add_subplot()
     sym = scores.SYMBOLS[results["score"]]
     ax.step(
@@ -218,4 +203,4 @@ def plot_targets_roc(path, roc: dict, results: dict, *, title_suffix="") -> Path
     ax.legend(loc="lower right", fontsize="small")
     ax.grid(True, which="major", alpha=0.3)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_png(fig, path)

@@ -209,7 +209,7 @@ def test_loss_densities_put_no_mass_below_zero():
     assert np.trapezoid(density(above), above) == pytest.approx(1.0, abs=1e-3)
     # The loss panel draws nothing left of 0.
     res, m, n, em, en, extra = _attack_case()
-    fig = plots._new_figure((6, 4))
+    fig = plots.new_figure((6, 4))
     ax = fig.add_subplot()
     plots._histogram_panel(ax, "loss", m, n, res, ev_mem=em, ev_non=en)
     assert ax.get_xlim()[0] == 0.0
