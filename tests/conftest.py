@@ -8,8 +8,12 @@ import shutil
 import tempfile
 
 # Four fake CPU devices, so the sharding over devices is exercised on any machine.
-# Must be set before JAX is imported anywhere in the test session.
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
+# Must be set before JAX is imported anywhere in the test session.  Added to
+# whatever XLA_FLAGS the caller set (.ci/run's lower-ISA pass sets
+# --xla_cpu_max_isa), unless the caller chose a device count already.
+_flags = os.environ.get("XLA_FLAGS", "")
+if "xla_force_host_platform_device_count" not in _flags:
+    os.environ["XLA_FLAGS"] = f"{_flags} --xla_force_host_platform_device_count=4".strip()
 os.environ.setdefault("JAXMIA_NO_DOWNLOAD", "1")
 # One persistent compilation cache for the whole session, shared with the runs
 # the tests start as subprocesses: many tests compile the same tiny programs.

@@ -18,6 +18,8 @@ torch = pytest.importorskip("torch")
 from jaxmia.config import Config  # noqa: E402
 from jaxmia.plan import calibration_jobs, evaluation_jobs, job_rows  # noqa: E402
 
+from numerics import assert_close  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 TARGET = 7
 
@@ -125,8 +127,11 @@ def test_modes_train_the_same_models(three_modes):
         with np.load(out / f"tiny-torch-{mode}" / "losses.npz") as z:
             losses[mode] = (z["job_target_loss"], z["job_epoch_loss"])
     for mode in ("seed", "func"):
-        np.testing.assert_allclose(losses[mode][0], losses["tuned"][0], rtol=2e-3, atol=2e-3)
-        np.testing.assert_allclose(losses[mode][1], losses["tuned"][1], rtol=1e-3, atol=1e-3)
+        # The same float32 SGD in three torch programs (per-example DataLoader,
+        # in-memory batches, vmapped torch.func): other kernels and sum orders,
+        # carried over every step of training, on one nat of loss.
+        assert_close(losses[mode][0], losses["tuned"][0], 2e-3, scale=1.0, what=f"{mode} loss")
+        assert_close(losses[mode][1], losses["tuned"][1], 1e-3, scale=1.0, what=f"{mode} epochs")
 
 
 def test_max_jobs_trains_only_the_first_jobs(tiny_dataset, tmp_path):
@@ -205,14 +210,19 @@ def test_baseline_equals_jaxmia_from_the_same_start(tiny_dataset, member):
     epoch_loss = pb.fit_tuned(cfg, model, data, rows, orders)
     loss, logits, train_acc, test_acc = pb.evaluate_tuned(model, data, rows, TARGET, 64)
 
-    np.testing.assert_allclose(epoch_loss, res.epoch_loss[0], rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(loss, res.target_loss[0], rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(logits, res.target_logits[0], rtol=1e-4, atol=1e-4)
-    assert train_acc == pytest.approx(float(res.train_accuracy[0]))
-    assert test_acc == pytest.approx(float(res.test_accuracy[0]))
+    # PyTorch's oneDNN kernels and jaxmia's XLA program sum in other orders:
+    # rounding of a few unit roundoffs per step, over this model's few dozen
+    # steps with momentum 0.9 (x10): 1e-4 of one nat for losses, of the logits'
+    # scale for logits, 1e-3 of each parameter's scale (the smallest layers
+    # move most relative to their size).
+    assert_close(epoch_loss, res.epoch_loss[0], 1e-4, scale=1.0, what="epoch losses")
+    assert_close(loss, res.target_loss[0], 1e-4, scale=1.0, what="target loss")
+    assert_close(logits, res.target_logits[0], 1e-4, what="target logits")
+    assert train_acc == float(res.train_accuracy[0])  # hit counts: no argmax within rounding
+    assert test_acc == float(res.test_accuracy[0])
     final = torch_state_from_flax(jax.tree.map(lambda a: a[0], res.params))
     for name, value in model.state_dict().items():
-        np.testing.assert_allclose(value.numpy(), final[name].numpy(), rtol=1e-3, atol=1e-5)
+        assert_close(value.numpy(), final[name].numpy(), 1e-3, what=name)
 
 
 def test_baseline_cli_bad_input_is_one_line_and_exit_2(tmp_path, capsys):

@@ -15,6 +15,8 @@ from scipy.special import log_softmax
 
 from jaxmia import stats
 
+from numerics import F32_UNIT_ROUNDOFF, assert_close
+
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {
     "target_index": 3,
@@ -85,7 +87,9 @@ def test_demo_config_end_to_end(tmp_path):
         assert z["member_logits"].shape == (cfg["n_iterations"], cfg["num_classes"])
         logp = log_softmax(z["member_logits"].astype(np.float64), axis=1)
         ce = -logp[:, int(z["target_label"])]
-        np.testing.assert_allclose(ce, member, rtol=1e-5, atol=1e-6)
+        # The device's float32 cross-entropy against float64 from the same logits:
+        # absolute rounding of a few unit roundoffs of the logits' size.
+        assert_close(member, ce, 16 * F32_UNIT_ROUNDOFF, scale=np.abs(z["member_logits"]).max())
     assert res["power"] == pytest.approx(np.mean(member < res["threshold"]))
     assert res["fpr"] <= cfg["alpha"]
     assert res["synthetic"] is True and res["dataset"] == "synthetic"
@@ -285,7 +289,10 @@ def test_cpu_devices_split_the_chunk_and_change_no_result(tmp_path):
         np.load(tmp_path / "one/tiny/losses.npz") as a,
         np.load(tmp_path / "two/tiny/losses.npz") as b,
     ):
-        for key in ("member_losses", "nonmember_losses", "member_logits", "eval_member_losses"):
-            np.testing.assert_array_equal(a[key], b[key])
+        # Single-threaded devices compile other programs than one multi-threaded
+        # one: equal up to rounding (tests/test_experiment.py's LOSS_BOUND).
+        for key in ("member_losses", "nonmember_losses", "eval_member_losses"):
+            assert_close(b[key], a[key], 1e-4, scale=1.0, what=key)
+        assert_close(b["member_logits"], a["member_logits"], 1e-4, what="member_logits")
     proc = jaxmia("--config", cfg, "--output-dir", tmp_path / "x", "--cpu-devices", "0")
     assert_one_line_exit_2(proc, "--cpu-devices must be in [1, 1024]")

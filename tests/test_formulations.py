@@ -44,6 +44,8 @@ from jaxmia.train import (
     model_footprint_bytes,
 )
 
+from numerics import assert_tree_close
+
 TARGET = 7
 FORMULATIONS = [
     ("vmap", "xla"),
@@ -52,7 +54,8 @@ FORMULATIONS = [
     ("vmap", "winograd"),
     ("map", "winograd"),
 ]
-ATOL_SCALE = {"xla": 1e-3, "im2col": 2e-6, "winograd": 2e-6}  # float32, see above
+# Max |difference| over each parameter's scale (tests/numerics.py), see above.
+BOUND = {"xla": 1e-3, "im2col": 2e-6, "winograd": 2e-6, "bfloat16": 2e-2}
 
 
 def tiny_cfg(**kw) -> Config:
@@ -128,15 +131,12 @@ def _reference_params(ds, cfg, job):
     return params
 
 
-def assert_params_match(chunk_params, i, ref, rtol, atol_scale):
-    for path, r in jax.tree_util.tree_leaves_with_path(ref):
-        got = np.asarray(dict(jax.tree_util.tree_leaves_with_path(chunk_params))[path][i])
-        r = np.asarray(r, np.float32)
-        atol = atol_scale * float(np.abs(r).max())
-        np.testing.assert_allclose(got, r, rtol=rtol, atol=atol, err_msg=jax.tree_util.keystr(path))
+def assert_params_match(chunk_params, i, ref, bound):
+    one = jax.tree.map(lambda a: np.asarray(a)[i], chunk_params)
+    assert_tree_close(one, jax.tree.map(lambda r: np.asarray(r, np.float32), ref), bound)
 
 
-def train_and_compare(ds, cfg, strategy, conv, rtol, atol_scale):
+def train_and_compare(ds, cfg, strategy, conv, bound):
     cfg = cfg.replace(strategy=strategy, conv=conv)
     setup = make_setup(cfg, len(ds.test_labels), "cpu")
     assert (setup.strategy, setup.conv) == (strategy, conv)
@@ -153,20 +153,20 @@ def train_and_compare(ds, cfg, strategy, conv, rtol, atol_scale):
         ).run(jobs, keep_params=True)
         for i, job in enumerate(jobs):
             ref = reference_params(ds, cfg, job)
-            assert_params_match(res.params, i, ref, rtol, atol_scale)
+            assert_params_match(res.params, i, ref, bound)
 
 
 @pytest.mark.parametrize(("strategy", "conv"), FORMULATIONS)
 def test_chunk_equals_one_model_training(tiny_dataset, strategy, conv):
     # subset_size 40 + x = 41 real slots: the IN model's last batch is partial.
     cfg = tiny_cfg()
-    train_and_compare(tiny_dataset, cfg, strategy, conv, rtol=0.0, atol_scale=ATOL_SCALE[conv])
+    train_and_compare(tiny_dataset, cfg, strategy, conv, BOUND[conv])
 
 
 @pytest.mark.parametrize(("strategy", "conv"), [("vmap", "xla"), ("map", "winograd")])
 def test_chunk_equals_one_model_training_bfloat16(tiny_dataset, strategy, conv):
     cfg = tiny_cfg(compute_dtype="bfloat16", epochs=2)
-    train_and_compare(tiny_dataset, cfg, strategy, conv, rtol=0.0, atol_scale=2e-2)
+    train_and_compare(tiny_dataset, cfg, strategy, conv, BOUND["bfloat16"])
 
 
 def test_auto_picks_only_tested_formulations():
