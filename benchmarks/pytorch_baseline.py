@@ -3,7 +3,8 @@
     python benchmarks/pytorch_baseline.py --config configs/bench_cpu.yaml --mode tuned
 
 It reads jaxmia's YAML configs and trains the same jobs as jaxmia (the round plan
-comes from ``jaxmia.plan``, so both train on identical index sets), with the same
+comes from ``jaxmia.kinds.single_target.plan``, so both train on identical index
+sets), with the same
 CNN, the same initialisation scheme (PyTorch's defaults, which jaxmia copies), the
 same optimizer (``torch.optim.SGD``, whose formula jaxmia follows) and the same
 per-channel normalisation.  What differs is only how the work is organised:
@@ -39,18 +40,19 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxmia import analysis, kinds, products, report
 from jaxmia.config import Config
 from jaxmia.errors import NonFiniteLoss, UserError
-from jaxmia.outputs import ModelOutputs
-from jaxmia.plan import (
-    CALIBRATION,
-    Job,
+from jaxmia.kinds import format_summary
+from jaxmia.kinds.base import metadata, write_run
+from jaxmia.kinds.single_target.plan import (
     calibration_jobs,
     evaluation_jobs,
     job_rows,
     resolve_target,
 )
+from jaxmia.runs import products
+from jaxmia.runs.outputs import ModelOutputs
+from jaxmia.runs.plan import Job
 
 try:
     import torch
@@ -523,13 +525,10 @@ def run_baseline(
     done, seconds = train_jobs(cfg, dataset, mode, jobs, target, device, channels_last)
 
     outputs = outputs_of(jobs, done)
-    ok = analysis.finite_model(outputs)
+    ok = outputs.finite()
     if complete and cfg.on_nonfinite == "stop" and not ok.all():
-        i = int(np.argmin(ok))
-        job = jobs[i]
-        kind = "calibration round" if job.stream == CALIBRATION else "evaluation pair"
         raise NonFiniteLoss(
-            f"non-finite loss for {kind} {job.round}, {'IN' if job.member else 'OUT'} model"
+            f"non-finite loss for {cfg.kind.describe_job(jobs[int(np.argmin(ok))])}"
         )
     sizes = [cfg.subset_size + int(j.member) for j in jobs]
     run_info = {
@@ -567,12 +566,14 @@ def run_baseline(
             results={"dataset": cfg.dataset, "synthetic": dataset.synthetic, "partial": True}
             | run_info,
             figures=None,
+            figure_files=cfg.kind.figure_files,
             synthetic=dataset.synthetic,
+            arrays_name=cfg.kind.arrays_file,
         )
-    # The same arrays, statistics and products as jaxmia's (kinds.py, products.py).
-    arrays = kinds.SingleTarget.arrays(cfg, None, dataset, outputs)
-    meta = kinds.metadata(cfg, dataset.synthetic)
-    return kinds.SingleTarget.write(run_dir, cfg, meta, {**arrays, **extra}, run_info)
+    # The same arrays, statistics and products as jaxmia's (jaxmia/kinds, runs/products.py).
+    arrays = cfg.kind.arrays(cfg, None, dataset, outputs)
+    meta = metadata(cfg.kind, cfg, dataset.synthetic)
+    return write_run(cfg.kind, run_dir, cfg, meta, {**arrays, **extra}, run_info)
 
 
 # --------------------------------------------------------------------------
@@ -648,7 +649,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pytorch_baseline: stopped: {e}", file=sys.stderr)
         return 1
     if not results.get("partial"):
-        print(report.format_summary(results))
+        print(format_summary(results))
     rate = results["image_steps_per_second"]
     print(
         f"{results['implementation']}: {results['models_trained']} models in "

@@ -5,21 +5,7 @@ run calls it on the arrays it has just assembled; ``jaxmia analyze`` calls it
 on the arrays a run folder kept (``losses.npz``), with the same or other
 settings, so that every statistic can be recomputed without training.
 
-The single-target arrays (``losses.npz``), l calibration rounds, E evaluation
-pairs, C classes:
-
-    member_losses, nonmember_losses           float32[l]   x's loss, IN and OUT model
-    member_logits, nonmember_logits           float32[l, C]
-    finite                                    bool[l, 2]   the (IN, OUT) model's losses are finite
-    round_used                                bool[l]      both models finite
-    eval_member_losses, eval_nonmember_losses float32[E]
-    eval_member_logits, eval_nonmember_logits float32[E, C]
-    eval_finite                               bool[E, 2]
-    eval_used                                 bool[E]
-    target_label                              int32[]      x's class
-    target_image                              uint8[32, 32, 3]
-    train_accuracy, test_accuracy             float32[l, 2] (IN, OUT)
-    synthetic                                 bool[]
+The arrays it reads are described in kinds/single_target/arrays.py.
 """
 
 from __future__ import annotations
@@ -30,28 +16,6 @@ import numpy as np
 
 from jaxmia import plots, scores, stats
 from jaxmia.errors import NonFiniteLoss
-from jaxmia.outputs import ModelOutputs
-from jaxmia.plan import CALIBRATION, EVALUATION, Job
-
-SINGLE_TARGET_ARRAYS = (
-    "member_losses",
-    "nonmember_losses",
-    "member_logits",
-    "nonmember_logits",
-    "finite",
-    "round_used",
-    "eval_member_losses",
-    "eval_nonmember_losses",
-    "eval_member_logits",
-    "eval_nonmember_logits",
-    "eval_finite",
-    "eval_used",
-    "target_label",
-    "target_image",
-    "train_accuracy",
-    "test_accuracy",
-    "synthetic",
-)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,68 +31,6 @@ class Settings:
     @classmethod
     def from_config(cls, cfg) -> Settings:
         return cls(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cls)})
-
-
-def finite_model(outputs: ModelOutputs) -> np.ndarray:
-    """bool[J]: the model's every epoch loss and every scored loss are finite."""
-    return np.isfinite(outputs.epoch_loss).all(axis=1) & np.isfinite(outputs.loss).all(axis=1)
-
-
-def single_target_arrays(
-    outputs: ModelOutputs,
-    *,
-    n_iterations: int,
-    eval_pairs: int,
-    target_label: int,
-    target_image: np.ndarray,
-    synthetic: bool,
-) -> dict[str, np.ndarray]:
-    """Stacks the models' outputs into the single-target arrays, index = round."""
-    ok = finite_model(outputs)
-    where = outputs.index()
-
-    def rows(stream, n, member):
-        return np.array([where[Job(stream, r, member)] for r in range(n)], np.int64)
-
-    cal_in, cal_out = rows(CALIBRATION, n_iterations, True), rows(CALIBRATION, n_iterations, False)
-    ev_in, ev_out = rows(EVALUATION, eval_pairs, True), rows(EVALUATION, eval_pairs, False)
-    c = outputs.logits.shape[-1]
-
-    def logits(r):
-        return outputs.target_logits[r].reshape(len(r), c)
-
-    return {
-        "member_losses": outputs.target_loss[cal_in],
-        "nonmember_losses": outputs.target_loss[cal_out],
-        "member_logits": logits(cal_in),
-        "nonmember_logits": logits(cal_out),
-        "finite": np.stack([ok[cal_in], ok[cal_out]], 1),
-        "round_used": ok[cal_in] & ok[cal_out],
-        "eval_member_losses": outputs.target_loss[ev_in],
-        "eval_nonmember_losses": outputs.target_loss[ev_out],
-        "eval_member_logits": logits(ev_in),
-        "eval_nonmember_logits": logits(ev_out),
-        "eval_finite": np.stack([ok[ev_in], ok[ev_out]], 1),
-        "eval_used": ok[ev_in] & ok[ev_out],
-        "target_label": np.array(target_label, np.int32),
-        "target_image": np.asarray(target_image, np.uint8),
-        "train_accuracy": np.stack(
-            [outputs.train_accuracy[cal_in], outputs.train_accuracy[cal_out]], 1
-        ),
-        "test_accuracy": np.stack(
-            [outputs.test_accuracy[cal_in], outputs.test_accuracy[cal_out]], 1
-        ),
-        "synthetic": np.array(bool(synthetic)),
-    }
-
-
-def left_out(arrays) -> list[str]:
-    """The models whose losses were not finite, in words (their pairs are left out)."""
-    names = []
-    for what, key in (("calibration round", "finite"), ("evaluation pair", "eval_finite")):
-        for r, m in zip(*np.nonzero(~np.asarray(arrays[key], bool)), strict=True):
-            names.append(f"{what} {int(r)}, {'OUT' if m else 'IN'} model")
-    return names
 
 
 def single_target_scores(arrays: dict, score: str) -> dict[str, np.ndarray]:

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxmia import report, scores, stats
+from jaxmia import fileio, scores, stats
 from jaxmia.analysis import Settings
 
 __all__ = [
@@ -577,7 +577,7 @@ def write_targets_csv(path, rows: list[dict]) -> Path:
     w.writerow(columns)
     for r in rows:
         w.writerow([_cell(r.get(c)) for c in columns])
-    return report.atomic_write_text(path, buf.getvalue())
+    return fileio.atomic_write_text(path, buf.getvalue())
 
 
 def _parse(column: str, text: str):

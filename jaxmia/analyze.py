@@ -10,7 +10,6 @@ them; the saved arrays are never changed.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -18,27 +17,20 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxmia import analysis, stats
-from jaxmia.errors import NonFiniteLoss, UserError, show
-from jaxmia.scores import SCORES
+from jaxmia.config import RULE_CHOICES, SCORE_CHOICES
+from jaxmia.errors import NonFiniteLoss, OneLineParser, UserError, show
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line instead of usage + message
-        print(f"jaxmia analyze: error: {message} (see --help)", file=sys.stderr)
-        raise SystemExit(2)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(
+def build_parser() -> OneLineParser:
+    p = OneLineParser(
         prog="jaxmia analyze",
         description="Recompute a run's results.json and figures from its saved arrays.",
     )
     p.add_argument("run_dir", help="a finished run folder (<output-dir>/<run-name>)")
-    p.add_argument("--score", choices=SCORES, help="membership score (default: the run's)")
+    p.add_argument("--score", choices=SCORE_CHOICES, help="membership score (default: the run's)")
     p.add_argument(
         "--threshold-rule",
-        choices=stats.THRESHOLD_RULES,
+        choices=RULE_CHOICES,
         help="threshold rule (default: the run's)",
     )
     p.add_argument("--alpha", type=float, help="false-positive rate asked for, in (0, 1)")
@@ -49,15 +41,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load(run_dir: Path):
-    from jaxmia import kinds
     from jaxmia.config import config_from_dict
-    from jaxmia.store import read_identity
+    from jaxmia.runs.store import read_identity
 
     identity = read_identity(run_dir)
     cfg = config_from_dict(identity["config"], source=f"{run_dir}/run.json")
-    npz = run_dir / kinds.get(cfg).arrays_name
+    kind = cfg.kind
+    npz = run_dir / kind.arrays_file
     if not npz.is_file():
-        raise UserError(f"{run_dir} holds no losses.npz yet; finish the run first")
+        raise UserError(f"{run_dir} holds no {kind.arrays_file} yet; finish the run first")
     try:
         with np.load(npz, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
@@ -65,13 +57,7 @@ def _load(run_dir: Path):
         raise UserError(
             f"{npz} cannot be read ({show(str(e))}); rerun the run to rewrite it"
         ) from None
-    required = analysis.SINGLE_TARGET_ARRAYS if cfg.experiment == "single_target" else ()
-    missing = [k for k in required if k not in arrays]
-    if missing:
-        raise UserError(
-            f"{npz} lacks {', '.join(missing[:4])}: written by an older jaxmia, without logits; "
-            "rerun it with this version"
-        )
+    kind.check_arrays(arrays, str(npz))
     old = {}
     with_results = run_dir / "results.json"
     if with_results.is_file():
@@ -84,10 +70,10 @@ def _load(run_dir: Path):
 
 def analyze(run_dir, **overrides) -> dict:
     """Recomputes and rewrites the products of ``run_dir``; returns the new results."""
-    from jaxmia import kinds
     from jaxmia.config import config_from_dict
-    from jaxmia.products import RUN_KEYS
-    from jaxmia.store import lock_folder
+    from jaxmia.kinds.base import metadata, write_run
+    from jaxmia.runs.products import RUN_KEYS
+    from jaxmia.runs.store import lock_folder
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -98,15 +84,15 @@ def analyze(run_dir, **overrides) -> dict:
     fd = lock_folder(run_dir)
     try:
         run_info = {k: old[k] for k in RUN_KEYS if k in old}
-        meta = kinds.metadata(cfg, bool(arrays["synthetic"]))
-        return kinds.get(cfg).write(run_dir, cfg, meta, arrays, run_info, write_arrays=False)
+        meta = metadata(cfg.kind, cfg, bool(arrays["synthetic"]))
+        return write_run(cfg.kind, run_dir, cfg, meta, arrays, run_info, write_arrays=False)
     finally:
         os.close(fd)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from jaxmia.report import format_summary
+    from jaxmia.kinds import format_summary
 
     overrides = {
         "score": args.score,

@@ -2,8 +2,11 @@
 
 Every mistake a user can make here (unknown key, wrong type, impossible value,
 unreadable file) raises ``UserError`` with one line that says what is allowed.
-Checks that need the data set (subset_size and target_index against the size of
-the training set) live in ``Config.check_against``.
+The keys are records (keys.py): the ones every run has are listed below, and each
+experiment kind declares its own in its folder (kinds/<kind>/__init__.py), so the
+YAML stays one flat mapping while a kind owns its keys and their checks.  Checks
+that need the data set (subset_size and target_index against the size of the
+training set) live in ``Config.check_against`` and the kinds' ``check_against``.
 """
 
 from __future__ import annotations
@@ -18,17 +21,19 @@ from typing import Any
 
 import yaml
 
+from jaxmia import kinds
 from jaxmia.errors import UserError, show
-from jaxmia.scores import SCORES as SCORE_CHOICES
-from jaxmia.stats import THRESHOLD_RULES as RULE_CHOICES
+from jaxmia.keys import Key, choice, flag, integer, number
 
-EXPERIMENTS = ("single_target", "targets", "population")
 DATASETS = ("cifar100", "cifar10", "synthetic")
 DATA_SOURCES = ("auto", "archive", "tfds")
 CONV_CHOICES = ("auto", "xla", "im2col", "winograd")
 STRATEGY_CHOICES = ("auto", "vmap", "map")
 DTYPE_CHOICES = ("float32", "bfloat16")
 NONFINITE_CHOICES = ("stop", "skip")
+# The attack's names (jaxmia/attack): the config needs the names alone, not scipy.
+SCORE_CHOICES = ("loss", "lira", "hinge")
+RULE_CHOICES = ("empirical", "conformal", "confident", "gaussian", "lira")
 
 # Upper bounds that keep a typo from turning into hours of planning or a
 # memory error after the run folder was written.  Rounds and pairs: a million
@@ -44,172 +49,151 @@ MAX_CONFIG_BYTES = 1_000_000
 NAME_MAX_BYTES = 255  # one path component on Linux, macOS and Windows filesystems
 
 
-@dataclasses.dataclass(frozen=True)
-class Config:
-    """One experiment.  Field names are the YAML keys."""
-
-    # Which experiment: one target x (the pipeline's single-point attack), many
-    # targets scored by one set of models, or the population attack.
-    experiment: str = "single_target"
-    # The PyTorch pipeline's keys.
-    target_index: int | None = None
-    num_classes: int = 100
-    n_iterations: int = 100
-    subset_size: int = 5000
-    epochs: int = 10
-    batch_size: int = 64
-    lr: float = 0.01
-    alpha: float = 0.05
-    save_plots: bool = True
-    seed: int = 0
-    # The attack's statistics (recomputable from a finished run: jaxmia analyze).
-    score: str = "loss"
-    threshold_rule: str = "empirical"
-    delta: float = 0.0
-    confidence: float = 0.95
-    # experiment: targets
-    targets: list[int] | None = None  # training-set indices; or n_targets drawn from seed
-    n_targets: int | None = None
-    n_models: int = 64  # models whose memberships build the per-target distributions
-    inclusion: float = 0.5  # each target's share of models trained on it (a/b, b <= 64)
-    eval_models: int = 0  # fresh models with the same membership law
-    # experiment: population
-    repetitions: int = 1  # target models, each trained on subset_size members
-    # jaxmia's own keys.
-    dataset: str = "cifar100"
-    data_source: str = "auto"
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    eval_pairs: int = 1
-    models_per_chunk: int | str = "auto"
-    test_samples: int | None = None
-    conv: str = "auto"
-    strategy: str = "auto"
-    compute_dtype: str = "float32"
-    on_nonfinite: str = "stop"
-    run_name: str | None = None
-
-    def __post_init__(self):
-        _validate(self)
-
-    def replace(self, **changes) -> Config:
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def check_against(self, n_train: int, n_test: int) -> None:
-        """Checks that need the data set's size; raises UserError."""
-        if self.experiment == "targets":
-            t = len(self.targets) if self.targets is not None else self.n_targets
-            if self.subset_size + t > n_train:
-                raise UserError(
-                    f"subset_size + the number of targets must be at most the training-set "
-                    f"size {n_train}, got {self.subset_size} + {t}"
-                )
-            if self.targets is not None and max(self.targets) >= n_train:
-                raise UserError(
-                    f"targets must be training-set indices in [0, {n_train - 1}], "
-                    f"got {max(self.targets)}"
-                )
-        if self.experiment == "population" and 2 * self.subset_size > n_train:
-            raise UserError(
-                f"subset_size must be at most half the training set ({n_train // 2}) for the "
-                f"population attack (members plus as many non-members), got {self.subset_size}"
-            )
-        if self.batch_size > self.subset_size + 1:
-            raise UserError(
-                f"batch_size must be at most subset_size + 1 = {self.subset_size + 1} "
-                f"(one batch already holds every training point), got {self.batch_size}"
-            )
-        if self.subset_size >= n_train:
-            raise UserError(
-                f"subset_size must be below the training-set size minus the target "
-                f"(at most {n_train - 1} for this data set), got {self.subset_size}"
-            )
-        if self.target_index is not None and self.target_index >= n_train:
-            raise UserError(
-                f"target_index must be in [0, {n_train - 1}] for this data set "
-                f"(or null to draw it from the seed), got {self.target_index}"
-            )
-        if self.test_samples is not None and self.test_samples > n_test:
-            raise UserError(
-                f"test_samples must be at most the test-set size {n_test} "
-                f"(or null for all of it), got {self.test_samples}"
-            )
-
-    def hashed_keys(self) -> list[str]:
-        """The config keys that decide the per-model results (and so the run hash).
-
-        Left out on purpose: keys that only change how many models there are,
-        where the data comes from, or how the work is split or reported, so that
-        a run can grow or be re-split and still reuse its models.  How the
-        numbers are computed (conv, strategy, ...) is checked separately, with
-        the values they resolve to (store.py).
-        """
-        ignored = {
-            "n_targets",  # the drawn targets are recorded in targets
-            "n_models",
-            "eval_models",
-            "repetitions",
-            "data_source",  # the same images from any source: the fingerprint decides
-            "n_iterations",
-            "eval_pairs",
-            "models_per_chunk",
-            "strategy",
-            "conv",
-            "alpha",
-            "score",
-            "threshold_rule",
-            "delta",
-            "confidence",
-            "save_plots",
-            "run_name",
-            "on_nonfinite",
-        }
-        return [k for k in self.to_dict() if k not in ignored]
-
-    def results_hash(self, data_fingerprint: str, version: str) -> str:
-        """Hash of the hashed keys' values, the data's fingerprint and jaxmia's version."""
-        d = self.to_dict()
-        keyed = {k: d[k] for k in self.hashed_keys()}
-        keyed["data"] = data_fingerprint
-        keyed["jaxmia_version"] = version
-        blob = json.dumps(keyed, sort_keys=True).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
-
-
-FIELDS = {f.name: f for f in dataclasses.fields(Config)}
-FLOAT_KEYS = ("lr", "alpha", "momentum", "weight_decay", "delta", "confidence", "inclusion")
-
-
 def _is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _is_number(v) -> bool:
-    return (isinstance(v, (int, float))) and not isinstance(v, bool)
+def _models_per_chunk(name, v) -> None:
+    ok = isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_MODELS_PER_CHUNK
+    if v != "auto" and not ok:
+        raise UserError(
+            f"{name} must be 'auto' or an integer in [1, {MAX_MODELS_PER_CHUNK:,}], got {show(v)}"
+        )
 
 
-def _need_int(cfg, name, lo=None, allow_none=False, hi=None):
-    v = getattr(cfg, name)
-    if v is None and allow_none:
-        return
-    what = f"an integer >= {lo}" if lo is not None else "an integer"
-    if hi is not None:
-        what = f"an integer in [{lo}, {hi:,}]"
-    if allow_none:
-        what += " or null"
-    if not _is_int(v):
-        raise UserError(f"{name} must be {what}, got {show(v)}")
-    if (lo is not None and v < lo) or (hi is not None and v > hi):
-        raise UserError(f"{name} must be {what}, got {show(v)}")
+def _run_name(name, v) -> None:
+    if v is not None:
+        check_run_name(v)
 
 
-def _need_choice(cfg, name, choices):
-    v = getattr(cfg, name)
-    if not isinstance(v, str) or v not in choices:
-        raise UserError(f"{name} must be one of {', '.join(choices)}; got {show(v)}")
+# The keys of every run, whatever its kind, in the order config.yaml lists them.
+# Each experiment kind adds its own (kinds/<kind>/__init__.py, KEYS).  Upper
+# bounds of subset_size, target_index and test_samples come from the data set
+# (check_against); the bounds here keep them from overflowing first.
+COMMON_KEYS = (
+    Key("experiment", kinds.DEFAULT, choice(kinds.names)),
+    Key("num_classes", 100, integer(2, MAX_CLASSES)),
+    Key("subset_size", 5000, integer(1, 2**31 - 1)),
+    Key("epochs", 10, integer(1, MAX_EPOCHS)),
+    Key("batch_size", 64, integer(1, MAX_BATCH)),
+    Key("lr", 0.01, number(0, math.inf, lo_open=True, hi_open=True, what="> 0")),
+    Key(
+        "alpha",
+        0.05,
+        number(0, 1, lo_open=True, hi_open=True, what="strictly between 0 and 1"),
+        hashed=False,
+    ),
+    Key("save_plots", True, flag, hashed=False),
+    Key("seed", 0, integer(0, MAX_SEED)),
+    # The attack's statistics (recomputable from a finished run: jaxmia analyze).
+    Key("score", "loss", choice(SCORE_CHOICES), hashed=False),
+    Key("threshold_rule", "empirical", choice(RULE_CHOICES), hashed=False),
+    Key("delta", 0.0, number(0, 1, lo_open=False, hi_open=True), hashed=False),
+    Key("confidence", 0.95, number(0.5, 1, lo_open=False, hi_open=True), hashed=False),
+    # Data and training.
+    Key("dataset", "cifar100", choice(DATASETS)),
+    # The same images from any source: the data fingerprint decides.
+    Key("data_source", "auto", choice(DATA_SOURCES), hashed=False),
+    Key("momentum", 0.9, number(0, 1, lo_open=False, hi_open=True)),
+    Key("weight_decay", 0.0, number(0, math.inf, lo_open=False, hi_open=True, what=">= 0")),
+    Key("test_samples", None, integer(1, 2**31 - 1, allow_none=True)),
+    Key("compute_dtype", "float32", choice(DTYPE_CHOICES)),
+    # How the work is split and computed: results.json and run.json record the
+    # resolved conv and strategy, and a run folder refuses another (store.py).
+    Key("models_per_chunk", "auto", _models_per_chunk, hashed=False),
+    Key("conv", "auto", choice(CONV_CHOICES), hashed=False),
+    Key("strategy", "auto", choice(STRATEGY_CHOICES), hashed=False),
+    Key("on_nonfinite", "stop", choice(NONFINITE_CHOICES), hashed=False),
+    Key("run_name", None, _run_name, hashed=False),
+)
+ALL_KEYS = COMMON_KEYS + tuple(key for kind in kinds.all_kinds() for key in kind.keys)
+KEYS = {key.name: key for key in ALL_KEYS}
+if len(KEYS) != len(ALL_KEYS):  # two kinds declared one name: a bug, caught at import
+    raise RuntimeError("a config key is declared twice (config.py and kinds/*/KEYS)")
+# Keys whose YAML value may be an integer or a string spelling of a number (1e-3).
+FLOAT_KEYS = tuple(k.name for k in ALL_KEYS if isinstance(k.default, float))
+
+
+def _post_init(self):
+    _validate(self)
+
+
+def _replace(self, **changes):
+    return dataclasses.replace(self, **changes)
+
+
+def _to_dict(self) -> dict[str, Any]:
+    return dataclasses.asdict(self)
+
+
+def _kind(self):
+    """The experiment kind (kinds/<kind>/) this config runs."""
+    return kinds.get(self.experiment)
+
+
+def _check_against(self, n_train: int, n_test: int) -> None:
+    """Checks that need the data set's size; raises UserError."""
+    self.kind.check_against(self, n_train, n_test)
+    if self.batch_size > self.subset_size + 1:
+        raise UserError(
+            f"batch_size must be at most subset_size + 1 = {self.subset_size + 1} "
+            f"(one batch already holds every training point), got {self.batch_size}"
+        )
+    if self.subset_size >= n_train:
+        raise UserError(
+            f"subset_size must be below the training-set size minus the target "
+            f"(at most {n_train - 1} for this data set), got {self.subset_size}"
+        )
+    if self.test_samples is not None and self.test_samples > n_test:
+        raise UserError(
+            f"test_samples must be at most the test-set size {n_test} "
+            f"(or null for all of it), got {self.test_samples}"
+        )
+
+
+def _hashed_keys(self) -> list[str]:
+    """The config keys that decide the per-model results (and so the run hash).
+
+    The common keys and this run's kind's keys marked ``hashed`` (keys.py).  Left
+    out on purpose: keys that only change how many models there are, where the
+    data comes from, or how the work is split or reported, so that a run can grow
+    or be re-split and still reuse its models; and other kinds' keys, which this
+    run never reads.  How the numbers are computed (conv, strategy, ...) is
+    checked separately, with the values they resolve to (runs/store.py).
+    """
+    own = {k.name for k in COMMON_KEYS + self.kind.keys if k.hashed}
+    return [name for name in KEYS if name in own]
+
+
+def _results_hash(self, data_fingerprint: str, version: str) -> str:
+    """Hash of the hashed keys' values, the data's fingerprint and jaxmia's version."""
+    d = self.to_dict()
+    keyed = {k: d[k] for k in self.hashed_keys()}
+    keyed["data"] = data_fingerprint
+    keyed["jaxmia_version"] = version
+    blob = json.dumps(keyed, sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+# One experiment: a frozen dataclass whose fields are the YAML keys (ALL_KEYS),
+# built here so that the keys a kind declares in its own folder become fields.
+Config = dataclasses.make_dataclass(
+    "Config",
+    [(k.name, Any, dataclasses.field(default=k.default)) for k in ALL_KEYS],
+    frozen=True,
+    namespace={
+        "__doc__": "One experiment, validated on creation.  Field names are the YAML keys.",
+        "__post_init__": _post_init,
+        "replace": _replace,
+        "to_dict": _to_dict,
+        "kind": property(_kind),
+        "check_against": _check_against,
+        "hashed_keys": _hashed_keys,
+        "results_hash": _results_hash,
+    },
+)
+Config.__module__ = __name__
+FIELDS = KEYS
 
 
 def check_run_name(name) -> None:
@@ -229,92 +213,14 @@ def check_run_name(name) -> None:
         )
 
 
-def _validate(cfg: Config) -> None:
-    # Upper bounds of subset_size, target_index and test_samples come from the
-    # data set (check_against); the bounds here keep them from overflowing first.
-    _need_int(cfg, "target_index", 0, allow_none=True, hi=2**31 - 1)
-    _need_int(cfg, "num_classes", 2, hi=MAX_CLASSES)
-    _need_int(cfg, "n_iterations", 1, hi=MAX_ROUNDS)
-    _need_int(cfg, "subset_size", 1, hi=2**31 - 1)
-    _need_int(cfg, "epochs", 1, hi=MAX_EPOCHS)
-    _need_int(cfg, "batch_size", 1, hi=MAX_BATCH)
-    _need_int(cfg, "seed", 0, hi=MAX_SEED)
-    _need_int(cfg, "eval_pairs", 0, hi=MAX_ROUNDS)
-    _need_int(cfg, "test_samples", 1, allow_none=True, hi=2**31 - 1)
-    for name in FLOAT_KEYS:
-        v = getattr(cfg, name)
-        if not _is_number(v) or not math.isfinite(v):
-            raise UserError(f"{name} must be a finite number, got {show(v)}")
-    if cfg.lr <= 0:
-        raise UserError(f"lr must be > 0, got {cfg.lr}")
-    if not 0 < cfg.alpha < 1:
-        raise UserError(f"alpha must be strictly between 0 and 1, got {cfg.alpha}")
-    if not 0 <= cfg.delta < 1:
-        raise UserError(f"delta must be in [0, 1), got {cfg.delta}")
-    if not 0.5 <= cfg.confidence < 1:
-        raise UserError(f"confidence must be in [0.5, 1), got {cfg.confidence}")
-    _need_choice(cfg, "score", SCORE_CHOICES)
-    _need_choice(cfg, "threshold_rule", RULE_CHOICES)
-    if not 0 <= cfg.momentum < 1:
-        raise UserError(f"momentum must be in [0, 1), got {cfg.momentum}")
-    if cfg.weight_decay < 0:
-        raise UserError(f"weight_decay must be >= 0, got {cfg.weight_decay}")
-    if not isinstance(cfg.save_plots, bool):
-        raise UserError(f"save_plots must be true or false, got {show(cfg.save_plots)}")
-    _need_choice(cfg, "experiment", EXPERIMENTS)
-    _need_int(cfg, "n_targets", 1, allow_none=True, hi=100_000)
-    _need_int(cfg, "n_models", 2, hi=MAX_ROUNDS)
-    _need_int(cfg, "eval_models", 0, hi=MAX_ROUNDS)
-    _need_int(cfg, "repetitions", 1, hi=MAX_ROUNDS)
-    if cfg.targets is not None:
-        t = cfg.targets
-        if not isinstance(t, list) or not t or not all(_is_int(i) and i >= 0 for i in t):
-            raise UserError(
-                f"targets must be a non-empty list of training-set indices, got {show(t)}"
-            )
-        if len(set(t)) != len(t):
-            raise UserError("targets must not repeat an index")
-        if len(t) > 100_000:
-            raise UserError(f"targets holds at most 100,000 indices, got {len(t):,}")
-    if cfg.experiment == "targets":
-        if (cfg.targets is None) == (cfg.n_targets is None):
-            raise UserError("experiment targets needs exactly one of targets (a list) or n_targets")
-        if not 0 < cfg.inclusion < 1:
-            raise UserError(f"inclusion must be strictly between 0 and 1, got {cfg.inclusion}")
-        from jaxmia.plan import inclusion_block
-
-        try:
-            _, b = inclusion_block(cfg.inclusion)
-        except ValueError:
-            raise UserError(
-                f"inclusion must be a fraction a/b with b <= 64 (0.5, 0.25, ...), got "
-                f"{cfg.inclusion}"
-            ) from None
-        for name in ("n_models", "eval_models"):
-            if getattr(cfg, name) % b:
-                raise UserError(
-                    f"{name} must be a multiple of {b} for inclusion {cfg.inclusion} (so that "
-                    f"every target is in exactly the same number of models), got "
-                    f"{getattr(cfg, name)}"
-                )
-    _need_choice(cfg, "dataset", DATASETS)
-    _need_choice(cfg, "data_source", DATA_SOURCES)
-    _need_choice(cfg, "conv", CONV_CHOICES)
-    _need_choice(cfg, "strategy", STRATEGY_CHOICES)
-    _need_choice(cfg, "compute_dtype", DTYPE_CHOICES)
-    _need_choice(cfg, "on_nonfinite", NONFINITE_CHOICES)
-    mpc = cfg.models_per_chunk
-    if mpc != "auto" and not (_is_int(mpc) and 1 <= mpc <= MAX_MODELS_PER_CHUNK):
-        raise UserError(
-            f"models_per_chunk must be 'auto' or an integer in [1, {MAX_MODELS_PER_CHUNK:,}], "
-            f"got {show(mpc)}"
-        )
+def _validate(cfg) -> None:
+    for key in ALL_KEYS:  # every key's own check, whatever the kind
+        key.check(key.name, getattr(cfg, key.name))
+    cfg.kind.validate(cfg)  # the kind's checks that relate its keys
     if cfg.dataset == "cifar100" and cfg.num_classes != 100:
         raise UserError(f"num_classes must be 100 for dataset cifar100, got {cfg.num_classes}")
     if cfg.dataset == "cifar10" and cfg.num_classes != 10:
         raise UserError(f"num_classes must be 10 for dataset cifar10, got {cfg.num_classes}")
-    if cfg.run_name is not None:
-        check_run_name(cfg.run_name)
 
 
 def config_from_dict(raw: Any, source: str = "config") -> Config:

@@ -4,6 +4,18 @@ The command line turns it into a single line on stderr and exit code 2; anything
 else that goes wrong is a bug and keeps its traceback.
 """
 
+import argparse
+import sys
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, except that a bad command line is one line on stderr and exit code 2
+    (``<prog>: error: <what> (see --help)``) instead of the usage block."""
+
+    def error(self, message):
+        print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
+        raise SystemExit(2)
+
 
 class UserError(Exception):
     """Bad input from the user: the message is shown as is, on one line."""

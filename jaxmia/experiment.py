@@ -15,25 +15,15 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from jaxmia import __version__, analysis, kinds
+from jaxmia import __version__, kinds
 from jaxmia.config import Config
 from jaxmia.data import load_dataset
 from jaxmia.errors import NonFiniteLoss, UserError
 from jaxmia.interrupt import StopFlag, StopRequested
-from jaxmia.outputs import ModelOutputs
-from jaxmia.plan import CALIBRATION, Job
-from jaxmia.store import RunStore, check_output_path
+from jaxmia.kinds.base import metadata, write_run
+from jaxmia.runs.outputs import ModelOutputs
+from jaxmia.runs.store import RunStore, check_output_path
 from jaxmia.train import ChunkTrainer, Interrupted, auto_models_per_chunk, make_setup
-
-
-def describe_job(job: Job, experiment: str = "single_target") -> str:
-    if experiment == "targets":
-        kind = "model" if job.stream == CALIBRATION else "evaluation model"
-        return f"{kind} {job.round}"
-    if experiment == "population":
-        return f"repetition {job.round}"
-    kind = "calibration round" if job.stream == CALIBRATION else "evaluation pair"
-    return f"{kind} {job.round}, {'IN' if job.member else 'OUT'} model"
 
 
 def run_experiment(
@@ -65,8 +55,8 @@ def run_experiment(
     )
     n_train, n_test = len(dataset.train_labels), len(dataset.test_labels)
     cfg.check_against(n_train, n_test)
-    cfg = kinds.resolve(cfg, n_train)
-    kind = kinds.get(cfg)
+    kind = cfg.kind
+    cfg = kind.resolve(cfg, n_train)
     devices = list(devices if devices is not None else jax.local_devices())
     platform = devices[0].platform
     plan = kind.plan(cfg, n_train)
@@ -82,7 +72,9 @@ def run_experiment(
         try:
             k = _models_per_chunk(cfg, setup, devices, len(wanted), n_proc, run_dir, run_hash)
             identity = _identity(cfg, dataset, run_hash, setup, platform, k // len(devices))
-            store = RunStore.open(run_dir, identity, fresh=fresh)
+            store = RunStore.open(
+                run_dir, identity, fresh=fresh, product_files=kinds.all_product_files()
+            )
             done = store.load()
         except UserError as e:
             refusal = e
@@ -103,7 +95,7 @@ def run_experiment(
         if not lead:
             return None
         outputs = ModelOutputs.concat([done, trained]).select(wanted)
-        _check_finite(cfg, outputs)
+        _check_finite(cfg, kind, outputs)
         arrays = kind.arrays(cfg, plan, dataset, outputs)
         n_trained = len(todo)
         per_model = kind.examples_per_model(cfg) * cfg.epochs
@@ -124,8 +116,8 @@ def run_experiment(
             "results_hash": run_hash,
             "jaxmia_version": __version__,
         }
-        meta = kinds.metadata(cfg, dataset.synthetic)
-        return kind.write(run_dir, cfg, meta, arrays, run_info)
+        meta = metadata(kind, cfg, dataset.synthetic)
+        return write_run(kind, run_dir, cfg, meta, arrays, run_info)
     finally:
         if store is not None:
             store.close()
@@ -203,7 +195,7 @@ def _train(cfg, setup, plan, dataset, devices, k, todo, store, show_progress, st
                 if store is not None:
                     store.save_chunk(res)
                 trained.append(res)
-                _check_finite(cfg, res)  # the chunk is saved first: a rerun reuses it
+                _check_finite(cfg, cfg.kind, res)  # the chunk is saved first: a rerun reuses it
                 bars.chunk_done(len(res))
             stop.check()
     finally:
@@ -211,10 +203,10 @@ def _train(cfg, setup, plan, dataset, devices, k, todo, store, show_progress, st
     return ModelOutputs.concat(trained), compile_seconds, time.perf_counter() - t0
 
 
-def _check_finite(cfg, outputs: ModelOutputs) -> None:
+def _check_finite(cfg, kind, outputs: ModelOutputs) -> None:
     if cfg.on_nonfinite != "stop":
         return
-    ok = analysis.finite_model(outputs)
+    ok = outputs.finite()
     if ok.all():
         return
     i = int(np.argmin(ok))
@@ -225,7 +217,7 @@ def _check_finite(cfg, outputs: ModelOutputs) -> None:
         else "on the target"
     )
     raise NonFiniteLoss(
-        f"non-finite loss {where} for {describe_job(outputs.jobs()[i], cfg.experiment)} "
+        f"non-finite loss {where} for {kind.describe_job(outputs.jobs()[i])} "
         "(lower lr, or set on_nonfinite: skip to leave such rounds out)"
     )
 

@@ -3,7 +3,7 @@
 Figures are built with ``matplotlib.figure.Figure`` directly rather than pyplot,
 so there is no global figure registry, no GUI backend and nothing to close;
 rendering goes through Agg. Each PNG is rendered into memory and then written
-atomically (``report.atomic_write_bytes``), so a crash never leaves half a file.
+atomically (``fileio.atomic_write_bytes``), so a crash never leaves half a file.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from jaxmia import scores, stats
-from jaxmia.report import atomic_write_bytes
+from jaxmia.fileio import atomic_write_bytes
 
 __all__ = [
     "HISTOGRAMS_FILE",

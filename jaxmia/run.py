@@ -6,22 +6,15 @@ User mistakes end with one line on stderr and exit code 2.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path
 
-from jaxmia.errors import UserError
+from jaxmia.errors import OneLineParser, UserError
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line instead of usage + message
-        print(f"jaxmia: error: {message} (see --help)", file=sys.stderr)
-        raise SystemExit(2)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(
+def build_parser() -> OneLineParser:
+    p = OneLineParser(
         prog="jaxmia",
         description="Single-point membership inference: train with/without model pairs "
         "in parallel and measure how well x's loss reveals its membership.",
@@ -155,8 +148,8 @@ def _main(args, stop) -> int:
         use_cpu_devices(args.cpu_devices)
     from jaxmia.config import load_config
     from jaxmia.experiment import NonFiniteLoss, run_experiment
-    from jaxmia.report import format_summary
-    from jaxmia.store import check_output_path
+    from jaxmia.kinds import format_summary
+    from jaxmia.runs.store import check_output_path
 
     if args.seed is not None and args.seed < 0:
         raise UserError(f"--seed must be >= 0, got {args.seed}")

@@ -36,9 +36,10 @@ from jax.sharding import PartitionSpec as P
 
 from jaxmia.config import Config
 from jaxmia.data import Dataset
+from jaxmia.kinds.single_target.plan import SingleTargetPlan, steps_per_epoch
 from jaxmia.model import SmallCNN
-from jaxmia.outputs import ModelOutputs
-from jaxmia.plan import Job, SingleTargetPlan, steps_per_epoch
+from jaxmia.runs.outputs import ModelOutputs
+from jaxmia.runs.plan import Job
 
 AXIS = "models"
 

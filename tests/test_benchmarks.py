@@ -16,7 +16,11 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from jaxmia.config import Config  # noqa: E402
-from jaxmia.plan import calibration_jobs, evaluation_jobs, job_rows  # noqa: E402
+from jaxmia.kinds.single_target.plan import (  # noqa: E402
+    calibration_jobs,
+    evaluation_jobs,
+    job_rows,
+)
 
 from numerics import assert_close  # noqa: E402
 
@@ -172,7 +176,7 @@ def test_baseline_equals_jaxmia_from_the_same_start(tiny_dataset, member):
     import jax
     import jax.numpy as jnp
 
-    from jaxmia.plan import CALIBRATION, Job
+    from jaxmia.runs.plan import CALIBRATION, Job
     from jaxmia.train import ChunkTrainer, init_state, make_setup, model_keys
 
     cfg = tiny_cfg(epochs=3)

@@ -18,7 +18,7 @@ from jaxmia import experiment
 from jaxmia.config import Config
 from jaxmia.errors import UserError
 from jaxmia.experiment import NonFiniteLoss, run_experiment
-from jaxmia.plan import CALIBRATION, Job
+from jaxmia.runs.plan import CALIBRATION, Job
 from jaxmia.train import ChunkTrainer
 
 from numerics import assert_close
@@ -382,8 +382,11 @@ def test_two_processes_on_loopback_equal_one(tmp_path):
 
 
 def test_experiment_module_imports_no_statistics_from_jax():
-    # stats, plots and report stay host-side: importing them must not import JAX.
-    code = "import sys, jaxmia.stats, jaxmia.plots, jaxmia.report; print('jax' in sys.modules)"
+    # stats, plots, kinds and fileio stay host-side: importing them must not import JAX.
+    code = (
+        "import sys, jaxmia.stats, jaxmia.plots, jaxmia.kinds, jaxmia.fileio; "
+        "print('jax' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.strip() == "False", out.stderr
     assert experiment.run_experiment is run_experiment

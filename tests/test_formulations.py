@@ -34,8 +34,8 @@ import optax
 import pytest
 
 from jaxmia.config import Config
+from jaxmia.kinds.single_target.plan import calibration_jobs, job_rows
 from jaxmia.model import SmallCNN
-from jaxmia.plan import calibration_jobs, job_rows
 from jaxmia.train import (
     ChunkTrainer,
     auto_models_per_chunk,

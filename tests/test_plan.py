@@ -5,17 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from jaxmia.plan import (
-    SUBSET,
-    TARGET,
-    Job,
-    PopulationPlan,
-    SingleTargetPlan,
-    TargetsPlan,
-    draw_targets,
-    inclusion_block,
-    seed_sequence,
-)
+from jaxmia.kinds.population.plan import PopulationPlan
+from jaxmia.kinds.single_target.plan import TARGET, SingleTargetPlan
+from jaxmia.kinds.targets.plan import TargetsPlan, draw_targets, inclusion_block
+from jaxmia.runs.plan import SUBSET, Job, seed_sequence, stream
 
 
 def test_host_streams_cannot_collide():
@@ -32,6 +25,10 @@ def test_host_streams_cannot_collide():
     assert len(states) == 4
     with pytest.raises(ValueError, match="takes 2 fields"):
         seed_sequence(7, SUBSET, 1)
+    # A kind that declared another stream under a tag in use fails at import.
+    assert stream(2, "target", 0) is not None  # the same declaration again is fine
+    with pytest.raises(RuntimeError, match="stream tag 2 is declared twice"):
+        stream(2, "my_new_stream", 1)
 
 
 @pytest.mark.parametrize("inclusion, block", [(0.5, (1, 2)), (0.25, (1, 4)), (0.75, (3, 4))])

@@ -1,4 +1,4 @@
-"""Tests for jaxmia.report: atomic writes, JSON/npz round trips, the console summary."""
+"""Tests for jaxmia.fileio (atomic writes, JSON and npz round trips) and the console summaries."""
 
 from __future__ import annotations
 
@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from jaxmia import report, stats
+from jaxmia import fileio, stats
+from jaxmia.kinds import format_summary
 
 
 def test_atomic_write_leaves_no_temp_files(tmp_path):
     p = tmp_path / "a.txt"
-    assert report.atomic_write_text(p, "hello") == p
-    report.atomic_write_bytes(p, b"again")
+    assert fileio.atomic_write_text(p, "hello") == p
+    fileio.atomic_write_bytes(p, b"again")
     assert p.read_bytes() == b"again"
     assert [q.name for q in tmp_path.iterdir()] == ["a.txt"]
     # The result gets ordinary permissions, not tempfile's 0600.
@@ -27,14 +28,14 @@ def test_atomic_write_leaves_no_temp_files(tmp_path):
 
 def test_failed_replace_keeps_previous_file(tmp_path, monkeypatch):
     p = tmp_path / "results.json"
-    report.write_json(p, {"v": 1})
+    fileio.write_json(p, {"v": 1})
 
     def fail(src, dst):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "replace", fail)
     with pytest.raises(OSError, match="No space") as info:
-        report.write_json(p, {"v": 2})
+        fileio.write_json(p, {"v": 2})
     assert info.value.errno == 28
     assert json.loads(p.read_text()) == {"v": 1}
     assert [q.name for q in tmp_path.iterdir()] == ["results.json"]
@@ -42,14 +43,14 @@ def test_failed_replace_keeps_previous_file(tmp_path, monkeypatch):
 
 def test_failed_write_midway_keeps_previous_file(tmp_path, monkeypatch):
     p = tmp_path / "losses.npz"
-    report.write_npz(p, a=np.arange(3))
+    fileio.write_npz(p, a=np.arange(3))
 
     def fail(fd):
         raise OSError(13, "Permission denied")
 
     monkeypatch.setattr(os, "fsync", fail)
     with pytest.raises(OSError, match="Permission denied"):
-        report.write_npz(p, a=np.arange(5))
+        fileio.write_npz(p, a=np.arange(5))
     with np.load(p) as f:
         assert f["a"].tolist() == [0, 1, 2]
     assert [q.name for q in tmp_path.iterdir()] == ["losses.npz"]
@@ -57,7 +58,7 @@ def test_failed_write_midway_keeps_previous_file(tmp_path, monkeypatch):
 
 def test_missing_folder_raises_oserror(tmp_path):
     with pytest.raises(OSError):
-        report.atomic_write_text(tmp_path / "missing" / "x.txt", "x")
+        fileio.atomic_write_text(tmp_path / "missing" / "x.txt", "x")
 
 
 def test_json_round_trip_with_numpy_types(tmp_path):
@@ -74,7 +75,7 @@ def test_json_round_trip_with_numpy_types(tmp_path):
         "none": None,
         "s": "cattle",
     }
-    p = report.write_json(tmp_path / "r.json", obj)
+    p = fileio.write_json(tmp_path / "r.json", obj)
     text = p.read_text()
     assert "NaN" not in text and "Infinity" not in text
     back = json.loads(text)
@@ -87,7 +88,7 @@ def test_json_round_trip_with_numpy_types(tmp_path):
     assert back["s"] == "cattle"
     assert text.startswith('{\n  "f32"')  # indent=2
     with pytest.raises(TypeError):
-        report.write_json(tmp_path / "bad.json", {"x": object()})
+        fileio.write_json(tmp_path / "bad.json", {"x": object()})
 
 
 def test_npz_round_trip(tmp_path):
@@ -96,7 +97,7 @@ def test_npz_round_trip(tmp_path):
         "synthetic": np.array(True),
         "acc": np.ones((2, 2)),
     }
-    p = report.write_npz(tmp_path / "l.npz", **arrays)
+    p = fileio.write_npz(tmp_path / "l.npz", **arrays)
     with np.load(p) as f:
         assert set(f.files) == set(arrays)
         for k, v in arrays.items():
@@ -139,7 +140,7 @@ def _results(**overrides):
 
 
 def test_format_summary():
-    text = report.format_summary(_results())
+    text = format_summary(_results())
     lines = text.splitlines()
     assert "SYNTHETIC" not in text
     assert "Target index: 123 (cattle)" in lines
@@ -165,20 +166,20 @@ def test_format_summary():
 
 
 def test_format_summary_synthetic_and_missing_keys():
-    text = report.format_summary(_results(synthetic=True))
+    text = format_summary(_results(synthetic=True))
     assert text.splitlines()[0].startswith("[SYNTHETIC DATA]")
-    minimal = report.format_summary({"synthetic": True, "threshold": 2.0, "evaluation": None})
+    minimal = format_summary({"synthetic": True, "threshold": 2.0, "evaluation": None})
     assert minimal.splitlines()[0].startswith("[SYNTHETIC DATA]")
     assert "Threshold: 2.0000" in minimal
     r = _results()
     for key in ("models_per_second", "compile_seconds", "gaussian_power", "alpha", "target_label"):
         del r[key]
-    text = report.format_summary(r)
+    text = format_summary(r)
     assert "Target index: 123" in text and "models/s" not in text
-    assert report.format_summary({}) == ""
+    assert format_summary({}) == ""
     # An undecided (NaN) evaluation item prints without crashing.
     ev = stats.evaluate_predictions(np.array([True, False]), [math.nan, 2.0], 1.0)
-    assert "predicted member=None" in report.format_summary({"evaluation": ev})
+    assert "predicted member=None" in format_summary({"evaluation": ev})
 
 
 # ---------------------------------------------------------------- issue 8: the attack's summary
@@ -195,7 +196,7 @@ def test_format_summary_of_attack_summary():
         alpha=0.05,
         rule="conformal",
     )
-    text = report.format_summary({"target_index": 5, "alpha": 0.05, **res})
+    text = format_summary({"target_index": 5, "alpha": 0.05, **res})
     lines = text.splitlines()
     t = res["threshold"]
     assert "Score: loss, threshold rule: conformal" in lines
@@ -222,7 +223,7 @@ def test_format_summary_of_attack_summary():
 
 def test_format_summary_says_what_cannot_be_resolved():
     res = stats.attack_summary([0.1], [2.0], alpha=0.05, rule="conformal", score="loss")
-    text = report.format_summary(res)
+    text = format_summary(res)
     assert "Threshold (FPR <= 0.05): none (see the warnings)" in text
     assert "Decision: never member" in text
     assert "Epsilon lower bound (95% confidence, delta 0): n/a (needs evaluation models)" in text
@@ -239,7 +240,7 @@ def test_format_summary_says_what_cannot_be_resolved():
         rule="lira",
         score="lira",
     )
-    text = report.format_summary(res)
+    text = format_summary(res)
     assert "on the log likelihood ratio scale" in text
     assert "Mean lira member:" in text
     assert "lira=2.5000  predicted member=True  correct=True" in text

@@ -5,15 +5,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from functools import partial
 
 import numpy as np
 import pytest
 
-from jaxmia import products
 from jaxmia.errors import UserError
-from jaxmia.outputs import ModelOutputs
-from jaxmia.plan import CALIBRATION, Job
-from jaxmia.store import RunStore, check_output_path
+from jaxmia.runs import products
+from jaxmia.runs.outputs import ModelOutputs
+from jaxmia.runs.plan import CALIBRATION, Job
+from jaxmia.runs.store import RunStore, check_output_path
 
 IDENTITY = {
     "results_hash": "abc123",
@@ -38,8 +39,11 @@ def outputs(n=4, t=1, c=5, seed=0) -> ModelOutputs:
     )
 
 
+PRODUCTS = ("config.yaml", "results.json", "losses.npz", "roc.png")
+
+
 def open_store(path, identity=IDENTITY, **kw) -> RunStore:
-    return RunStore.open(path, identity, **kw)
+    return RunStore.open(path, identity, product_files=PRODUCTS, **kw)
 
 
 def snapshot(folder):
@@ -183,9 +187,14 @@ def test_products_are_one_set_with_results_last(tmp_path):
         (folder / "roc.png").write_bytes(b"png")
         return [folder / "roc.png"]
 
-    res = products.write_products(
-        run, config={"a": 1}, arrays=arrays, results={"n": 3}, figures=figures, synthetic=False
+    write = partial(
+        products.write_products,
+        run,
+        figure_files=("roc.png",),
+        arrays_name="losses.npz",
+        synthetic=False,
     )
+    res = write(config={"a": 1}, arrays=arrays, results={"n": 3}, figures=figures)
     digest = hashlib.sha256((run / "losses.npz").read_bytes()).hexdigest()
     assert res["losses_sha256"] == digest
     assert json.loads((run / "results.json").read_text())["losses_sha256"] == digest
@@ -194,13 +203,9 @@ def test_products_are_one_set_with_results_last(tmp_path):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        products.write_products(
-            run, config={"a": 2}, arrays=arrays, results={"n": 4}, figures=broken, synthetic=False
-        )
+        write(config={"a": 2}, arrays=arrays, results={"n": 4}, figures=broken)
     assert not (run / "results.json").exists()  # never results of one state beside another's
-    products.write_products(
-        run, config={"a": 2}, arrays=arrays, results={"n": 4}, figures=None, synthetic=False
-    )
+    write(config={"a": 2}, arrays=arrays, results={"n": 4}, figures=None)
     assert not (run / "roc.png").exists()  # save_plots: false removes old figures
     assert json.loads((run / "results.json").read_text())["n"] == 4
 

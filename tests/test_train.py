@@ -11,15 +11,10 @@ import optax
 import pytest
 
 from jaxmia.config import Config
-from jaxmia.plan import (
-    CALIBRATION,
-    Job,
-    PopulationPlan,
-    TargetsPlan,
-    calibration_jobs,
-    job_rows,
-    steps_per_epoch,
-)
+from jaxmia.kinds.population.plan import PopulationPlan
+from jaxmia.kinds.single_target.plan import calibration_jobs, job_rows, steps_per_epoch
+from jaxmia.kinds.targets.plan import TargetsPlan
+from jaxmia.runs.plan import CALIBRATION, Job
 from jaxmia.train import (
     ChunkTrainer,
     make_model,

@@ -20,7 +20,7 @@ import numpy as np
 
 from jaxmia.config import load_config
 from jaxmia.data import load_dataset
-from jaxmia.plan import calibration_jobs, job_rows
+from jaxmia.kinds.single_target.plan import calibration_jobs, job_rows
 from jaxmia.train import ChunkTrainer, make_setup
 
 

@@ -11,8 +11,9 @@ Rules that keep a user's files safe:
 
 * A folder is a jaxmia run folder only if its ``run.json`` says so.  jaxmia
   writes into an existing folder only when it is empty or such a run folder,
-  and ``--fresh`` deletes only the files jaxmia itself writes (``OWN_FILES``,
-  ``chunks/chunk-*``, its temporary files), never the folder's other contents.
+  and ``--fresh`` deletes only the files jaxmia itself writes (the products
+  the caller names, ``chunks/chunk-*``, its temporary files), never the
+  folder's other contents.
 * One process at a time: an exclusive ``flock`` on ``.lock``, released by the
   kernel when the process ends, however it ends.
 * A chunk file carries the SHA-256 of its bytes in its name.  Anything that
@@ -42,17 +43,13 @@ from pathlib import Path
 import numpy as np
 
 from jaxmia.errors import UserError, show
-from jaxmia.outputs import ModelOutputs
-from jaxmia.products import ARRAY_FILES, FIGURES, TABLES
-from jaxmia.report import atomic_write_bytes
+from jaxmia.fileio import TEMPORARY_PATTERN as _TMP
+from jaxmia.fileio import atomic_write_bytes
+from jaxmia.runs.outputs import ModelOutputs
 
 RUN_MARK = "jaxmia run folder"
 LOCK_NAME = ".lock"
-# Products and bookkeeping jaxmia writes at the top of a run folder.
-PRODUCT_FILES = ("config.yaml", "results.json", *ARRAY_FILES, *TABLES, *FIGURES)
-OWN_FILES = ("run.json", LOCK_NAME, *PRODUCT_FILES)
 _CHUNK = re.compile(r"^chunk-[A-Za-z0-9-]+\.[0-9a-f]{64}\.npz(\.corrupt)?$")
-_TMP = re.compile(r"^\..+\.tmp$")  # report.atomic_write_bytes's temporary files
 PATH_MAX_BYTES = 4000  # below Linux's 4096, leaving room for the file names inside
 
 
@@ -158,8 +155,9 @@ def lock_folder(run_dir: Path) -> int:
 class RunStore:
     """One run folder, locked by this process.  Create with ``RunStore.open``."""
 
-    def __init__(self, run_dir: Path, identity: dict, lock_fd: int):
+    def __init__(self, run_dir: Path, identity: dict, lock_fd: int, product_files=()):
         self.run_dir = Path(run_dir)
+        self.product_files = tuple(product_files)
         self.identity = identity
         self.run_hash = identity["results_hash"]
         self.chunk_dir = self.run_dir / "chunks"
@@ -168,23 +166,25 @@ class RunStore:
     # ------------------------------------------------------------ opening
 
     @classmethod
-    def open(cls, run_dir, identity: dict, *, fresh: bool = False) -> RunStore:
+    def open(cls, run_dir, identity: dict, *, fresh: bool = False, product_files=()) -> RunStore:
         """Creates, re-opens or (fresh) clears a run folder, and locks it.
 
         ``identity`` holds ``results_hash``, ``data_fingerprint``, ``config``,
-        ``execution`` and ``jaxmia_version``.  Refuses (UserError, nothing
-        touched) a path that is not a folder, a non-empty folder that is not a
-        jaxmia run, a run folder held by another process, and one whose run
-        differs from this one unless ``fresh``.
+        ``execution`` and ``jaxmia_version``; ``product_files`` names the files
+        at the top of the folder that ``fresh`` deletes (config.yaml,
+        results.json, the arrays, tables and figures: ``kinds.product_files``).
+        Refuses (UserError, nothing touched) a path that is not a folder, a
+        non-empty folder that is not a jaxmia run, a run folder held by another
+        process, and one whose run differs from this one unless ``fresh``.
         """
         run_dir = Path(run_dir)
         try:
-            return cls._open(run_dir, identity, fresh)
+            return cls._open(run_dir, identity, fresh, product_files)
         except OSError as e:
             raise UserError(f"cannot use {show(str(run_dir))}: {e.strerror or e}") from None
 
     @classmethod
-    def _open(cls, run_dir: Path, identity: dict, fresh: bool) -> RunStore:
+    def _open(cls, run_dir: Path, identity: dict, fresh: bool, product_files) -> RunStore:
         for p in (run_dir, *run_dir.parents):
             if p.exists() and not p.is_dir():
                 raise UserError(f"output path {show(str(p))} exists and is not a folder")
@@ -204,7 +204,7 @@ class RunStore:
                         "choose another --run-name or --output-dir, or pass --fresh to "
                         "replace its results"
                     )
-            store = cls(run_dir, identity, fd)
+            store = cls(run_dir, identity, fd, product_files)
             if fresh:
                 store._delete_own_files()
             store._clean_temporaries()
@@ -232,7 +232,7 @@ class RunStore:
 
     def _delete_own_files(self) -> None:
         """--fresh: removes what jaxmia wrote here, and nothing else."""
-        for name in PRODUCT_FILES:
+        for name in self.product_files:
             (self.run_dir / name).unlink(missing_ok=True)
         if self.chunk_dir.is_dir():
             for p in self.chunk_dir.iterdir():

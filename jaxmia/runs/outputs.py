@@ -12,7 +12,7 @@ import dataclasses
 
 import numpy as np
 
-from jaxmia.plan import Job
+from jaxmia.runs.plan import Job
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,6 +113,10 @@ class ModelOutputs:
         if not parts:
             return None
         return cls(**{f: np.concatenate([getattr(p, f) for p in parts]) for f in cls.fields()})
+
+    def finite(self) -> np.ndarray:
+        """bool[J]: the model's every epoch loss and every scored loss are finite."""
+        return np.isfinite(self.epoch_loss).all(axis=1) & np.isfinite(self.loss).all(axis=1)
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         return {f: getattr(self, f) for f in self.fields()}

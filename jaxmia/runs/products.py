@@ -20,14 +20,12 @@ PyTorch baseline writes its products through the same function.
 from __future__ import annotations
 
 import hashlib
-import io
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import yaml
 
-from jaxmia import report
+from jaxmia import fileio
 from jaxmia.errors import UserError
 
 # results.json keys that describe how a run was executed rather than what it
@@ -49,28 +47,7 @@ RUN_KEYS = (
 )
 
 
-# Every figure any experiment draws: a run that no longer draws them
-# (save_plots: false) removes them all.
-FIGURES = (
-    "single_point_mia_histograms.png",
-    "roc.png",
-    "pr.png",
-    "target.png",
-    "vulnerability.png",
-    "targets_roc.png",
-    "population_histograms.png",
-    "population_roc.png",
-    "population_pr.png",
-)
-ARRAY_FILES = ("losses.npz", "targets.npz", "population.npz")
-TABLES = ("targets.csv",)
 SYNTHETIC_NOTE = "# SYNTHETIC DATA: not CIFAR\n"
-
-
-def npz_bytes(arrays: dict) -> bytes:
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    return buf.getvalue()
 
 
 def write_products(
@@ -80,38 +57,39 @@ def write_products(
     arrays: dict | None,
     results: dict,
     figures: Callable[[Path], list] | None,
+    figure_files: tuple[str, ...],
     synthetic: bool,
-    arrays_name: str = "losses.npz",
+    arrays_name: str,
     tables: Callable[[Path], None] | None = None,
 ) -> dict:
     """Writes the set in the order above; returns ``results`` with ``losses_sha256``.
 
     ``figures(folder)`` draws the PNGs into ``folder`` (None: no figures, and
-    old ones are removed).  ``arrays=None`` keeps the arrays file on disk as it
-    is (``jaxmia analyze``) and records its hash.  OSErrors become one
-    UserError line.
+    the old ones, ``figure_files``, are removed).  ``arrays=None`` keeps the
+    arrays file ``arrays_name`` on disk as it is (``jaxmia analyze``) and
+    records its hash.  OSErrors become one UserError line.
     """
     run_dir = Path(run_dir)
     try:
         (run_dir / "results.json").unlink(missing_ok=True)
         text = yaml.safe_dump(config, sort_keys=False)
-        report.atomic_write_text(
+        fileio.atomic_write_text(
             run_dir / "config.yaml", (SYNTHETIC_NOTE if synthetic else "") + text
         )
         if arrays is None:
             data = (run_dir / arrays_name).read_bytes()
         else:
-            data = npz_bytes(arrays)
-            report.atomic_write_bytes(run_dir / arrays_name, data)
+            data = fileio.npz_bytes(arrays)
+            fileio.atomic_write_bytes(run_dir / arrays_name, data)
         if tables is not None:
             tables(run_dir)
         if figures is None:
-            for name in FIGURES:
+            for name in figure_files:
                 (run_dir / name).unlink(missing_ok=True)
         else:
             figures(run_dir)
         results = {**results, "losses_sha256": hashlib.sha256(data).hexdigest()}
-        report.write_json(run_dir / "results.json", results)
+        fileio.write_json(run_dir / "results.json", results)
     except OSError as e:
         raise UserError(f"cannot write results to {run_dir}: {e.strerror or e}") from None
     return results

@@ -1,0 +1,135 @@
+"""What an experiment kind provides, and the one path by which every kind writes its products.
+
+A *kind* (single target, many targets, population, ...) is one folder under
+``jaxmia/kinds/`` holding everything that is its own: its config keys and their
+checks, its plan (which models to train, on which rows, scoring which images),
+the arrays its run folder keeps and their schema, its analysis, figures, tables,
+console text and file names.  Training, chunking, resuming, devices and hosts
+are the same for every kind (experiment.py, training/, runs/).  ``Kind`` below
+names what a kind must provide; ``kinds/__init__.py`` lists the kinds, and
+nothing outside ``jaxmia/kinds/`` asks for a kind by its name.
+
+This module and every kind's ``__init__`` import neither JAX nor matplotlib nor
+scipy: a kind loads its analysis and figures only when asked to analyse, so that
+reading a config stays cheap and ``jaxmia analyze --no-plots`` never loads
+matplotlib.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+from jaxmia.keys import Key
+from jaxmia.runs import products
+from jaxmia.runs.outputs import ModelOutputs
+from jaxmia.runs.plan import Job, Plan
+
+__all__ = ["Analysis", "Kind", "SYNTHETIC_SUFFIX", "write_run"]
+
+SYNTHETIC_SUFFIX = " [SYNTHETIC DATA]"  # added to every figure title of a synthetic run
+
+
+@dataclasses.dataclass(frozen=True)
+class Analysis:
+    """What a kind's analysis of its arrays gives the writer.
+
+    Attributes:
+      results: the results.json dict without the run's own record (timing,
+        devices); the writer appends that.
+      figures: ``figures(folder, results)`` draws the kind's PNGs into ``folder``
+        (called with the final results) and returns their paths.
+      tables: ``tables(folder)`` writes the kind's tables (CSV), or None.
+    """
+
+    results: dict
+    figures: Callable[[Path, dict], list]
+    tables: Callable[[Path], Any] | None = None
+
+
+class Kind(Protocol):
+    """An experiment kind.  Implemented by one object per folder under kinds/."""
+
+    name: ClassVar[str]  # the value of the ``experiment`` key
+    keys: ClassVar[tuple[Key, ...]]  # its own config keys (config.py adds them)
+    arrays_file: ClassVar[str]  # the raw arrays of every statistic, e.g. "losses.npz"
+    figure_files: ClassVar[tuple[str, ...]]  # the PNGs its analysis may draw
+    table_files: ClassVar[tuple[str, ...]]  # the tables it writes (CSV)
+    metadata_keys: ClassVar[tuple[str, ...]]  # config keys results.json repeats
+
+    def validate(self, cfg) -> None:
+        """Checks that relate its keys (each key's own check already ran); UserError."""
+
+    def check_against(self, cfg, n_train: int, n_test: int) -> None:
+        """Checks that need the data set's size; UserError."""
+
+    def resolve(self, cfg, n_train: int):
+        """The config with whatever it leaves to the seed (a target, targets) filled in."""
+
+    def plan(self, cfg, n_train: int) -> Plan:
+        """Which rows each job trains on and which images every model scores."""
+
+    def jobs(self, cfg) -> list[Job]:
+        """Every model the config asks for, in the order the arrays list them."""
+
+    def describe_job(self, job: Job) -> str:
+        """One job in words, for messages ("calibration round 3, IN model")."""
+
+    def examples_per_model(self, cfg) -> float:
+        """Training examples per model and epoch, on average (for image-steps/s)."""
+
+    def arrays(self, cfg, plan: Plan, dataset, outputs: ModelOutputs) -> dict:
+        """The arrays file's contents from the trained models' outputs."""
+
+    def check_arrays(self, arrays: dict, where: str) -> None:
+        """Refuses (UserError naming ``where``) arrays this jaxmia cannot analyse."""
+
+    def analyze(self, arrays: dict, cfg, meta: dict) -> Analysis:
+        """Every number, figure and table of a run, from its arrays alone."""
+
+    def format_summary(self, results: dict) -> str:
+        """The console summary of a results.json dict."""
+
+
+def product_files(kind) -> tuple[str, ...]:
+    """Every file a run of ``kind`` writes at the top of its folder, besides run.json."""
+    return ("config.yaml", "results.json", kind.arrays_file, *kind.table_files, *kind.figure_files)
+
+
+def metadata(kind, cfg, synthetic: bool) -> dict:
+    """The results.json keys that describe the experiment (not computed from outputs)."""
+    meta = {"experiment": cfg.experiment, "dataset": cfg.dataset, "synthetic": bool(synthetic)}
+    return {**meta, **{k: getattr(cfg, k) for k in kind.metadata_keys}}
+
+
+def write_run(kind, run_dir, cfg, meta: dict, arrays: dict, run_info: dict, *, write_arrays=True):
+    """Analyses ``arrays`` and writes the kind's products; returns results.json's dict.
+
+    The one path for a finished run, ``jaxmia analyze`` (``write_arrays=False``:
+    the arrays file stays as it is) and the PyTorch baseline.
+    """
+    analysis = kind.analyze(arrays, cfg, meta)
+    results = {**analysis.results, **run_info}
+    draw = None
+    if cfg.save_plots:
+
+        def draw(folder):
+            return analysis.figures(folder, results)
+
+    out = products.write_products(
+        Path(run_dir),
+        config=cfg.to_dict(),
+        arrays=arrays if write_arrays else None,
+        results=results,
+        figures=draw,
+        figure_files=kind.figure_files,
+        synthetic=meta["synthetic"],
+        arrays_name=kind.arrays_file,
+        tables=analysis.tables,
+    )
+    for what in out.get("skipped") or []:
+        print(f"jaxmia: warning: non-finite loss for {what}; left out", file=sys.stderr)
+    return out

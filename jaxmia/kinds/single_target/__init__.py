@@ -1,0 +1,116 @@
+"""The pipeline's single-point attack: l with/without pairs of models for one target x.
+
+Round r trains an IN model on a random subset plus x and an OUT model on the
+same subset alone; x's score under the l IN and l OUT models sets a threshold
+at false-positive rate alpha, and fresh evaluation pairs test it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from jaxmia.errors import UserError
+from jaxmia.keys import Key, integer
+from jaxmia.kinds.base import Analysis
+from jaxmia.kinds.single_target import files
+from jaxmia.kinds.single_target.plan import (
+    SingleTargetPlan,
+    calibration_jobs,
+    evaluation_jobs,
+    resolve_target,
+)
+from jaxmia.runs.plan import CALIBRATION, Job
+
+MAX_ROUNDS = 1_000_000  # a million models is more than any accelerator trains in a day
+
+
+class SingleTarget:
+    name = "single_target"
+    keys = (
+        Key("target_index", None, integer(0, 2**31 - 1, allow_none=True)),
+        # How many models: a run folder grows when these grow (not hashed).
+        Key("n_iterations", 100, integer(1, MAX_ROUNDS), hashed=False),
+        Key("eval_pairs", 1, integer(0, MAX_ROUNDS), hashed=False),
+    )
+    arrays_file = files.ARRAYS_FILE
+    figure_files = files.FIGURES
+    table_files = ()
+    metadata_keys = ("target_index", "n_iterations", "eval_pairs", "subset_size", "epochs", "seed")
+
+    def validate(self, cfg) -> None:
+        pass  # each key's own check says all
+
+    def check_against(self, cfg, n_train: int, n_test: int) -> None:
+        if cfg.target_index is not None and cfg.target_index >= n_train:
+            raise UserError(
+                f"target_index must be in [0, {n_train - 1}] for this data set "
+                f"(or null to draw it from the seed), got {cfg.target_index}"
+            )
+
+    def resolve(self, cfg, n_train: int):
+        return cfg.replace(target_index=resolve_target(cfg.target_index, cfg.seed, n_train))
+
+    def plan(self, cfg, n_train: int) -> SingleTargetPlan:
+        return SingleTargetPlan(
+            cfg.seed, n_train, cfg.target_index, cfg.subset_size, cfg.batch_size
+        )
+
+    def jobs(self, cfg) -> list[Job]:
+        return calibration_jobs(cfg.n_iterations) + evaluation_jobs(cfg.eval_pairs)
+
+    def describe_job(self, job: Job) -> str:
+        kind = "calibration round" if job.stream == CALIBRATION else "evaluation pair"
+        return f"{kind} {job.round}, {'IN' if job.member else 'OUT'} model"
+
+    def examples_per_model(self, cfg) -> float:
+        return cfg.subset_size + 0.5  # the IN model has x too
+
+    def arrays(self, cfg, plan, dataset, outputs) -> dict:
+        from jaxmia.kinds.single_target.arrays import assemble
+
+        arrays = assemble(
+            outputs,
+            n_iterations=cfg.n_iterations,
+            eval_pairs=cfg.eval_pairs,
+            target_label=int(dataset.train_labels[cfg.target_index]),
+            target_image=dataset.train_images[cfg.target_index],
+            synthetic=dataset.synthetic,
+        )
+        return {**arrays, "class_names": np.array(dataset.class_names)}
+
+    def check_arrays(self, arrays: dict, where: str) -> None:
+        from jaxmia.kinds.single_target.arrays import ARRAYS
+
+        missing = [k for k in ARRAYS if k not in arrays]
+        if missing:
+            raise UserError(
+                f"{where} lacks {', '.join(missing[:4])}: written by an older jaxmia, without "
+                "logits; rerun it with this version"
+            )
+
+    def analyze(self, arrays: dict, cfg, meta: dict) -> Analysis:
+        from jaxmia import analysis
+        from jaxmia.kinds.single_target.arrays import left_out
+
+        names = [str(n) for n in np.asarray(arrays["class_names"]).tolist()]
+        label = int(arrays["target_label"])
+        results = {
+            **meta,
+            "target_label": names[label] if 0 <= label < len(names) else str(label),
+            **analysis.single_target_results(arrays, analysis.Settings.from_config(cfg)),
+            "skipped": left_out(arrays),
+        }
+        suffix = " [SYNTHETIC DATA]" if meta["synthetic"] else ""
+
+        def figures(folder, final):
+            return analysis.single_target_figures(folder, arrays, final, suffix=suffix)
+
+        return Analysis(results, figures)
+
+    def format_summary(self, results: dict) -> str:
+        from jaxmia.kinds.single_target.console import format_summary
+
+        return format_summary(results)
+
+
+KIND = SingleTarget()

@@ -1,0 +1,154 @@
+"""Many targets on one pool of models: each model trains on a balanced random share of T targets.
+
+Every target is attacked as the single-target run attacks x, with the models
+that trained on it as its IN models and the rest as its OUT models; fresh
+evaluation models test each target's threshold.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from jaxmia.errors import UserError
+from jaxmia.keys import Key, integer, integer_list, number
+from jaxmia.kinds.base import Analysis
+from jaxmia.kinds.targets import files
+from jaxmia.kinds.targets.plan import TargetsPlan, draw_targets, inclusion_block
+from jaxmia.runs.plan import CALIBRATION, EVALUATION, Job
+
+MAX_MODELS = 1_000_000
+MAX_TARGETS = 100_000
+_BETWEEN = "strictly between 0 and 1"
+
+
+class Targets:
+    name = "targets"
+    keys = (
+        Key("targets", None, integer_list(MAX_TARGETS)),  # training-set indices
+        Key("n_targets", None, integer(1, MAX_TARGETS, allow_none=True), hashed=False),
+        # Models whose memberships build the per-target distributions; more later
+        # grows the run folder (not hashed).
+        Key("n_models", 64, integer(2, MAX_MODELS), hashed=False),
+        # Each target's share of models trained on it (a/b, b <= 64).
+        Key(
+            "inclusion",
+            0.5,
+            number(0, 1, lo_open=True, hi_open=True, what="strictly between 0 and 1"),
+        ),
+        Key("eval_models", 0, integer(0, MAX_MODELS), hashed=False),
+    )
+    arrays_file = files.ARRAYS_FILE
+    figure_files = files.FIGURES
+    table_files = files.TABLES
+    metadata_keys = ("n_models", "eval_models", "inclusion", "subset_size", "epochs", "seed")
+
+    def validate(self, cfg) -> None:
+        if (cfg.targets is None) == (cfg.n_targets is None):
+            raise UserError("experiment targets needs exactly one of targets (a list) or n_targets")
+        try:
+            _, b = inclusion_block(cfg.inclusion)
+        except ValueError:
+            raise UserError(
+                f"inclusion must be a fraction a/b with b <= 64 (0.5, 0.25, ...), got "
+                f"{cfg.inclusion}"
+            ) from None
+        for name in ("n_models", "eval_models"):
+            if getattr(cfg, name) % b:
+                raise UserError(
+                    f"{name} must be a multiple of {b} for inclusion {cfg.inclusion} (so that "
+                    f"every target is in exactly the same number of models), got "
+                    f"{getattr(cfg, name)}"
+                )
+
+    def check_against(self, cfg, n_train: int, n_test: int) -> None:
+        t = len(cfg.targets) if cfg.targets is not None else cfg.n_targets
+        if cfg.subset_size + t > n_train:
+            raise UserError(
+                f"subset_size + the number of targets must be at most the training-set "
+                f"size {n_train}, got {cfg.subset_size} + {t}"
+            )
+        if cfg.targets is not None and max(cfg.targets) >= n_train:
+            raise UserError(
+                f"targets must be training-set indices in [0, {n_train - 1}], "
+                f"got {max(cfg.targets)}"
+            )
+
+    def resolve(self, cfg, n_train: int):
+        if cfg.targets is not None:
+            return cfg
+        # The drawn list replaces n_targets, so config.yaml names every target.
+        drawn = draw_targets(cfg.seed, n_train, cfg.n_targets).tolist()
+        return cfg.replace(targets=drawn, n_targets=None)
+
+    def plan(self, cfg, n_train: int) -> TargetsPlan:
+        return TargetsPlan(
+            cfg.seed, n_train, tuple(cfg.targets), cfg.subset_size, cfg.batch_size, cfg.inclusion
+        )
+
+    def jobs(self, cfg) -> list[Job]:
+        return [Job(CALIBRATION, m, False) for m in range(cfg.n_models)] + [
+            Job(EVALUATION, m, False) for m in range(cfg.eval_models)
+        ]
+
+    def describe_job(self, job: Job) -> str:
+        kind = "model" if job.stream == CALIBRATION else "evaluation model"
+        return f"{kind} {job.round}"
+
+    def examples_per_model(self, cfg) -> float:
+        return cfg.subset_size + cfg.inclusion * len(cfg.targets)
+
+    def arrays(self, cfg, plan, dataset, outputs) -> dict:
+        targets = np.asarray(cfg.targets, np.int32)
+
+        def part(stream, n):
+            jobs = [Job(stream, m, False) for m in range(n)]
+            sel = outputs.select(jobs)
+            member = plan.membership(jobs).reshape(n, len(targets))
+            return member, sel, sel.finite()
+
+        member, cal, used = part(CALIBRATION, cfg.n_models)
+        e_member, ev, e_used = part(EVALUATION, cfg.eval_models)
+        return {
+            "targets": targets,
+            "target_labels": np.asarray(dataset.train_labels[targets], np.int32),
+            "target_images": np.asarray(dataset.train_images[targets], np.uint8),
+            "membership": member,
+            "losses": cal.loss,
+            "logits": cal.logits,
+            "model_used": used,
+            "eval_membership": e_member,
+            "eval_losses": ev.loss,
+            "eval_logits": ev.logits,
+            "eval_model_used": e_used,
+            "train_accuracy": cal.train_accuracy,
+            "test_accuracy": cal.test_accuracy,
+            "class_names": np.array(dataset.class_names),
+            "synthetic": np.array(bool(dataset.synthetic)),
+        }
+
+    def check_arrays(self, arrays: dict, where: str) -> None:
+        pass  # analysis_targets.check_targets_arrays checks them as it reads them
+
+    def analyze(self, arrays: dict, cfg, meta: dict) -> Analysis:
+        from jaxmia import analysis, analysis_targets
+
+        settings = analysis.Settings.from_config(cfg)
+        summary, rows = analysis_targets.targets_results(arrays, settings)
+        results = {**meta, **summary}
+        suffix = " [SYNTHETIC DATA]" if meta["synthetic"] else ""
+
+        def figures(folder, final):
+            return analysis_targets.targets_figures(folder, arrays, final, rows, suffix=suffix)
+
+        def tables(folder):
+            analysis_targets.write_targets_csv(folder / files.CSV_FILE, rows)
+
+        return Analysis(results, figures, tables)
+
+    def format_summary(self, results: dict) -> str:
+        from jaxmia.kinds.targets.console import format_summary
+
+        return format_summary(results)
+
+
+KIND = Targets()

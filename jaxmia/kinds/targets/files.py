@@ -1,0 +1,9 @@
+"""The file names a many-targets run writes besides the shared ones (run.json, config.yaml,
+results.json), named once here for the figures module, the kind and the run folder alike."""
+
+ARRAYS_FILE = "targets.npz"
+CSV_FILE = "targets.csv"
+VULNERABILITY_FILE = "vulnerability.png"
+ROC_FILE = "targets_roc.png"
+FIGURES = (VULNERABILITY_FILE, ROC_FILE)
+TABLES = (CSV_FILE,)
