@@ -24,9 +24,11 @@ from jaxmia.plotting import (
 )
 
 __all__ = [
+    "FIGURES",
     "HISTOGRAMS_FILE",
     "PR_FILE",
     "ROC_FILE",
+    "TARGET_FILE",
     "plot_attack",
     "plot_histograms",
     "plot_roc",
@@ -233,6 +235,8 @@ def plot_target(
 ROC_FILE = "roc.png"
 PR_FILE = "pr.png"
 HISTOGRAMS_FILE = "single_point_mia_histograms.png"
+TARGET_FILE = "target.png"
+FIGURES = (HISTOGRAMS_FILE, ROC_FILE, PR_FILE, TARGET_FILE)
 _PANEL_LABEL = {
     "loss": "cross-entropy loss of x",
     "lira": r"$\varphi = z_y - \log\sum_{y' \neq y} e^{z_{y'}}$  (logit-scaled confidence)",

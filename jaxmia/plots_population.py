@@ -15,6 +15,10 @@ from matplotlib.figure import Figure
 from jaxmia import plotting, scores, stats
 
 __all__ = [
+    "FIGURES",
+    "HISTOGRAMS_FILE",
+    "PR_FILE",
+    "ROC_FILE",
     "histograms_figure",
     "plot_histograms",
     "plot_pr",
@@ -22,6 +26,11 @@ __all__ = [
     "pr_figure",
     "roc_figure",
 ]
+
+HISTOGRAMS_FILE = "population_histograms.png"
+ROC_FILE = "population_roc.png"
+PR_FILE = "population_pr.png"
+FIGURES = (HISTOGRAMS_FILE, ROC_FILE, PR_FILE)
 
 _CURVE_COLOR = "tab:blue"
 _YEOM_COLOR = "tab:red"

@@ -373,7 +373,7 @@ def test_figures_are_written_and_marked_synthetic(tmp_path):
     arrays = make_arrays(r=3, n=40, seed=6)
     res = ap.population_results(arrays, Settings(alpha=0.1, score="lira"))
     paths = ap.population_figures(tmp_path, arrays, res, suffix=" [SYNTHETIC DATA]")
-    assert [p.name for p in paths] == list(ap.FIGURES)
+    assert [p.name for p in paths] == list(plots_population.FIGURES)
     for p in paths:
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
