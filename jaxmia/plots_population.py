@@ -185,7 +185,8 @@ def _score_panel(ax, results, rep, mem, non):
         ax.axvline(
             a["threshold"], color=_ALPHA_COLOR, lw=1.5, ls=":", label=_rule_label(results, rep)
         )
-    ax.set_xlabel(_AXIS_LABEL[score])
+    # A score added without an entry here still gets a readable axis, not a KeyError.
+    ax.set_xlabel(_AXIS_LABEL.get(score, score.replace("_", " ")))
     ax.set_ylabel("density")
     title = f"the attack's score: {score}"
     if outside:

@@ -437,6 +437,22 @@ def test_loss_panel_draws_nothing_below_zero():
     assert "target model 0" in title and "not pooled" in title and "[SYNTHETIC DATA]" in title
 
 
+def test_score_panel_names_a_score_without_its_own_label():
+    # A score the figure has no axis label for (one added later) must not raise KeyError.
+    arrays = make_arrays(r=2, n=40, seed=9)
+    res = ap.population_results(arrays, Settings(alpha=0.1, score="hinge"))
+    rep = res["per_repetition"][0]
+    m, x = ap.population_scores(arrays, "loss", 0)
+    chosen = ap.population_scores(arrays, "hinge", 0)
+    fig = plots_population.histograms_figure({**res, "score": "top_two_gap"}, rep, m, x, chosen)
+    panel = fig.axes[2]
+    assert panel.get_xlabel() == "top two gap"
+    assert panel.get_title().startswith("the attack's score: top_two_gap")
+    # The scores it knows keep their labels.
+    fig = plots_population.histograms_figure(res, rep, m, x, chosen)
+    assert fig.axes[2].get_xlabel() == r"hinge $= z_y - \max_{y' \neq y} z_{y'}$"
+
+
 def test_module_imports_no_jax():
     code = (
         "import sys, jaxmia.analysis_population, jaxmia.plots_population; "
