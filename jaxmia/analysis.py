@@ -203,7 +203,7 @@ def single_target_figures(folder, arrays: dict, results: dict, *, suffix: str):
     )
     written.append(
         plots.plot_target(
-            folder / "target.png",
+            folder / plots.TARGET_FILE,
             np.asarray(arrays["target_image"], np.uint8),
             label_name=results["target_label"],
             index=results["target_index"],

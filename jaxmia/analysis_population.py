@@ -41,11 +41,7 @@ from jaxmia.analysis import Settings
 from jaxmia.errors import UserError
 
 __all__ = [
-    "FIGURES",
-    "HISTOGRAMS_FILE",
     "POPULATION_ARRAYS",
-    "PR_FILE",
-    "ROC_FILE",
     "SUMMARY_METRICS",
     "Settings",
     "average_precision",
@@ -75,11 +71,6 @@ POPULATION_ARRAYS = (
     "class_names",
     "synthetic",
 )
-
-HISTOGRAMS_FILE = "population_histograms.png"
-ROC_FILE = "population_roc.png"
-PR_FILE = "population_pr.png"
-FIGURES = (HISTOGRAMS_FILE, ROC_FILE, PR_FILE)
 
 # The per-repetition numbers summarised across repetitions: (path in the per-repetition
 # dict, whether it is a rate in [0, 1], so that its interval is clipped there).
@@ -501,6 +492,7 @@ def population_figures(folder, arrays, results: dict, *, suffix: str = "") -> li
     title (" [SYNTHETIC DATA]" for synthetic runs).
     """
     from jaxmia import plots_population
+    from jaxmia.plots_population import HISTOGRAMS_FILE, PR_FILE, ROC_FILE
 
     folder = Path(folder)
     score = results["score"]

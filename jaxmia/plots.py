@@ -1,50 +1,41 @@
-"""PNG plots of a run: loss histograms, ROC curves and the target image.
+"""PNG plots of a single-target run: the attack's ROC, PR and histograms, the target image.
 
-Figures are built with ``matplotlib.figure.Figure`` directly rather than pyplot,
-so there is no global figure registry, no GUI backend and nothing to close;
-rendering goes through Agg. Each PNG is rendered into memory and then written
-atomically (``report.atomic_write_bytes``), so a crash never leaves half a file.
+The canvas, the PNG writer and the parts these figures share with the other kinds'
+come from ``jaxmia.plotting``.
 """
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from jaxmia import scores, stats
-from jaxmia.report import atomic_write_bytes
+from jaxmia.plotting import MEMBER_COLOR as _MEMBER_COLOR
+from jaxmia.plotting import NONMEMBER_COLOR as _NONMEMBER_COLOR
+from jaxmia.plotting import (
+    interval_point,
+    log_roc_axes,
+    new_figure,
+    plot_reflected_kdes,
+    save_png,
+    shade_member_region,
+)
 
 __all__ = [
+    "FIGURES",
     "HISTOGRAMS_FILE",
     "PR_FILE",
     "ROC_FILE",
+    "TARGET_FILE",
     "plot_attack",
     "plot_histograms",
     "plot_roc",
     "plot_target",
 ]
 
-_MEMBER_COLOR = "tab:blue"
-_NONMEMBER_COLOR = "tab:orange"
 _MAX_BINS = 80
-
-
-def new_figure(figsize) -> Figure:
-    """A matplotlib Figure on the Agg canvas (no pyplot state, no display)."""
-    fig = Figure(figsize=figsize, dpi=100)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def save_png(fig: Figure, path) -> Path:
-    """Renders ``fig`` as PNG and writes it to ``path`` atomically."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return atomic_write_bytes(path, buf.getvalue())
 
 
 def _shared_bins(member: np.ndarray, nonmember: np.ndarray, min_bins: int = 1) -> np.ndarray:
@@ -244,6 +235,8 @@ def plot_target(
 ROC_FILE = "roc.png"
 PR_FILE = "pr.png"
 HISTOGRAMS_FILE = "single_point_mia_histograms.png"
+TARGET_FILE = "target.png"
+FIGURES = (HISTOGRAMS_FILE, ROC_FILE, PR_FILE, TARGET_FILE)
 _PANEL_LABEL = {
     "loss": "cross-entropy loss of x",
     "lira": r"$\varphi = z_y - \log\sum_{y' \neq y} e^{z_{y'}}$  (logit-scaled confidence)",
@@ -281,27 +274,22 @@ def _roc_figure(s_mem, s_non, results, title_suffix) -> Figure:
     for f, v in results.get("tpr_at_fpr", {}).items():
         label.append(f"TPR@{float(f) * 100:g}% FPR: {_rate_text(v)}")
     ax.step(x, y, where="post", color="tab:blue", lw=2, label="\n".join(label))
-    ax.plot([lo, 1], [lo, 1], color="gray", ls="--", lw=1, label="chance")
+    log_roc_axes(ax, lo)
     alpha = results.get("alpha")
     if alpha is not None:
         ax.axvline(alpha, color="gray", ls=":", lw=1, label=f"alpha = {alpha:g} (asked)")
 
-    px, py = max(op_fpr, lo), max(op_tpr, lo)
     text = f"{results['threshold_rule']} rule on the {where}:\nTPR {op_tpr:.3f}, FPR {op_fpr:.3f}"
     if op_fpr == 0 or op_tpr == 0:
         text += " (a 0 is drawn on the axis edge)"
     if ev is not None:
-        xerr = np.array([[px - max(ev["fpr_ci"][0], lo)], [max(ev["fpr_ci"][1], lo) - px]])
-        yerr = np.array([[py - max(ev["tpr_ci"][0], lo)], [max(ev["tpr_ci"][1], lo) - py]])
         conf = ev.get("confidence", 0.95)
         text += f"\n({conf * 100:g}% Clopper–Pearson bars)"
-        bars = ax.errorbar(
-            [px], [py], xerr=xerr, yerr=yerr, fmt="o", color="tab:red", capsize=3, label=text
-        )
-        for artist in [bars.lines[0], *bars.lines[1], *bars.lines[2]]:
-            artist.set_clip_on(False)  # a TPR of 1 sits on the top edge: keep it whole
+        interval_point(ax, op_fpr, op_tpr, ev["fpr_ci"], ev["tpr_ci"], lo=lo, label=text)
     else:
-        ax.plot([px], [py], "o", color="tab:red", label=text, clip_on=False)
+        ax.plot(
+            [max(op_fpr, lo)], [max(op_tpr, lo)], "o", color="tab:red", label=text, clip_on=False
+        )
     if n_out < 20:
         ax.text(
             0.03,
@@ -312,17 +300,10 @@ def _roc_figure(s_mem, s_non, results, title_suffix) -> Figure:
             fontsize=9,
             color="tab:red",
         )
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlim(lo, 1)
-    ax.set_ylim(lo, 1)
-    ax.set_xlabel("false positive rate")
-    ax.set_ylabel("true positive rate")
     ax.set_title(
         f"ROC, log-log ({n_in} IN / {n_out} OUT calibration models){title_suffix}", fontsize=10
     )
     ax.legend(loc="lower right", fontsize="small")
-    ax.grid(True, which="major", alpha=0.3)
     fig.tight_layout()
     return fig
 
@@ -362,14 +343,6 @@ def _pr_figure(s_mem, s_non, results, title_suffix) -> Figure:
     return fig
 
 
-def _reflected_kde(values: np.ndarray):
-    """A KDE of values >= 0 reflected at 0, so no mass lies below 0 (None if not fittable)."""
-    kde = stats.fit_kde(values)
-    if kde is None:
-        return None
-    return lambda g: kde(g) + kde(-g)
-
-
 def _histogram_panel(ax, name, mem, non, results, *, ev_mem=None, ev_non=None):
     # Member and non-member scores sit far apart: "auto" bins on the pooled sample are
     # too coarse for the narrow member peak, so ask for at least ~2 sqrt(n) of them.
@@ -385,21 +358,7 @@ def _histogram_panel(ax, name, mem, non, results, *, ev_mem=None, ev_non=None):
     pad = 0.05 * (hi - lo) if hi > lo else 0.5
     if name == "loss":
         # Losses are >= 0: the density is a KDE reflected at 0, with no mass below it.
-        grid = np.linspace(0.0, hi + pad, 400)
-        for values, color, who in (
-            (mem, _MEMBER_COLOR, "member"),
-            (non, _NONMEMBER_COLOR, "non-member"),
-        ):
-            density = _reflected_kde(values)
-            if density is not None:
-                ax.plot(
-                    grid,
-                    density(grid),
-                    color=color,
-                    lw=1.3,
-                    ls="--",
-                    label=f"KDE {who} (reflected at 0)",
-                )
+        plot_reflected_kdes(ax, np.linspace(0.0, hi + pad, 400), mem, non)
         ax.set_xlim(0.0, hi + pad)
     else:
         grid = np.linspace(lo - pad, hi + pad, 400)
@@ -422,15 +381,7 @@ def _histogram_panel(ax, name, mem, non, results, *, ev_mem=None, ev_non=None):
     if chosen:
         region = results.get("member_region")
         if results.get("threshold_rule") == "lira" and region:
-            x0, x1 = ax.get_xlim()
-            label = "called member (likelihood ratio > cut)"
-            for a, b in region:
-                a = x0 if a is None else max(a, x0)
-                b = x1 if b is None else min(b, x1)
-                if b > a:
-                    ax.axvspan(a, b, color="tab:green", alpha=0.12, label=label)
-                    label = None
-            ax.set_xlim(x0, x1)
+            shade_member_region(ax, region, "called member (likelihood ratio > cut)")
         elif t is not None:
             ax.axvline(
                 t, color="black", lw=1.5, ls=":", label=results.get("decision", f"t = {t:.4g}")

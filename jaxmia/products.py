@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from jaxmia import report
+from jaxmia import plots, plots_population, plots_targets, report
 from jaxmia.errors import UserError
 
 # results.json keys that describe how a run was executed rather than what it
@@ -49,19 +49,9 @@ RUN_KEYS = (
 )
 
 
-# Every figure any experiment draws: a run that no longer draws them
-# (save_plots: false) removes them all.
-FIGURES = (
-    "single_point_mia_histograms.png",
-    "roc.png",
-    "pr.png",
-    "target.png",
-    "vulnerability.png",
-    "targets_roc.png",
-    "population_histograms.png",
-    "population_roc.png",
-    "population_pr.png",
-)
+# Every figure any experiment draws, named by the module that draws it: a run that
+# no longer draws them (save_plots: false) removes them all.
+FIGURES = (*plots.FIGURES, *plots_targets.FIGURES, *plots_population.FIGURES)
 ARRAY_FILES = ("losses.npz", "targets.npz", "population.npz")
 TABLES = ("targets.csv",)
 SYNTHETIC_NOTE = "# SYNTHETIC DATA: not CIFAR\n"

@@ -373,7 +373,7 @@ def test_figures_are_written_and_marked_synthetic(tmp_path):
     arrays = make_arrays(r=3, n=40, seed=6)
     res = ap.population_results(arrays, Settings(alpha=0.1, score="lira"))
     paths = ap.population_figures(tmp_path, arrays, res, suffix=" [SYNTHETIC DATA]")
-    assert [p.name for p in paths] == list(ap.FIGURES)
+    assert [p.name for p in paths] == list(plots_population.FIGURES)
     for p in paths:
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -417,13 +417,7 @@ def test_pr_figure_values_and_prevalence_note():
     assert "prevalence is ½ by construction" in ax.get_title()
 
 
-def test_loss_densities_put_no_mass_below_zero():
-    rng = np.random.default_rng(3)
-    losses = rng.exponential(0.05, 200)  # members pile up at 0
-    density = plots_population.reflected_kde(losses)
-    above = np.linspace(0, 3, 30001)
-    assert np.trapezoid(density(above), above) == pytest.approx(1.0, abs=1e-3)
-
+def test_loss_panel_draws_nothing_below_zero():
     arrays = make_arrays(r=2, n=40, seed=9)
     res = ap.population_results(arrays, Settings(alpha=0.1))
     rep = res["per_repetition"][0]
@@ -441,6 +435,22 @@ def test_loss_densities_put_no_mass_below_zero():
     assert any(rep["alpha_rule"]["decision"] in lbl for lbl in labels)
     title = fig.texts[0].get_text()
     assert "target model 0" in title and "not pooled" in title and "[SYNTHETIC DATA]" in title
+
+
+def test_score_panel_names_a_score_without_its_own_label():
+    # A score the figure has no axis label for (one added later) must not raise KeyError.
+    arrays = make_arrays(r=2, n=40, seed=9)
+    res = ap.population_results(arrays, Settings(alpha=0.1, score="hinge"))
+    rep = res["per_repetition"][0]
+    m, x = ap.population_scores(arrays, "loss", 0)
+    chosen = ap.population_scores(arrays, "hinge", 0)
+    fig = plots_population.histograms_figure({**res, "score": "top_two_gap"}, rep, m, x, chosen)
+    panel = fig.axes[2]
+    assert panel.get_xlabel() == "top two gap"
+    assert panel.get_title().startswith("the attack's score: top_two_gap")
+    # The scores it knows keep their labels.
+    fig = plots_population.histograms_figure(res, rep, m, x, chosen)
+    assert fig.axes[2].get_xlabel() == r"hinge $= z_y - \max_{y' \neq y} z_{y'}$"
 
 
 def test_module_imports_no_jax():
