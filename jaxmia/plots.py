@@ -15,7 +15,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from jaxmia import scores, stats
+from jaxmia.attack import metrics, scores, thresholds
 from jaxmia.report import atomic_write_bytes
 
 __all__ = [
@@ -118,7 +118,7 @@ def _rate_text(x: float | None) -> str:
 
 
 def _roc_figure(s_mem, s_non, results, title_suffix) -> Figure:
-    fpr, tpr, _ = stats.attack_roc(s_mem, s_non)
+    fpr, tpr, _ = metrics.roc(s_mem, s_non)
     n_in, n_out = s_mem.size, s_non.size
     op_fpr, op_tpr, where, ev = _operating_point(results)
     positives = [v for v in (op_fpr, op_tpr) if v > 0]
@@ -130,7 +130,7 @@ def _roc_figure(s_mem, s_non, results, title_suffix) -> Figure:
     # TPR any threshold reaches without exceeding it (the TPR-at-FPR of the summary).
     # Rates of 0 cannot sit on log axes: they are drawn on the axes' edge, lo.
     x, y = np.maximum(fpr, lo), np.maximum(tpr, lo)
-    label = [f"{scores.SYMBOLS[results['score']]} (AUC {results['auc']:.3f})"]
+    label = [f"{scores.SCORES[results['score']].symbol} (AUC {results['auc']:.3f})"]
     for f, v in results.get("tpr_at_fpr", {}).items():
         label.append(f"TPR@{float(f) * 100:g}% FPR: {_rate_text(v)}")
     ax.step(x, y, where="post", color="tab:blue", lw=2, label="\n".join(label))
@@ -181,7 +181,7 @@ def _roc_figure(s_mem, s_non, results, title_suffix) -> Figure:
 
 
 def _pr_figure(s_mem, s_non, results, title_suffix) -> Figure:
-    fpr, tpr, _ = stats.attack_roc(s_mem, s_non)
+    fpr, tpr, _ = metrics.roc(s_mem, s_non)
     keep = (tpr + fpr) > 0
     recall = tpr[keep]
     # Equal numbers of IN and OUT models: prevalence 1/2, so precision = TPR / (TPR + FPR).
@@ -206,7 +206,7 @@ def _pr_figure(s_mem, s_non, results, title_suffix) -> Figure:
     ax.set_xlabel("recall (TPR)")
     ax.set_ylabel("precision")
     ax.set_title(
-        f"Precision–recall, {scores.SYMBOLS[results['score']]}{title_suffix}\n"
+        f"Precision–recall, {scores.SCORES[results['score']].symbol}{title_suffix}\n"
         "membership prevalence is ½ by construction (one IN, one OUT model per round)",
         fontsize=9,
     )
@@ -217,7 +217,7 @@ def _pr_figure(s_mem, s_non, results, title_suffix) -> Figure:
 
 def _reflected_kde(values: np.ndarray):
     """A KDE of values >= 0 reflected at 0, so no mass lies below 0 (None if not fittable)."""
-    kde = stats.fit_kde(values)
+    kde = thresholds.fit_kde(values)
     if kde is None:
         return None
     return lambda g: kde(g) + kde(-g)
@@ -260,7 +260,7 @@ def _histogram_panel(ax, name, mem, non, results, *, ev_mem=None, ev_non=None):
             (mem, _MEMBER_COLOR, "member"),
             (non, _NONMEMBER_COLOR, "non-member"),
         ):
-            fit = stats.fit_gaussian(values)
+            fit = thresholds.fit_gaussian(values)
             if fit.std > 0 and np.ptp(values) > 0:
                 pdf = np.exp(-0.5 * ((grid - fit.mean) / fit.std) ** 2) / (
                     fit.std * np.sqrt(2 * np.pi)
@@ -318,7 +318,7 @@ def plot_attack(
 
     Args:
       folder: an existing folder; the caller decides which.
-      results: the dict from ``stats.attack_summary`` (score, threshold_rule, threshold,
+      results: the dict from ``attack.summary.summarize`` (score, threshold_rule, threshold,
         decision, member_region, calibration_fpr, power, auc, tpr_at_fpr, alpha,
         evaluation are read).
       member, nonmember: float[l_in], float[l] native scores of ``results["score"]`` on
@@ -335,8 +335,8 @@ def plot_attack(
     """
     folder = Path(folder)
     score = results["score"]
-    mem = stats.check_losses(member, "member scores")
-    non = stats.check_losses(nonmember, "non-member scores")
+    mem = scores.check_scores(member, "member scores")
+    non = scores.check_scores(nonmember, "non-member scores")
     s_mem, s_non = scores.to_attack(mem, score), scores.to_attack(non, score)
     written = [
         save_png(_roc_figure(s_mem, s_non, results, title_suffix), folder / ROC_FILE),
@@ -361,8 +361,8 @@ def plot_attack(
         _histogram_panel(
             ax,
             name,
-            stats.check_losses(pm, f"member {name}"),
-            stats.check_losses(pn, f"non-member {name}"),
+            scores.check_scores(pm, f"member {name}"),
+            scores.check_scores(pn, f"non-member {name}"),
             results,
             ev_mem=eval_member if mine else None,
             ev_non=eval_nonmember if mine else None,

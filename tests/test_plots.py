@@ -6,7 +6,8 @@ import matplotlib.image as mpimg
 import numpy as np
 import pytest
 
-from jaxmia import plots, stats
+from jaxmia import plots
+from jaxmia.attack import metrics, scores, summary, thresholds
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -54,8 +55,6 @@ def test_plot_overwrites_existing_file(tmp_path):
 
 # ================================================================ issue 8: plot_attack
 
-from jaxmia import scores  # noqa: E402
-
 
 def _attack_case(rounds=80, e=16, score="loss", rule="empirical", seed=0):
     rng = np.random.default_rng(seed)
@@ -63,8 +62,8 @@ def _attack_case(rounds=80, e=16, score="loss", rule="empirical", seed=0):
     z_out = rng.normal(0, 1, (rounds + e, 10))
     z_in[:, 3] += rng.normal(5.0, 1.5, rounds + e)
     z_out[:, 3] += rng.normal(2.0, 1.5, rounds + e)
-    s_in, s_out = scores.compute_score(score, z_in, 3), scores.compute_score(score, z_out, 3)
-    res = stats.attack_summary(
+    s_in, s_out = scores.compute(score, z_in, 3), scores.compute(score, z_out, 3)
+    res = summary.summarize(
         s_in[:rounds],
         s_out[:rounds],
         eval_member=s_in[rounds:],
@@ -104,7 +103,7 @@ def test_plot_attack_tiny_and_degenerate(tmp_path, rounds, e):
     res, m, n, em, en, _ = _attack_case(rounds=rounds, e=e)
     out = plots.plot_attack(tmp_path, res, member=m, nonmember=n, eval_member=em, eval_nonmember=en)
     _assert_png(out[2], 600, 480)  # only the loss panel: no phi given
-    same = stats.attack_summary([1.0, 1.0], [1.0, 1.0], alpha=0.5)
+    same = summary.summarize([1.0, 1.0], [1.0, 1.0], alpha=0.5)
     plots.plot_attack(tmp_path, same, member=[1.0, 1.0], nonmember=[1.0, 1.0])
     _assert_png(tmp_path / "roc.png", 640, 600)
 
@@ -124,7 +123,7 @@ def test_roc_operating_point_is_the_realised_one():
     assert (x, y) == (max(ev["fpr"], 0.01), max(ev["tpr"], 0.01))
     assert x != res["alpha"] or ev["fpr"] == res["alpha"]
     # The curve is the ROC of the score (rates of 0 drawn on the axis edge).
-    fpr, tpr, _ = stats.attack_roc(s_m, s_n)
+    fpr, tpr, _ = metrics.roc(s_m, s_n)
     curve = ax.lines[0]
     np.testing.assert_allclose(curve.get_xdata(), np.maximum(fpr, 0.01))
     np.testing.assert_allclose(curve.get_ydata(), np.maximum(tpr, 0.01))
@@ -143,7 +142,7 @@ def test_pr_curve_values_and_prevalence_note():
     res, m, n, *_ = _attack_case(rounds=50, e=0)
     s_m, s_n = -m, -n
     ax = plots._pr_figure(s_m, s_n, res, "").axes[0]
-    fpr, tpr, _ = stats.attack_roc(s_m, s_n)
+    fpr, tpr, _ = metrics.roc(s_m, s_n)
     keep = tpr + fpr > 0
     np.testing.assert_allclose(ax.lines[0].get_xdata(), tpr[keep])
     np.testing.assert_allclose(ax.lines[0].get_ydata(), tpr[keep] / (tpr[keep] + fpr[keep]))
@@ -153,7 +152,7 @@ def test_pr_curve_values_and_prevalence_note():
 def test_loss_densities_put_no_mass_below_zero():
     rng = np.random.default_rng(3)
     losses = rng.exponential(0.05, 200)  # a member-like pile-up at 0
-    naive = stats.fit_kde(losses)
+    naive = thresholds.fit_kde(losses)
     below = np.linspace(-1, 0, 20001)
     assert np.trapezoid(naive(below), below) > 0.05  # what the old figure drew (9%)
     density = plots._reflected_kde(losses)
