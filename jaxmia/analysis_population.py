@@ -217,21 +217,19 @@ def yeom_rule(member_loss, nonmember_loss) -> dict:
     }
 
 
-def _expected_fpr(decision: thresholds.Decision, alpha: float, n: int, s_non) -> tuple:
-    """(mean, upper 95%, method) of the alpha rule's FPR on fresh non-members."""
+def _heldout_method(decision: thresholds.Decision, n: int) -> str:
+    """How ``thresholds.expected_heldout_fpr`` knows the alpha rule's FPR on fresh non-members."""
     if not math.isfinite(decision.cut):
-        return 0.0, 0.0, "no point is ever called a member: the FPR is 0"
+        return "no point is ever called a member: the FPR is 0"
     if decision.k is not None:
-        mean, upper = thresholds.heldout_fpr_law(decision.k, n)
         method = (
             "order statistic: FPR on fresh non-members ~ Beta(k+1, n-k) = "
             f"Beta({decision.k + 1}, {n - decision.k})"
         )
         if decision.rule == "lira":
             method += " (approximate: the ratio is fitted on these same points)"
-        return mean, upper, method
-    mean, upper = thresholds.gaussian_heldout_fpr(alpha, n) if np.ptp(s_non) > 0 else (None, None)
-    return mean, upper, "normal model of the non-member scores: Student t (mean), noncentral t"
+        return method
+    return "normal model of the non-member scores: Student t (mean), noncentral t"
 
 
 def repetition_metrics(
@@ -260,7 +258,13 @@ def repetition_metrics(
     with np.errstate(invalid="ignore"):
         tpr = float(np.count_nonzero(decision.statistic(mem) > decision.cut) / mem.size)
         fpr = float(np.count_nonzero(decision.statistic(non) > decision.cut) / n)
-    exp_fpr, exp_upper, method = _expected_fpr(decision, a, n, s_non)
+    exp_fpr, exp_upper = thresholds.expected_heldout_fpr(decision, non, a)
+    method = _heldout_method(decision, n)
+    if rule == "empirical" and exp_fpr > a:
+        warnings.append(
+            f"empirical: expected FPR on fresh non-members is (k+1)/(n+1) = {exp_fpr:.3g} > "
+            f"alpha={a:g}; threshold_rule conformal or confident controls it"
+        )
     if rule == "gaussian" and score == "loss" and (decision.threshold or 0.0) < 0:
         warnings.append(
             "gaussian: the fitted threshold is a negative loss: losses are skewed and >= 0, "

@@ -310,6 +310,22 @@ def test_alpha_below_one_over_n_is_said():
     assert all(p["alpha_rule"]["fpr"] == 0.0 for p in res["per_repetition"])
 
 
+def test_empirical_rule_says_its_heldout_fpr_exceeds_alpha():
+    # n = 20 non-members, alpha = 0.1: k = 2, and a fresh non-member is called a member
+    # with probability (k+1)/(n+1) = 1/7, as in the single-target summary.
+    res = ap.population_results(make_arrays(r=2, n=20), Settings(alpha=0.1))
+    lines = [w for w in res["warnings"] if w.startswith("empirical:")]
+    assert lines == [
+        "empirical: expected FPR on fresh non-members is (k+1)/(n+1) = 0.143 > alpha=0.1; "
+        "threshold_rule conformal or confident controls it (every repetition)"
+    ]
+    assert all(p["alpha_rule"]["expected_heldout_fpr"] == 3 / 21 for p in res["per_repetition"])
+    conformal = ap.population_results(
+        make_arrays(r=2, n=20), Settings(alpha=0.1, threshold_rule="conformal")
+    )
+    assert not any(w.startswith("empirical:") for w in conformal["warnings"])
+
+
 def test_rule_warnings_are_said_once_with_their_repetitions():
     res = ap.population_results(
         make_arrays(r=3, n=10), Settings(alpha=0.05, threshold_rule="conformal")

@@ -98,6 +98,14 @@ def test_gaussian_rule_known_answer():
     assert res["decision"].startswith("member iff loss < ")
 
 
+def test_gaussian_rule_on_equal_scores_promises_nothing():
+    # The rule warns that the FPR of a point mass cannot be estimated; the summary
+    # must not then report a held-out FPR from a spread of 1e-16.
+    res = summary.summarize([0.1, 0.2, 0.3], [0.7, 0.7, 0.7], alpha=0.1, rule="gaussian")
+    assert res["expected_heldout_fpr"] is None and res["expected_heldout_fpr_upper95"] is None
+    assert any("std 0" in w and "cannot be estimated" in w for w in res["warnings"])
+
+
 def test_lira_rule():
     rng = np.random.default_rng(5)
     mem, non = rng.normal(3.0, 1.5, 100), rng.normal(0.0, 1.0, 100)

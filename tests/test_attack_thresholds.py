@@ -131,6 +131,30 @@ def test_gaussian_heldout_fpr_is_defined_over_a_grid():
     assert upper == pytest.approx(0.2075099, abs=1e-6)
 
 
+def test_expected_heldout_fpr_of_each_kind_of_decision():
+    non = np.linspace(-1.0, 1.0, 24)
+    mem = non + 2.0
+    never, _ = thresholds.choose_threshold(mem, non, alpha=0.01, rule="conformal", score="lira")
+    assert thresholds.expected_heldout_fpr(never, non, 0.01) == (0.0, 0.0)
+    for rule in ("empirical", "conformal", "confident", "lira"):
+        d, _ = thresholds.choose_threshold(mem, non, alpha=0.25, rule=rule, score="lira")
+        assert thresholds.expected_heldout_fpr(d, non, 0.25) == thresholds.heldout_fpr_law(d.k, 24)
+    d, _ = thresholds.choose_threshold(mem, non, alpha=0.1, rule="gaussian", score="lira")
+    assert thresholds.expected_heldout_fpr(d, non, 0.1) == thresholds.gaussian_heldout_fpr(0.1, 24)
+
+
+def test_expected_heldout_fpr_of_a_point_mass_is_unknown():
+    # np.std of three 0.7s is 1.1e-16, not 0: the gaussian rule sees a point mass (its
+    # fit has std 0, and it warns that the FPR cannot be estimated), so the held-out
+    # law must not be computed as if there were a spread to extrapolate from.
+    non = np.full(3, 0.7)
+    assert np.std(non) > 0
+    d, warnings = thresholds.choose_threshold([0.1, 0.2, 0.3], non, alpha=0.1, rule="gaussian")
+    assert d.threshold == pytest.approx(0.7) and any("std 0" in w for w in warnings)
+    assert thresholds.expected_heldout_fpr(d, non, 0.1) == (None, None)
+    assert thresholds.expected_heldout_fpr(d, [0.7], 0.1) == (None, None)  # l = 1
+
+
 # ---------------------------------------------------------------- Monte Carlo (issue 8 "Done when")
 
 

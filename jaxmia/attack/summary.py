@@ -190,12 +190,10 @@ def summarize(
         cal_fpr = float(np.count_nonzero(stat_non > decision.cut) / n)
 
     # What the threshold promises on fresh models.
-    method = None
+    exp_fpr, exp_upper = thresholds.expected_heldout_fpr(decision, non, a)
     if not math.isfinite(decision.cut):
-        exp_fpr, exp_upper = 0.0, 0.0
         method = "no member is ever called: the FPR is 0"
     elif decision.k is not None:
-        exp_fpr, exp_upper = thresholds.heldout_fpr_law(decision.k, n)
         method = (
             "order statistic: held-out FPR ~ Beta(k+1, l-k) = "
             f"Beta({decision.k + 1}, {n - decision.k})"
@@ -208,9 +206,6 @@ def summarize(
                 f"alpha={a:g}; threshold_rule conformal or confident controls it"
             )
     else:  # gaussian
-        exp_fpr, exp_upper = (
-            thresholds.gaussian_heldout_fpr(a, n) if np.std(non) > 0 else (None, None)
-        )
         method = "normal model of the non-member scores: Student t (mean), noncentral t (upper)"
 
     # Metrics of the score itself (its ROC), on the calibration models.

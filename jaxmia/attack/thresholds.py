@@ -53,6 +53,7 @@ __all__ = [
     "check_rule",
     "choose_threshold",
     "cut_at_order_statistic",
+    "expected_heldout_fpr",
     "fit_gaussian",
     "fit_kde",
     "gaussian_heldout_fpr",
@@ -422,3 +423,37 @@ def choose_threshold(
     lr_non = log_likelihood_ratio(non, m_fit, n_fit)
     k = order_statistic_k("lira", n, a)
     return Decision(score, rule, cut_at_order_statistic(lr_non, k), k, m_fit, n_fit), warnings
+
+
+def expected_heldout_fpr(decision: Decision, nonmember, alpha: float):
+    """What ``decision`` promises on fresh non-members: (mean, upper 95% quantile) of its FPR.
+
+    The one place both the single-target summary and the population analysis get
+    this from.
+
+    Args:
+      decision: from ``choose_threshold`` on these non-member scores at this alpha.
+      nonmember: float[l] native scores of the calibration non-members.
+      alpha: the FPR the decision was chosen for, in (0, 1).
+
+    Returns:
+      (mean, upper), floats or None:
+      * (0.0, 0.0) when the decision calls nobody a member;
+      * the Beta(k+1, l-k) law (``heldout_fpr_law``) for the order-statistic rules,
+        approximate for ``lira``, whose ratio is fitted on these same scores;
+      * for ``gaussian``, the Student t / noncentral t law (``gaussian_heldout_fpr``),
+        or (None, None) when the non-member scores are all equal: the rule's fit is
+        then a point mass with nothing to extrapolate from (``fit_gaussian``'s std 0,
+        the very test the rule itself warns on), and for l < 2.
+
+    Raises:
+      ValueError: ``nonmember`` not 1-D, non-empty and finite; alpha outside (0, 1).
+    """
+    non = scores.check_scores(nonmember, "non-member scores")
+    if not math.isfinite(decision.cut):
+        return 0.0, 0.0
+    if decision.k is not None:
+        return heldout_fpr_law(decision.k, int(non.size))
+    if fit_gaussian(non).std > 0:
+        return gaussian_heldout_fpr(alpha, int(non.size))
+    return None, None
