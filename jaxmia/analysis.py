@@ -24,11 +24,11 @@ pairs, C classes:
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 
-from jaxmia import plots, scores, stats
+from jaxmia import plots
+from jaxmia.attack import scores
+from jaxmia.attack.summary import Settings, summarize
 from jaxmia.errors import NonFiniteLoss
 from jaxmia.outputs import ModelOutputs
 from jaxmia.plan import CALIBRATION, EVALUATION, Job
@@ -52,21 +52,6 @@ SINGLE_TARGET_ARRAYS = (
     "test_accuracy",
     "synthetic",
 )
-
-
-@dataclasses.dataclass(frozen=True)
-class Settings:
-    """What the statistics are asked for (the config keys of the same names)."""
-
-    alpha: float
-    score: str = "loss"
-    threshold_rule: str = "empirical"
-    delta: float = 0.0
-    confidence: float = 0.95
-
-    @classmethod
-    def from_config(cls, cfg) -> Settings:
-        return cls(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cls)})
 
 
 def finite_model(outputs: ModelOutputs) -> np.ndarray:
@@ -151,7 +136,7 @@ def single_target_scores(arrays: dict, score: str) -> dict[str, np.ndarray]:
             out[name] = np.asarray(arrays[f"{name}_losses"], np.float64)[used]
         else:
             logits = np.asarray(arrays[f"{name}_logits"], np.float64)[used]
-            out[name] = scores.compute_score(score, logits, label)
+            out[name] = scores.compute(score, logits, label)
     return out
 
 
@@ -161,7 +146,7 @@ def single_target_results(arrays: dict, settings: Settings) -> dict:
     if not ok.any():
         raise NonFiniteLoss("every calibration round has a non-finite loss; nothing to fit")
     s = single_target_scores(arrays, settings.score)
-    summary = stats.attack_summary(
+    summary = summarize(
         s["member"],
         s["nonmember"],
         eval_member=s["eval_member"],

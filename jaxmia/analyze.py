@@ -18,9 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxmia import analysis, stats
+from jaxmia import analysis
+from jaxmia.attack.scores import SCORES
+from jaxmia.attack.thresholds import RULES
 from jaxmia.errors import NonFiniteLoss, UserError, show
-from jaxmia.scores import SCORES
 
 
 class _Parser(argparse.ArgumentParser):
@@ -35,10 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Recompute a run's results.json and figures from its saved arrays.",
     )
     p.add_argument("run_dir", help="a finished run folder (<output-dir>/<run-name>)")
-    p.add_argument("--score", choices=SCORES, help="membership score (default: the run's)")
+    p.add_argument("--score", choices=tuple(SCORES), help="membership score (default: the run's)")
     p.add_argument(
         "--threshold-rule",
-        choices=stats.THRESHOLD_RULES,
+        choices=RULES,
         help="threshold rule (default: the run's)",
     )
     p.add_argument("--alpha", type=float, help="false-positive rate asked for, in (0, 1)")

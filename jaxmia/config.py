@@ -18,11 +18,12 @@ from typing import Any
 
 import yaml
 
+from jaxmia.attack.scores import SCORES
+from jaxmia.attack.thresholds import RULES as RULE_CHOICES
 from jaxmia.errors import UserError, show
-from jaxmia.scores import SCORES as SCORE_CHOICES
-from jaxmia.stats import THRESHOLD_RULES as RULE_CHOICES
 
 EXPERIMENTS = ("single_target", "targets", "population")
+SCORE_CHOICES = tuple(SCORES)
 DATASETS = ("cifar100", "cifar10", "synthetic")
 DATA_SOURCES = ("auto", "archive", "tfds")
 CONV_CHOICES = ("auto", "xla", "im2col", "winograd")

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxmia import analysis, products
+from jaxmia.attack.summary import Settings
 from jaxmia.outputs import ModelOutputs
 from jaxmia.plan import (
     CALIBRATION,
@@ -104,7 +105,7 @@ class SingleTarget:
         results = {
             **meta,
             "target_label": names[label] if 0 <= label < len(names) else str(label),
-            **analysis.single_target_results(arrays, analysis.Settings.from_config(cfg)),
+            **analysis.single_target_results(arrays, Settings.from_config(cfg)),
             "skipped": analysis.left_out(arrays),
             **run_info,
         }
@@ -173,7 +174,7 @@ class Targets:
     def write(run_dir, cfg, meta, arrays, run_info, *, write_arrays=True) -> dict:
         from jaxmia import analysis_targets
 
-        settings = analysis.Settings.from_config(cfg)
+        settings = Settings.from_config(cfg)
         summary, rows = analysis_targets.targets_results(arrays, settings)
         results = {**meta, **summary, **run_info}
         suffix = " [SYNTHETIC DATA]" if meta["synthetic"] else ""
@@ -244,7 +245,7 @@ class Population:
     def write(run_dir, cfg, meta, arrays, run_info, *, write_arrays=True) -> dict:
         from jaxmia import analysis_population
 
-        settings = analysis.Settings.from_config(cfg)
+        settings = Settings.from_config(cfg)
         results = {**meta, **analysis_population.population_results(arrays, settings), **run_info}
         suffix = " [SYNTHETIC DATA]" if meta["synthetic"] else ""
 

@@ -2,7 +2,7 @@
 
 The canvas, the PNG writer and the parts shared with the other kinds' figures come
 from ``jaxmia.plotting``. The callers pass attack statistics (high = member, see
-``jaxmia.scores``) and the dict of ``analysis_population.population_results``.
+``jaxmia.attack``) and the dict of ``analysis_population.population_results``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from jaxmia import plotting, scores, stats
+from jaxmia import plotting
+from jaxmia.attack import metrics, scores
 
 __all__ = [
     "FIGURES",
@@ -35,11 +36,6 @@ FIGURES = (HISTOGRAMS_FILE, ROC_FILE, PR_FILE)
 _CURVE_COLOR = "tab:blue"
 _YEOM_COLOR = "tab:red"
 _ALPHA_COLOR = "black"
-_AXIS_LABEL = {
-    "loss": "cross-entropy loss",
-    "lira": r"$\varphi = z_y - \log\sum_{y' \neq y} e^{z_{y'}}$  (logit-scaled confidence)",
-    "hinge": r"hinge $= z_y - \max_{y' \neq y} z_{y'}$",
-}
 
 
 def _ci_text(entry: dict, digits: int = 3) -> str:
@@ -185,8 +181,7 @@ def _score_panel(ax, results, rep, mem, non):
         ax.axvline(
             a["threshold"], color=_ALPHA_COLOR, lw=1.5, ls=":", label=_rule_label(results, rep)
         )
-    # A score added without an entry here still gets a readable axis, not a KeyError.
-    ax.set_xlabel(_AXIS_LABEL.get(score, score.replace("_", " ")))
+    ax.set_xlabel(scores.SCORES[score].axis_label)
     ax.set_ylabel("density")
     title = f"the attack's score: {score}"
     if outside:
@@ -208,8 +203,8 @@ def histograms_figure(
         loss: drawn in a third panel with the alpha rule (which then is not on the loss).
       title_suffix: appended to the title.
     """
-    mem = stats.check_losses(member_loss, "member losses")
-    non = stats.check_losses(nonmember_loss, "non-member losses")
+    mem = scores.check_scores(member_loss, "member losses")
+    non = scores.check_scores(nonmember_loss, "non-member losses")
     panels = 2 if chosen is None else 3
     fig = plotting.new_figure((6.2 * panels, 5.2))
     axes = fig.subplots(1, panels)
@@ -241,7 +236,7 @@ def roc_figure(results: dict, curves, *, title_suffix="") -> Figure:
     ax = fig.add_subplot()
     many = len(curves) > 1
     for i, (s_mem, s_non) in enumerate(curves):
-        fpr, tpr, _ = stats.attack_roc(s_mem, s_non)
+        fpr, tpr, _ = metrics.roc(s_mem, s_non)
         label = None
         if i == 0:
             label = f"{len(curves)} target models (one curve each)" if many else "1 target model"
@@ -286,7 +281,7 @@ def roc_figure(results: dict, curves, *, title_suffix="") -> Figure:
         label=f"{results['threshold_rule']} rule at alpha={results['alpha']:g}, per model",
     )
     ax.set_title(
-        f"ROC of {scores.SYMBOLS[results['score']]} per target model, log-log{title_suffix}\n"
+        f"ROC of {scores.SCORES[results['score']].symbol} per target model, log-log{title_suffix}\n"
         f"{n} members / {n} non-members each"
         + (
             f"; [brackets]: {results['confidence'] * 100:g}% t-interval of the mean over models"
@@ -311,7 +306,7 @@ def pr_figure(results: dict, curves, *, title_suffix="") -> Figure:
     ax = fig.add_subplot()
     many = len(curves) > 1
     for i, (s_mem, s_non) in enumerate(curves):
-        fpr, tpr, _ = stats.attack_roc(s_mem, s_non)
+        fpr, tpr, _ = metrics.roc(s_mem, s_non)
         tp, fp = tpr * np.size(s_mem), fpr * np.size(s_non)
         keep = tp + fp > 0
         label = None
@@ -348,7 +343,8 @@ def pr_figure(results: dict, curves, *, title_suffix="") -> Figure:
     ax.set_ylabel("precision")
     n = results["n_member"]
     ax.set_title(
-        f"Precision–recall of {scores.SYMBOLS[results['score']]} per target model{title_suffix}\n"
+        f"Precision–recall of {scores.SCORES[results['score']].symbol} per target model"
+        f"{title_suffix}\n"
         f"membership prevalence is ½ by construction ({n} members, {n} non-members per model)",
         fontsize=9,
     )

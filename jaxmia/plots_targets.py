@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.ticker import MaxNLocator
 
-from jaxmia import scores
+from jaxmia.attack import scores
 from jaxmia.plotting import interval_point, log_roc_axes, new_figure, save_png
 
 __all__ = ["FIGURES", "ROC_FILE", "VULNERABILITY_FILE", "plot_targets_roc", "plot_vulnerability"]
@@ -104,7 +104,7 @@ def plot_vulnerability(path, rows: list[dict], images, results: dict, *, title_s
         if ins[0] == ins[1] and outs[0] == outs[1]
         else f"{ins[0]}–{ins[1]} IN / {outs[0]}–{outs[1]} OUT"
     )
-    ax.set_xlabel(f"AUC of the {scores.SYMBOLS[results['score']]} score, per target")
+    ax.set_xlabel(f"AUC of the {scores.SCORES[results['score']].symbol} score, per target")
     ax.set_ylabel("targets")
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_title(
@@ -139,7 +139,7 @@ def plot_targets_roc(path, roc: dict, results: dict, *, title_suffix="") -> Path
     lo = float(roc["fpr"][0])
     fig = new_figure((6.6, 6.2))
     ax = fig.add_subplot()
-    sym = scores.SYMBOLS[results["score"]]
+    sym = scores.SCORES[results["score"]].symbol
     ax.step(
         roc["fpr"],
         np.maximum(roc["own_tpr"], lo),

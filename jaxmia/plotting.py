@@ -25,7 +25,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.container import ErrorbarContainer
 from matplotlib.figure import Figure
 
-from jaxmia import stats
+from jaxmia.attack import thresholds
 from jaxmia.report import atomic_write_bytes
 
 __all__ = [
@@ -146,7 +146,7 @@ def reflected_kde(values) -> Callable[[np.ndarray], np.ndarray] | None:
       density: float[m] -> float64[m], 0 below 0 and integrating to 1 over [0, inf),
       or None where no KDE can be fitted (too few or identical values).
     """
-    kde = stats.fit_kde(values)
+    kde = thresholds.fit_kde(values)
     if kde is None:
         return None
 

@@ -260,12 +260,12 @@ def format_summary(results: dict) -> str:
 
     Keys used (any of them may be missing or None; its line is then left out):
     dataset, synthetic, target_index, target_label, n_iterations, subset_size,
-    epochs, rounds_used, and the attack's keys from ``stats.attack_summary`` (score,
+    epochs, rounds_used, and the attack's keys from ``attack.summary.summarize`` (score,
     threshold_rule, alpha, decision, threshold, threshold_scale, power,
     calibration_fpr or fpr, k, n_member, n_nonmember, expected_heldout_fpr(_upper95),
     auc, balanced_accuracy, tpr_at_fpr, member/nonmember_loss (or score) mean/std,
     gaussian_threshold, gaussian_power, evaluation, epsilon_lower_bound, warnings; the
-    older ``stats.summarize`` and ``stats.evaluate_predictions`` dicts print too),
+    loss-only summaries and evaluations of jaxmia before the attack library print too),
     train_accuracy, test_accuracy, compile_seconds, train_seconds, models_per_second.
     """
     if results.get("experiment") == "population":
