@@ -260,7 +260,7 @@ def sweep_rounds(base: dict, k: int) -> int:
 
 def faithfulness(jax_run: dict, torch_run: dict, n_rounds_min: int) -> dict:
     """KS tests of jaxmia's against the baseline's member and non-member losses, and accuracy."""
-    from jaxmia.stats import ks_test
+    from jaxmia.attack.metrics import ks_test
 
     zj = np.load(Path(jax_run["run_dir"]) / "losses.npz")
     zt = np.load(Path(torch_run["run_dir"]) / "losses.npz")

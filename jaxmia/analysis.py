@@ -10,27 +10,12 @@ The arrays it reads are described in kinds/single_target/arrays.py.
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 
-from jaxmia import plots, scores, stats
+from jaxmia import plots
+from jaxmia.attack import scores
+from jaxmia.attack.summary import Settings, summarize
 from jaxmia.errors import NonFiniteLoss
-
-
-@dataclasses.dataclass(frozen=True)
-class Settings:
-    """What the statistics are asked for (the config keys of the same names)."""
-
-    alpha: float
-    score: str = "loss"
-    threshold_rule: str = "empirical"
-    delta: float = 0.0
-    confidence: float = 0.95
-
-    @classmethod
-    def from_config(cls, cfg) -> Settings:
-        return cls(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cls)})
 
 
 def single_target_scores(arrays: dict, score: str) -> dict[str, np.ndarray]:
@@ -53,7 +38,7 @@ def single_target_scores(arrays: dict, score: str) -> dict[str, np.ndarray]:
             out[name] = np.asarray(arrays[f"{name}_losses"], np.float64)[used]
         else:
             logits = np.asarray(arrays[f"{name}_logits"], np.float64)[used]
-            out[name] = scores.compute_score(score, logits, label)
+            out[name] = scores.compute(score, logits, label)
     return out
 
 
@@ -63,7 +48,7 @@ def single_target_results(arrays: dict, settings: Settings) -> dict:
     if not ok.any():
         raise NonFiniteLoss("every calibration round has a non-finite loss; nothing to fit")
     s = single_target_scores(arrays, settings.score)
-    summary = stats.attack_summary(
+    summary = summarize(
         s["member"],
         s["nonmember"],
         eval_member=s["eval_member"],
@@ -105,7 +90,7 @@ def single_target_figures(folder, arrays: dict, results: dict, *, suffix: str):
     )
     written.append(
         plots.plot_target(
-            folder / "target.png",
+            folder / plots.TARGET_FILE,
             np.asarray(arrays["target_image"], np.uint8),
             label_name=results["target_label"],
             index=results["target_index"],

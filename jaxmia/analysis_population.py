@@ -34,28 +34,20 @@ import math
 from pathlib import Path
 
 import numpy as np
-from scipy import stats as sps
 
-from jaxmia import scores, stats
-from jaxmia.analysis import Settings
+from jaxmia.attack import metrics, scores, thresholds
+from jaxmia.attack.summary import Settings
 from jaxmia.errors import UserError
 
 __all__ = [
-    "FIGURES",
-    "HISTOGRAMS_FILE",
     "POPULATION_ARRAYS",
-    "PR_FILE",
-    "ROC_FILE",
     "SUMMARY_METRICS",
-    "Settings",
-    "average_precision",
     "check_population_arrays",
     "left_out",
     "population_figures",
     "population_results",
     "population_scores",
     "repetition_metrics",
-    "t_interval",
     "used_repetitions",
     "yeom_rule",
 ]
@@ -76,18 +68,13 @@ POPULATION_ARRAYS = (
     "synthetic",
 )
 
-HISTOGRAMS_FILE = "population_histograms.png"
-ROC_FILE = "population_roc.png"
-PR_FILE = "population_pr.png"
-FIGURES = (HISTOGRAMS_FILE, ROC_FILE, PR_FILE)
-
 # The per-repetition numbers summarised across repetitions: (path in the per-repetition
 # dict, whether it is a rate in [0, 1], so that its interval is clipped there).
 SUMMARY_METRICS = (
     (("auc",), True),
     (("balanced_accuracy",), True),
     (("average_precision",), True),
-    *((("tpr_at_fpr", f"{f:g}"), True) for f in stats.TPR_AT_FPR_LEVELS),
+    *((("tpr_at_fpr", f"{f:g}"), True) for f in metrics.TPR_AT_FPR_LEVELS),
     (("alpha_rule", "threshold"), False),
     (("alpha_rule", "tpr"), True),
     (("alpha_rule", "fpr"), True),
@@ -186,7 +173,7 @@ def population_scores(arrays, score: str, r: int) -> tuple[np.ndarray, np.ndarra
     for who in ("member", "nonmember"):
         logits = np.asarray(arrays[f"{who}_logits"][r], np.float64)
         labels = np.asarray(arrays[f"{who}_labels"][r]).astype(np.int64)
-        out.append(scores.compute_score(score, logits, labels))
+        out.append(scores.compute(score, logits, labels))
     return out[0], out[1]
 
 
@@ -205,8 +192,8 @@ def yeom_rule(member_loss, nonmember_loss) -> dict:
       fpr = #{non-member < t_Y} / n_n, accuracy = (TP + TN) / (n_m + n_n), and Yeom's
       membership advantage tpr - fpr.
     """
-    mem = stats.check_losses(member_loss, "member losses")
-    non = stats.check_losses(nonmember_loss, "non-member losses")
+    mem = scores.check_scores(member_loss, "member losses")
+    non = scores.check_scores(nonmember_loss, "non-member losses")
     t = float(np.mean(mem))
     tp = int(np.count_nonzero(mem < t))
     fp = int(np.count_nonzero(non < t))
@@ -221,37 +208,19 @@ def yeom_rule(member_loss, nonmember_loss) -> dict:
     }
 
 
-def average_precision(member_stat, nonmember_stat) -> float:
-    """Sum over the ROC's cuts of (recall step) x precision, with high statistic = member.
-
-    Precision at a cut is TP / (TP + FP) with counts (so it holds for unequal sizes);
-    recall is the TPR. The step-wise sum, as scikit-learn's average_precision_score.
-    """
-    mem = np.asarray(member_stat, np.float64)
-    non = np.asarray(nonmember_stat, np.float64)
-    fpr, tpr, _ = stats.attack_roc(mem, non)
-    tp, fp = tpr * mem.size, fpr * non.size
-    keep = tp + fp > 0
-    precision = tp[keep] / (tp[keep] + fp[keep])
-    recall = tpr[keep]
-    return float(np.sum(np.diff(np.concatenate([[0.0], recall])) * precision))
-
-
-def _expected_fpr(decision: stats.Decision, alpha: float, n: int, s_non) -> tuple:
-    """(mean, upper 95%, method) of the alpha rule's FPR on fresh non-members."""
+def _heldout_method(decision: thresholds.Decision, n: int) -> str:
+    """How ``thresholds.expected_heldout_fpr`` knows the alpha rule's FPR on fresh non-members."""
     if not math.isfinite(decision.cut):
-        return 0.0, 0.0, "no point is ever called a member: the FPR is 0"
+        return "no point is ever called a member: the FPR is 0"
     if decision.k is not None:
-        mean, upper = stats.heldout_fpr_law(decision.k, n)
         method = (
             "order statistic: FPR on fresh non-members ~ Beta(k+1, n-k) = "
             f"Beta({decision.k + 1}, {n - decision.k})"
         )
         if decision.rule == "lira":
             method += " (approximate: the ratio is fitted on these same points)"
-        return mean, upper, method
-    mean, upper = stats.gaussian_heldout_fpr(alpha, n) if np.ptp(s_non) > 0 else (None, None)
-    return mean, upper, "normal model of the non-member scores: Student t (mean), noncentral t"
+        return method
+    return "normal model of the non-member scores: Student t (mean), noncentral t"
 
 
 def repetition_metrics(
@@ -271,16 +240,22 @@ def repetition_metrics(
       only)}, yeom (see ``yeom_rule``), member_loss_mean, nonmember_loss_mean.
     """
     score, rule, a = settings.score, settings.threshold_rule, settings.alpha
-    mem = stats.check_losses(member, "member scores")
-    non = stats.check_losses(nonmember, "non-member scores")
+    mem = scores.check_scores(member, "member scores")
+    non = scores.check_scores(nonmember, "non-member scores")
     s_mem, s_non = scores.to_attack(mem, score), scores.to_attack(non, score)
     n = int(non.size)
 
-    decision, warnings = stats.choose_threshold(mem, non, alpha=a, rule=rule, score=score)
+    decision, warnings = thresholds.choose_threshold(mem, non, alpha=a, rule=rule, score=score)
     with np.errstate(invalid="ignore"):
         tpr = float(np.count_nonzero(decision.statistic(mem) > decision.cut) / mem.size)
         fpr = float(np.count_nonzero(decision.statistic(non) > decision.cut) / n)
-    exp_fpr, exp_upper, method = _expected_fpr(decision, a, n, s_non)
+    exp_fpr, exp_upper = thresholds.expected_heldout_fpr(decision, non, a)
+    method = _heldout_method(decision, n)
+    if rule == "empirical" and exp_fpr > a:
+        warnings.append(
+            f"empirical: expected FPR on fresh non-members is (k+1)/(n+1) = {exp_fpr:.3g} > "
+            f"alpha={a:g}; threshold_rule conformal or confident controls it"
+        )
     if rule == "gaussian" and score == "loss" and (decision.threshold or 0.0) < 0:
         warnings.append(
             "gaussian: the fitted threshold is a negative loss: losses are skewed and >= 0, "
@@ -299,69 +274,30 @@ def repetition_metrics(
     }
     if rule == "lira":
         alpha_rule["member_region"] = (
-            stats.likelihood_ratio_region(decision.member_fit, decision.nonmember_fit, decision.cut)
+            thresholds.likelihood_ratio_region(
+                decision.member_fit, decision.nonmember_fit, decision.cut
+            )
             if decision.member_fit is not None
             else None
         )
 
-    tpr_at = {f"{f:g}": stats.attack_tpr_at_fpr(s_mem, s_non, f) for f in stats.TPR_AT_FPR_LEVELS}
-    ml = stats.check_losses(member_loss, "member losses")
-    nl = stats.check_losses(nonmember_loss, "non-member losses")
-    metrics = {
-        "auc": stats.attack_auc(s_mem, s_non),
-        "balanced_accuracy": stats.balanced_accuracy(s_mem, s_non),
-        "average_precision": average_precision(s_mem, s_non),
+    tpr_at = {f"{f:g}": metrics.tpr_at_fpr(s_mem, s_non, f) for f in metrics.TPR_AT_FPR_LEVELS}
+    ml = scores.check_scores(member_loss, "member losses")
+    nl = scores.check_scores(nonmember_loss, "non-member losses")
+    numbers = {
+        "auc": metrics.auc(s_mem, s_non),
+        "balanced_accuracy": metrics.balanced_accuracy(s_mem, s_non),
+        "average_precision": metrics.average_precision(s_mem, s_non),
         "tpr_at_fpr": tpr_at,
         "alpha_rule": alpha_rule,
         "yeom": yeom_rule(ml, nl),
         "member_loss_mean": float(np.mean(ml)),
         "nonmember_loss_mean": float(np.mean(nl)),
     }
-    return metrics, warnings, method
+    return numbers, warnings, method
 
 
 # ---------------------------------------------------------------- across repetitions
-
-
-def t_interval(values, confidence: float = 0.95, *, bounds=None) -> dict:
-    """Mean, sample std and Student-t interval of the mean of R values (None: undefined).
-
-    Args:
-      values: R floats or None (None: the metric is undefined in that repetition).
-      confidence: level of the two-sided interval, in (0, 1).
-      bounds: (lo, hi) to clip the interval to (a rate's [0, 1]), or None.
-
-    Returns:
-      {mean, std, ci: [lo, hi] or None, n: values used, note: why something is null or
-      what it rests on, or None}. The interval is mean ± t_{(1+confidence)/2, m-1} s/sqrt(m)
-      over the m defined values; it needs m >= 2.
-    """
-    conf = float(confidence)
-    if not 0.0 < conf < 1.0:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    vals = [float(v) for v in values if v is not None]
-    undefined = len(values) - len(vals)
-    if not vals:
-        return {
-            "mean": None,
-            "std": None,
-            "ci": None,
-            "n": 0,
-            "note": "undefined in every repetition",
-        }
-    arr = np.asarray(vals, np.float64)
-    # Equal values have exactly their value as mean (np.mean of three 0.7 is 0.6999...98).
-    mean = float(np.mean(arr)) if np.ptp(arr) > 0 else float(arr[0])
-    note = f"over the {len(vals)} repetitions where it is defined" if undefined else None
-    if arr.size < 2:
-        why = "one repetition: no spread to build an interval from (repetitions >= 2)"
-        return {"mean": mean, "std": None, "ci": None, "n": 1, "note": why}
-    std = float(np.std(arr, ddof=1)) if np.ptp(arr) > 0 else 0.0
-    half = float(sps.t.ppf(0.5 + conf / 2.0, arr.size - 1)) * std / math.sqrt(arr.size)
-    lo, hi = mean - half, mean + half
-    if bounds is not None:
-        lo, hi = max(lo, bounds[0]), min(hi, bounds[1])
-    return {"mean": mean, "std": std, "ci": [lo, hi], "n": int(arr.size), "note": note}
 
 
 def _get(d: dict, path: tuple):
@@ -391,7 +327,7 @@ def population_results(arrays, settings: Settings) -> dict:
       n_member, n_nonmember (n each), prevalence (0.5);
       per_repetition: one dict per used model, ``repetition_metrics``'s keys plus
         repetition, train_accuracy, test_accuracy, generalization_gap (train - test);
-      summary: the same layout, each number replaced by ``t_interval``'s
+      summary: the same layout, each number replaced by ``metrics.t_interval``'s
         {mean, std, ci, n, note} over the used repetitions (SUMMARY_METRICS);
       interval_method, expected_heldout_fpr_method, yeom_rule (the rule in words);
       warnings: one line each for what the data cannot support.
@@ -400,18 +336,13 @@ def population_results(arrays, settings: Settings) -> dict:
       ValueError: malformed arrays (``check_population_arrays``) or settings.
       UserError: no model with finite losses is left.
     """
-    if settings.score not in scores.SCORES:
-        raise ValueError(f"score must be one of {', '.join(scores.SCORES)}; got {settings.score!r}")
-    if settings.threshold_rule not in stats.THRESHOLD_RULES:
-        raise ValueError(
-            f"threshold_rule must be one of {', '.join(stats.THRESHOLD_RULES)}; "
-            f"got {settings.threshold_rule!r}"
-        )
+    scores.get(settings.score)
+    thresholds.check_rule(settings.threshold_rule)
     conf = float(settings.confidence)
     if not 0.0 < conf < 1.0:
         raise ValueError(f"confidence must be in (0, 1), got {settings.confidence!r}")
     n_rep, n = check_population_arrays(arrays)
-    k_alpha = stats.order_statistic_k("empirical", n, settings.alpha)  # also checks alpha
+    k_alpha = thresholds.order_statistic_k("empirical", n, settings.alpha)  # also checks alpha
     ok = used_repetitions(arrays)
     used = [int(r) for r in np.flatnonzero(ok)]
     dropped = [int(r) for r in np.flatnonzero(~ok)]
@@ -431,8 +362,8 @@ def population_results(arrays, settings: Settings) -> dict:
         warnings.append(
             "one repetition: the summary gives means without intervals (repetitions >= 2)"
         )
-    for f in stats.TPR_AT_FPR_LEVELS:
-        if stats.order_statistic_k("empirical", n, f) == 0:
+    for f in metrics.TPR_AT_FPR_LEVELS:
+        if thresholds.order_statistic_k("empirical", n, f) == 0:
             warnings.append(
                 f"TPR at FPR {f:g} not resolvable: needs n >= {math.ceil(1.0 / f - 1e-9)} "
                 f"non-members per model, have {n}; null"
@@ -449,14 +380,14 @@ def population_results(arrays, settings: Settings) -> dict:
     for r in used:
         mem, non = population_scores(arrays, settings.score, r)
         ml, nl = population_scores(arrays, "loss", r)
-        metrics, w, method = repetition_metrics(mem, non, ml, nl, settings)
+        numbers, w, method = repetition_metrics(mem, non, ml, nl, settings)
         for line in w:
             rule_warnings.setdefault(line, []).append(r)
         tr, te = float(train_acc[r]), float(test_acc[r])
         per_rep.append(
             {
                 "repetition": r,
-                **metrics,
+                **numbers,
                 "train_accuracy": tr if math.isfinite(tr) else None,
                 "test_accuracy": te if math.isfinite(te) else None,
                 "generalization_gap": tr - te if math.isfinite(tr - te) else None,
@@ -468,7 +399,9 @@ def population_results(arrays, settings: Settings) -> dict:
     summary: dict = {}
     for path, is_rate in SUMMARY_METRICS:
         values = [_get(p, path) for p in per_rep]
-        _put(summary, path, t_interval(values, conf, bounds=(0.0, 1.0) if is_rate else None))
+        _put(
+            summary, path, metrics.t_interval(values, conf, bounds=(0.0, 1.0) if is_rate else None)
+        )
 
     return {
         "experiment": "population",
@@ -501,6 +434,7 @@ def population_figures(folder, arrays, results: dict, *, suffix: str = "") -> li
     title (" [SYNTHETIC DATA]" for synthetic runs).
     """
     from jaxmia import plots_population
+    from jaxmia.plots_population import HISTOGRAMS_FILE, PR_FILE, ROC_FILE
 
     folder = Path(folder)
     score = results["score"]

@@ -3,7 +3,7 @@
 Host side of the border: numpy, scipy and matplotlib, no JAX.  Every target is
 attacked on its own, exactly as the single-target run attacks x: its IN models
 (the used calibration models trained on it) and its OUT models (the rest) give
-its member and non-member scores, and ``stats.attack_summary`` (the single-target
+its member and non-member scores, and ``attack.summary.summarize`` (the single-target
 code, ``items=False``) computes its threshold, power, AUC, balanced accuracy, TPR
 at low FPR and expected held-out FPR.  The evaluation models then test every
 target's own threshold; their decisions are pooled over targets.
@@ -37,8 +37,10 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxmia import fileio, scores, stats
-from jaxmia.analysis import Settings
+from jaxmia import fileio
+from jaxmia.attack import bounds, metrics, scores
+from jaxmia.attack.summary import Settings, summarize
+from jaxmia.attack.thresholds import Decision, GaussianFit
 
 __all__ = [
     "CSV_FILE",
@@ -73,7 +75,7 @@ TARGETS_ARRAYS = (
 )
 CSV_FILE = "targets.csv"
 N_EXTREMES = 16  # most and least vulnerable targets listed and drawn
-# attack_summary says this once per target when it gets no evaluation scores; the
+# summarize says this once per target when it gets no evaluation scores; the
 # evaluation here is pooled over targets and warned about once.
 _NO_EVAL_WARNING = "no evaluation models of both kinds"
 # Columns of targets.csv that stay text when read back.
@@ -160,7 +162,7 @@ def target_scores(arrays, score: str) -> dict[str, np.ndarray]:
 
     The loss is the one the device computed (float32, as the pipeline reports it,
     widened to float64); ``lira`` and ``hinge`` come from the saved logits in
-    float64 (``scores.compute_score``), the convention of the single-target run.
+    float64 (``scores.compute``), the convention of the single-target run.
 
     Returns:
       calibration: float64[M_used, T]; membership: bool[M_used, T];
@@ -184,7 +186,7 @@ def target_scores(arrays, score: str) -> dict[str, np.ndarray]:
             for i in range(0, n, step):
                 z = np.asarray(a[f"{prefix}logits"][rows[i : i + step]], np.float64)
                 k = z.shape[0]
-                values[i : i + k] = scores.compute_score(
+                values[i : i + k] = scores.compute(
                     score, z.reshape(k * t, c), labels[: k * t]
                 ).reshape(k, t)
         out[key] = values
@@ -199,12 +201,12 @@ def _column(values: np.ndarray, member: np.ndarray, t: int) -> tuple[np.ndarray,
 
 
 def target_summary(arrays, settings: Settings, t: int, *, items: bool = True) -> dict:
-    """``stats.attack_summary`` of target number t (position in ``targets``), with its
+    """``summarize`` of target number t (position in ``targets``), with its
     evaluation models: the single-target report of one target, for a closer look."""
     s = target_scores(arrays, settings.score)
     member, nonmember = _column(s["calibration"], s["membership"], t)
     ev_member, ev_nonmember = _column(s["eval"], s["eval_membership"], t)
-    return stats.attack_summary(
+    return summarize(
         member,
         nonmember,
         eval_member=ev_member,
@@ -328,7 +330,7 @@ def targets_results(arrays, settings: Settings) -> tuple[dict, list[dict]]:
             no_stats.append(t)
             rows.append(row)
             continue
-        summary = stats.attack_summary(
+        summary = summarize(
             member,
             nonmember,
             alpha=alpha,
@@ -369,7 +371,7 @@ def targets_results(arrays, settings: Settings) -> tuple[dict, list[dict]]:
             for key in ("nonmember_score_mean", "nonmember_score_std"):
                 row[key] = summary[key]
         if has_eval:
-            # The summary's own decision, applied as stats.evaluate_decision applies it.
+            # The summary's own decision, applied as summary.evaluate_decision applies it.
             decision = _decision(summary)
             ev_in, ev_out = _column(s["eval"], s["eval_membership"], t)
             p_in, p_out = decision.predict(ev_in), decision.predict(ev_out)
@@ -437,7 +439,7 @@ def targets_results(arrays, settings: Settings) -> tuple[dict, list[dict]]:
         ]
 
     tpr_at = {}
-    for f in stats.TPR_AT_FPR_LEVELS:
+    for f in metrics.TPR_AT_FPR_LEVELS:
         vals = [r[f"tpr_at_fpr_{f:g}"] for r in with_stats if r[f"tpr_at_fpr_{f:g}"] is not None]
         tpr_at[f"{f:g}"] = float(np.mean(vals)) if vals else None
     exp = [r["expected_heldout_fpr"] for r in with_stats if r["expected_heldout_fpr"] is not None]
@@ -492,7 +494,7 @@ def targets_results(arrays, settings: Settings) -> tuple[dict, list[dict]]:
             tp, fn, fp, tn, settings.confidence, expected_fp if expected_known else None
         )
         if tp + fn and fp + tn:
-            e, e_sym, fpr_ub, fnr_ub = stats.epsilon_lower_bound(
+            e, e_sym, fpr_ub, fnr_ub = bounds.epsilon_lower_bound(
                 fp, fp + tn, fn, tp + fn, confidence=settings.confidence, delta=settings.delta
             )
             results["epsilon_lower_bound"] = {
@@ -516,21 +518,21 @@ def targets_results(arrays, settings: Settings) -> tuple[dict, list[dict]]:
     return results, rows
 
 
-def _decision(summary: dict) -> stats.Decision:
-    """The ``stats.Decision`` an attack summary reports, rebuilt from its numbers (exactly:
+def _decision(summary: dict) -> Decision:
+    """The ``Decision`` an attack summary reports, rebuilt from its numbers (exactly:
     the threshold is the cut, negated for the loss; the lira rule's fits are the
-    summary's Gaussian fits, the same ``_fit`` of the same scores)."""
+    summary's Gaussian fits, the same ``fit_gaussian`` of the same scores)."""
     score, rule, threshold = summary["score"], summary["threshold_rule"], summary["threshold"]
     if threshold is None:
-        return stats.Decision(score, rule, math.inf)
+        return Decision(score, rule, math.inf)
     if rule != "lira":
         cut = float(scores.to_attack(threshold, score))
-        return stats.Decision(score, rule, cut, summary["k"])
+        return Decision(score, rule, cut, summary["k"])
     fits = summary["gaussian_fits"]
     member, nonmember = (
-        stats.GaussianFit(fits[who]["mean"], fits[who]["std"]) for who in ("member", "nonmember")
+        GaussianFit(fits[who]["mean"], fits[who]["std"]) for who in ("member", "nonmember")
     )
-    return stats.Decision(score, rule, float(threshold), summary["k"], member, nonmember)
+    return Decision(score, rule, float(threshold), summary["k"], member, nonmember)
 
 
 def _pooled_evaluation(tp, fn, fp, tn, confidence, expected_fp) -> dict:
@@ -544,9 +546,9 @@ def _pooled_evaluation(tp, fn, fp, tn, confidence, expected_fp) -> dict:
         "false_positives": fp,
         "true_negatives": tn,
         "tpr": tp / n_mem if n_mem else None,
-        "tpr_ci": list(stats.clopper_pearson(tp, n_mem, confidence)) if n_mem else None,
+        "tpr_ci": list(metrics.clopper_pearson(tp, n_mem, confidence)) if n_mem else None,
         "fpr": fp / n_non if n_non else None,
-        "fpr_ci": list(stats.clopper_pearson(fp, n_non, confidence)) if n_non else None,
+        "fpr_ci": list(metrics.clopper_pearson(fp, n_non, confidence)) if n_non else None,
         "accuracy": (tp + tn) / (n_mem + n_non),
         "expected_fpr": expected_fp / n_non if expected_fp is not None and n_non else None,
         "confidence": confidence,
@@ -613,7 +615,7 @@ def pooled_roc(arrays, score: str) -> dict:
             of the empirical threshold at FPR <= f (the target's tpr_at_fpr(f)); on the
             grid ``fpr`` (float64[G]).
     global: one threshold for every target: the ROC of all (model, target) scores at once
-            (``stats.attack_roc`` of the pooled IN and OUT scores).
+            (``metrics.roc`` of the pooled IN and OUT scores).
 
     Returns:
       {"fpr": float64[G], "own_tpr": float64[G], "global_fpr", "global_tpr",
@@ -645,7 +647,7 @@ def pooled_roc(arrays, score: str) -> dict:
     pooled_in = stat[member & ok[None, :]]
     pooled_out = stat[~member & ok[None, :]]
     if pooled_in.size and pooled_out.size:
-        g_fpr, g_tpr, _ = stats.attack_roc(pooled_in, pooled_out)
+        g_fpr, g_tpr, _ = metrics.roc(pooled_in, pooled_out)
     else:
         g_fpr = g_tpr = np.zeros(0)
     return {

@@ -22,6 +22,8 @@ from typing import Any
 import yaml
 
 from jaxmia import kinds
+from jaxmia.attack.scores import SCORES
+from jaxmia.attack.thresholds import RULES
 from jaxmia.errors import UserError, show
 from jaxmia.keys import Key, choice, flag, integer, number
 
@@ -31,9 +33,9 @@ CONV_CHOICES = ("auto", "xla", "im2col", "winograd")
 STRATEGY_CHOICES = ("auto", "vmap", "map")
 DTYPE_CHOICES = ("float32", "bfloat16")
 NONFINITE_CHOICES = ("stop", "skip")
-# The attack's names (jaxmia/attack): the config needs the names alone, not scipy.
-SCORE_CHOICES = ("loss", "lira", "hinge")
-RULE_CHOICES = ("empirical", "conformal", "confident", "gaussian", "lira")
+# The attack's names: jaxmia.attack imports scipy only where it computes.
+SCORE_CHOICES = tuple(SCORES)
+RULE_CHOICES = RULES
 
 # Upper bounds that keep a typo from turning into hours of planning or a
 # memory error after the run folder was written.  Rounds and pairs: a million

@@ -1,50 +1,39 @@
-"""PNG plots of a run: loss histograms, ROC curves and the target image.
+"""PNG plots of a single-target run: the attack's ROC, PR and histograms, the target image.
 
-Figures are built with ``matplotlib.figure.Figure`` directly rather than pyplot,
-so there is no global figure registry, no GUI backend and nothing to close;
-rendering goes through Agg. Each PNG is rendered into memory and then written
-atomically (``fileio.atomic_write_bytes``), so a crash never leaves half a file.
+The canvas, the PNG writer and the parts these figures share with the other kinds'
+come from ``jaxmia.plotting``.
 """
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from jaxmia import scores, stats
-from jaxmia.fileio import atomic_write_bytes
+from jaxmia.attack import metrics, scores, thresholds
+from jaxmia.plotting import MEMBER_COLOR as _MEMBER_COLOR
+from jaxmia.plotting import NONMEMBER_COLOR as _NONMEMBER_COLOR
+from jaxmia.plotting import (
+    interval_point,
+    log_roc_axes,
+    new_figure,
+    plot_reflected_kdes,
+    save_png,
+    shade_member_region,
+)
 
 __all__ = [
+    "FIGURES",
     "HISTOGRAMS_FILE",
     "PR_FILE",
     "ROC_FILE",
+    "TARGET_FILE",
     "plot_attack",
-    "plot_histograms",
-    "plot_roc",
     "plot_target",
 ]
 
-_MEMBER_COLOR = "tab:blue"
-_NONMEMBER_COLOR = "tab:orange"
 _MAX_BINS = 80
-
-
-def new_figure(figsize) -> Figure:
-    """A matplotlib Figure on the Agg canvas (no pyplot state, no display)."""
-    fig = Figure(figsize=figsize, dpi=100)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def save_png(fig: Figure, path) -> Path:
-    """Renders ``fig`` as PNG and writes it to ``path`` atomically."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return atomic_write_bytes(path, buf.getvalue())
 
 
 def _shared_bins(member: np.ndarray, nonmember: np.ndarray, min_bins: int = 1) -> np.ndarray:
@@ -55,151 +44,6 @@ def _shared_bins(member: np.ndarray, nonmember: np.ndarray, min_bins: int = 1) -
     elif edges.size - 1 < min_bins and np.ptp(pooled) > 0:
         edges = np.histogram_bin_edges(pooled, bins=min_bins)
     return edges
-
-
-def plot_histograms(
-    path,
-    member,
-    nonmember,
-    *,
-    threshold: float,
-    gaussian_member: stats.GaussianFit,
-    gaussian_nonmember: stats.GaussianFit,
-    kde: bool = True,
-    title_suffix: str = "",
-) -> Path:
-    """Density histograms of the target's member and non-member losses.
-
-    Args:
-      path: where the PNG goes.
-      member: float[n_member]; nonmember: float[n_nonmember] (1-D, finite).
-      threshold: t of the rule loss < t, drawn as a vertical line; its legend
-        gives the power and FPR it achieves on these losses.
-      gaussian_member, gaussian_nonmember: fitted normals, drawn as curves
-        (a fit with std 0 is a point mass and has no curve).
-      kde: also draw Gaussian KDEs (dashed) where they can be fitted.
-      title_suffix: appended to the title (" [SYNTHETIC DATA]" for synthetic runs).
-
-    Returns:
-      ``path`` as a Path.
-    """
-    mem = stats.check_losses(member, "member losses")
-    non = stats.check_losses(nonmember, "non-member losses")
-    t = float(threshold)
-    edges = _shared_bins(mem, non)
-
-    fig = new_figure((8, 5))
-    ax = fig.add_subplot()
-    ax.hist(
-        mem,
-        bins=edges,
-        density=True,
-        alpha=0.45,
-        color=_MEMBER_COLOR,
-        label=f"member (x in train), n={mem.size}",
-    )
-    ax.hist(
-        non,
-        bins=edges,
-        density=True,
-        alpha=0.45,
-        color=_NONMEMBER_COLOR,
-        label=f"non-member (x not in train), n={non.size}",
-    )
-
-    lo, hi = min(edges[0], t), max(edges[-1], t)
-    pad = 0.05 * (hi - lo) if hi > lo else 0.5
-    grid = np.linspace(lo - pad, hi + pad, 400)
-    for fit, color, who in (
-        (gaussian_member, _MEMBER_COLOR, "member"),
-        (gaussian_nonmember, _NONMEMBER_COLOR, "non-member"),
-    ):
-        if fit.std > 0:
-            z = (grid - fit.mean) / fit.std
-            pdf = np.exp(-0.5 * z**2) / (fit.std * np.sqrt(2 * np.pi))
-            ax.plot(
-                grid,
-                pdf,
-                color=color,
-                lw=2,
-                label=f"Gaussian fit {who} (μ={fit.mean:.3g}, σ={fit.std:.3g})",
-            )
-    if kde:
-        for values, color, who in (
-            (mem, _MEMBER_COLOR, "member"),
-            (non, _NONMEMBER_COLOR, "non-member"),
-        ):
-            density = stats.fit_kde(values)
-            if density is not None:
-                ax.plot(grid, density(grid), color=color, lw=1.2, ls="--", label=f"KDE {who}")
-
-    power = float(np.mean(mem < t))
-    fpr = float(np.mean(non < t))
-    ax.axvline(
-        t, color="black", lw=1.5, ls=":", label=f"t = {t:.4g} (power {power:.3f}, FPR {fpr:.3f})"
-    )
-    ax.set_xlabel("cross-entropy loss of the target x")
-    ax.set_ylabel("density")
-    ax.set_title("Loss of x: models trained with vs without it" + title_suffix)
-    ax.legend(fontsize="small")
-    fig.tight_layout()
-    return save_png(fig, path)
-
-
-def plot_roc(path, member, nonmember, *, alpha: float, title_suffix: str = "") -> Path:
-    """ROC of the rule loss < t: linear axes (with AUC) and log-log axes (as in LiRA).
-
-    Args:
-      path: where the PNG goes.
-      member: float[n_member]; nonmember: float[n_nonmember].
-      alpha: the target FPR; the log-log panel marks the TPR reached at FPR <= alpha.
-      title_suffix: appended to the title.
-
-    Returns:
-      ``path`` as a Path.
-    """
-    fpr, tpr, _ = stats.roc_curve(member, nonmember)
-    area = stats.auc(member, nonmember)
-    chosen = stats.empirical_threshold(member, nonmember, alpha)
-
-    fig = new_figure((11, 5))
-    lin, log = fig.subplots(1, 2)
-
-    lin.plot(fpr, tpr, color="tab:blue", lw=2, label=f"loss < t (AUC = {area:.3f})")
-    lin.plot([0, 1], [0, 1], color="gray", ls="--", lw=1, label="chance")
-    lin.set_xlim(0, 1)
-    lin.set_ylim(0, 1)
-    lin.set_xlabel("false positive rate")
-    lin.set_ylabel("true positive rate")
-    lin.set_title("ROC")
-    lin.legend(loc="lower right", fontsize="small")
-
-    # Log axes cannot show 0: rates are floored at half the smallest resolvable
-    # rate, so the curve still starts in the lower left corner.
-    floor = 0.5 * min(1.0 / chosen.n_nonmember, 1.0 / chosen.n_member, alpha)
-    log.loglog(
-        np.clip(fpr, floor, 1), np.clip(tpr, floor, 1), color="tab:blue", lw=2, label="loss < t"
-    )
-    log.loglog([floor, 1], [floor, 1], color="gray", ls="--", lw=1, label="chance")
-    log.axvline(alpha, color="black", ls=":", lw=1)
-    log.plot(
-        [alpha],
-        [max(chosen.power, floor)],
-        marker="o",
-        color="tab:red",
-        ls="none",
-        label=f"FPR ≤ {alpha:g}: TPR {chosen.power:.3f}",
-    )
-    log.set_xlim(floor, 1)
-    log.set_ylim(floor, 1)
-    log.set_xlabel("false positive rate")
-    log.set_ylabel("true positive rate")
-    log.set_title("ROC (log-log)")
-    log.legend(loc="lower right", fontsize="small")
-
-    fig.suptitle("Membership of x from its loss" + title_suffix)
-    fig.tight_layout()
-    return save_png(fig, path)
 
 
 def plot_target(
@@ -244,6 +88,8 @@ def plot_target(
 ROC_FILE = "roc.png"
 PR_FILE = "pr.png"
 HISTOGRAMS_FILE = "single_point_mia_histograms.png"
+TARGET_FILE = "target.png"
+FIGURES = (HISTOGRAMS_FILE, ROC_FILE, PR_FILE, TARGET_FILE)
 _PANEL_LABEL = {
     "loss": "cross-entropy loss of x",
     "lira": r"$\varphi = z_y - \log\sum_{y' \neq y} e^{z_{y'}}$  (logit-scaled confidence)",
@@ -265,7 +111,7 @@ def _rate_text(x: float | None) -> str:
 
 
 def _roc_figure(s_mem, s_non, results, title_suffix) -> Figure:
-    fpr, tpr, _ = stats.attack_roc(s_mem, s_non)
+    fpr, tpr, _ = metrics.roc(s_mem, s_non)
     n_in, n_out = s_mem.size, s_non.size
     op_fpr, op_tpr, where, ev = _operating_point(results)
     positives = [v for v in (op_fpr, op_tpr) if v > 0]
@@ -277,31 +123,26 @@ def _roc_figure(s_mem, s_non, results, title_suffix) -> Figure:
     # TPR any threshold reaches without exceeding it (the TPR-at-FPR of the summary).
     # Rates of 0 cannot sit on log axes: they are drawn on the axes' edge, lo.
     x, y = np.maximum(fpr, lo), np.maximum(tpr, lo)
-    label = [f"{scores.SYMBOLS[results['score']]} (AUC {results['auc']:.3f})"]
+    label = [f"{scores.SCORES[results['score']].symbol} (AUC {results['auc']:.3f})"]
     for f, v in results.get("tpr_at_fpr", {}).items():
         label.append(f"TPR@{float(f) * 100:g}% FPR: {_rate_text(v)}")
     ax.step(x, y, where="post", color="tab:blue", lw=2, label="\n".join(label))
-    ax.plot([lo, 1], [lo, 1], color="gray", ls="--", lw=1, label="chance")
+    log_roc_axes(ax, lo)
     alpha = results.get("alpha")
     if alpha is not None:
         ax.axvline(alpha, color="gray", ls=":", lw=1, label=f"alpha = {alpha:g} (asked)")
 
-    px, py = max(op_fpr, lo), max(op_tpr, lo)
     text = f"{results['threshold_rule']} rule on the {where}:\nTPR {op_tpr:.3f}, FPR {op_fpr:.3f}"
     if op_fpr == 0 or op_tpr == 0:
         text += " (a 0 is drawn on the axis edge)"
     if ev is not None:
-        xerr = np.array([[px - max(ev["fpr_ci"][0], lo)], [max(ev["fpr_ci"][1], lo) - px]])
-        yerr = np.array([[py - max(ev["tpr_ci"][0], lo)], [max(ev["tpr_ci"][1], lo) - py]])
         conf = ev.get("confidence", 0.95)
         text += f"\n({conf * 100:g}% Clopper–Pearson bars)"
-        bars = ax.errorbar(
-            [px], [py], xerr=xerr, yerr=yerr, fmt="o", color="tab:red", capsize=3, label=text
-        )
-        for artist in [bars.lines[0], *bars.lines[1], *bars.lines[2]]:
-            artist.set_clip_on(False)  # a TPR of 1 sits on the top edge: keep it whole
+        interval_point(ax, op_fpr, op_tpr, ev["fpr_ci"], ev["tpr_ci"], lo=lo, label=text)
     else:
-        ax.plot([px], [py], "o", color="tab:red", label=text, clip_on=False)
+        ax.plot(
+            [max(op_fpr, lo)], [max(op_tpr, lo)], "o", color="tab:red", label=text, clip_on=False
+        )
     if n_out < 20:
         ax.text(
             0.03,
@@ -312,23 +153,16 @@ def _roc_figure(s_mem, s_non, results, title_suffix) -> Figure:
             fontsize=9,
             color="tab:red",
         )
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlim(lo, 1)
-    ax.set_ylim(lo, 1)
-    ax.set_xlabel("false positive rate")
-    ax.set_ylabel("true positive rate")
     ax.set_title(
         f"ROC, log-log ({n_in} IN / {n_out} OUT calibration models){title_suffix}", fontsize=10
     )
     ax.legend(loc="lower right", fontsize="small")
-    ax.grid(True, which="major", alpha=0.3)
     fig.tight_layout()
     return fig
 
 
 def _pr_figure(s_mem, s_non, results, title_suffix) -> Figure:
-    fpr, tpr, _ = stats.attack_roc(s_mem, s_non)
+    fpr, tpr, _ = metrics.roc(s_mem, s_non)
     keep = (tpr + fpr) > 0
     recall = tpr[keep]
     # Equal numbers of IN and OUT models: prevalence 1/2, so precision = TPR / (TPR + FPR).
@@ -353,21 +187,13 @@ def _pr_figure(s_mem, s_non, results, title_suffix) -> Figure:
     ax.set_xlabel("recall (TPR)")
     ax.set_ylabel("precision")
     ax.set_title(
-        f"Precision–recall, {scores.SYMBOLS[results['score']]}{title_suffix}\n"
+        f"Precision–recall, {scores.SCORES[results['score']].symbol}{title_suffix}\n"
         "membership prevalence is ½ by construction (one IN, one OUT model per round)",
         fontsize=9,
     )
     ax.legend(loc="lower left", fontsize="small", title="precision = TPR / (TPR + FPR)")
     fig.tight_layout()
     return fig
-
-
-def _reflected_kde(values: np.ndarray):
-    """A KDE of values >= 0 reflected at 0, so no mass lies below 0 (None if not fittable)."""
-    kde = stats.fit_kde(values)
-    if kde is None:
-        return None
-    return lambda g: kde(g) + kde(-g)
 
 
 def _histogram_panel(ax, name, mem, non, results, *, ev_mem=None, ev_non=None):
@@ -385,21 +211,7 @@ def _histogram_panel(ax, name, mem, non, results, *, ev_mem=None, ev_non=None):
     pad = 0.05 * (hi - lo) if hi > lo else 0.5
     if name == "loss":
         # Losses are >= 0: the density is a KDE reflected at 0, with no mass below it.
-        grid = np.linspace(0.0, hi + pad, 400)
-        for values, color, who in (
-            (mem, _MEMBER_COLOR, "member"),
-            (non, _NONMEMBER_COLOR, "non-member"),
-        ):
-            density = _reflected_kde(values)
-            if density is not None:
-                ax.plot(
-                    grid,
-                    density(grid),
-                    color=color,
-                    lw=1.3,
-                    ls="--",
-                    label=f"KDE {who} (reflected at 0)",
-                )
+        plot_reflected_kdes(ax, np.linspace(0.0, hi + pad, 400), mem, non)
         ax.set_xlim(0.0, hi + pad)
     else:
         grid = np.linspace(lo - pad, hi + pad, 400)
@@ -407,7 +219,7 @@ def _histogram_panel(ax, name, mem, non, results, *, ev_mem=None, ev_non=None):
             (mem, _MEMBER_COLOR, "member"),
             (non, _NONMEMBER_COLOR, "non-member"),
         ):
-            fit = stats.fit_gaussian(values)
+            fit = thresholds.fit_gaussian(values)
             if fit.std > 0 and np.ptp(values) > 0:
                 pdf = np.exp(-0.5 * ((grid - fit.mean) / fit.std) ** 2) / (
                     fit.std * np.sqrt(2 * np.pi)
@@ -422,15 +234,7 @@ def _histogram_panel(ax, name, mem, non, results, *, ev_mem=None, ev_non=None):
     if chosen:
         region = results.get("member_region")
         if results.get("threshold_rule") == "lira" and region:
-            x0, x1 = ax.get_xlim()
-            label = "called member (likelihood ratio > cut)"
-            for a, b in region:
-                a = x0 if a is None else max(a, x0)
-                b = x1 if b is None else min(b, x1)
-                if b > a:
-                    ax.axvspan(a, b, color="tab:green", alpha=0.12, label=label)
-                    label = None
-            ax.set_xlim(x0, x1)
+            shade_member_region(ax, region, "called member (likelihood ratio > cut)")
         elif t is not None:
             ax.axvline(
                 t, color="black", lw=1.5, ls=":", label=results.get("decision", f"t = {t:.4g}")
@@ -465,7 +269,7 @@ def plot_attack(
 
     Args:
       folder: an existing folder; the caller decides which.
-      results: the dict from ``stats.attack_summary`` (score, threshold_rule, threshold,
+      results: the dict from ``attack.summary.summarize`` (score, threshold_rule, threshold,
         decision, member_region, calibration_fpr, power, auc, tpr_at_fpr, alpha,
         evaluation are read).
       member, nonmember: float[l_in], float[l] native scores of ``results["score"]`` on
@@ -482,8 +286,8 @@ def plot_attack(
     """
     folder = Path(folder)
     score = results["score"]
-    mem = stats.check_losses(member, "member scores")
-    non = stats.check_losses(nonmember, "non-member scores")
+    mem = scores.check_scores(member, "member scores")
+    non = scores.check_scores(nonmember, "non-member scores")
     s_mem, s_non = scores.to_attack(mem, score), scores.to_attack(non, score)
     written = [
         save_png(_roc_figure(s_mem, s_non, results, title_suffix), folder / ROC_FILE),
@@ -508,8 +312,8 @@ def plot_attack(
         _histogram_panel(
             ax,
             name,
-            stats.check_losses(pm, f"member {name}"),
-            stats.check_losses(pn, f"non-member {name}"),
+            scores.check_scores(pm, f"member {name}"),
+            scores.check_scores(pn, f"non-member {name}"),
             results,
             ev_mem=eval_member if mine else None,
             ev_non=eval_nonmember if mine else None,

@@ -1,8 +1,8 @@
 """PNG figures of the population attack: loss histograms, all R ROC curves, precision-recall.
 
-Built on ``matplotlib.figure.Figure`` (Agg, no pyplot state) and written atomically,
-as ``jaxmia.plots``. The callers pass attack statistics (high = member, see
-``jaxmia.scores``) and the dict of ``analysis_population.population_results``.
+The canvas, the PNG writer and the parts shared with the other kinds' figures come
+from ``jaxmia.plotting``. The callers pass attack statistics (high = member, see
+``jaxmia.attack``) and the dict of ``analysis_population.population_results``.
 """
 
 from __future__ import annotations
@@ -12,37 +12,30 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from jaxmia import scores, stats
-from jaxmia.plots import new_figure, save_png
+from jaxmia import plotting
+from jaxmia.attack import metrics, scores
 
 __all__ = [
+    "FIGURES",
+    "HISTOGRAMS_FILE",
+    "PR_FILE",
+    "ROC_FILE",
     "histograms_figure",
     "plot_histograms",
     "plot_pr",
     "plot_roc",
     "pr_figure",
-    "reflected_kde",
     "roc_figure",
 ]
 
-_MEMBER_COLOR = "tab:blue"
-_NONMEMBER_COLOR = "tab:orange"
+HISTOGRAMS_FILE = "population_histograms.png"
+ROC_FILE = "population_roc.png"
+PR_FILE = "population_pr.png"
+FIGURES = (HISTOGRAMS_FILE, ROC_FILE, PR_FILE)
+
 _CURVE_COLOR = "tab:blue"
 _YEOM_COLOR = "tab:red"
 _ALPHA_COLOR = "black"
-_AXIS_LABEL = {
-    "loss": "cross-entropy loss",
-    "lira": r"$\varphi = z_y - \log\sum_{y' \neq y} e^{z_{y'}}$  (logit-scaled confidence)",
-    "hinge": r"hinge $= z_y - \max_{y' \neq y} z_{y'}$",
-}
-
-
-def reflected_kde(values):
-    """A Gaussian KDE of values >= 0 reflected at 0: no mass below 0 (None if not fittable)."""
-    kde = stats.fit_kde(values)
-    if kde is None:
-        return None
-    return lambda g: kde(g) + kde(-g)
 
 
 def _ci_text(entry: dict, digits: int = 3) -> str:
@@ -82,8 +75,8 @@ def _loss_panels(ax_lin, ax_log, results, rep, mem, non, draw_alpha):
     edges = np.linspace(0.0, cut, 61)
     beyond = int(np.count_nonzero(pooled > cut))
     for values, color, who in (
-        (mem, _MEMBER_COLOR, "member"),
-        (non, _NONMEMBER_COLOR, "non-member"),
+        (mem, plotting.MEMBER_COLOR, "member"),
+        (non, plotting.NONMEMBER_COLOR, "non-member"),
     ):
         ax_lin.hist(
             values,
@@ -95,20 +88,7 @@ def _loss_panels(ax_lin, ax_log, results, rep, mem, non, draw_alpha):
         )
     # Losses are >= 0: the densities are KDEs reflected at 0, with no mass below it.
     grid = np.linspace(0.0, edges[-1], 600)
-    for values, color, who in (
-        (mem, _MEMBER_COLOR, "member"),
-        (non, _NONMEMBER_COLOR, "non-member"),
-    ):
-        density = reflected_kde(values)
-        if density is not None:
-            ax_lin.plot(
-                grid,
-                density(grid),
-                color=color,
-                lw=1.3,
-                ls="--",
-                label=f"KDE {who}s (reflected at 0)",
-            )
+    plotting.plot_reflected_kdes(ax_lin, grid, mem, non, names=("members", "non-members"))
     ax_lin.set_xlim(0.0, edges[-1])
     ax_lin.set_xlabel("cross-entropy loss")
     ax_lin.set_ylabel("density")
@@ -126,8 +106,8 @@ def _loss_panels(ax_lin, ax_log, results, rep, mem, non, draw_alpha):
         top = max(float(positive.max()), lo * 10)
         log_edges = np.logspace(np.log10(lo), np.log10(top), 61)
         for values, color, who in (
-            (mem, _MEMBER_COLOR, "member"),
-            (non, _NONMEMBER_COLOR, "non-member"),
+            (mem, plotting.MEMBER_COLOR, "member"),
+            (non, plotting.NONMEMBER_COLOR, "non-member"),
         ):
             v = values[values > 0]
             ax_log.hist(
@@ -181,8 +161,8 @@ def _score_panel(ax, results, rep, mem, non):
     width = (hi - lo) / 60
     outside = int(np.count_nonzero((pooled < lo) | (pooled > hi)))
     for values, color, who in (
-        (mem, _MEMBER_COLOR, "member"),
-        (non, _NONMEMBER_COLOR, "non-member"),
+        (mem, plotting.MEMBER_COLOR, "member"),
+        (non, plotting.NONMEMBER_COLOR, "non-member"),
     ):
         ax.hist(
             values,
@@ -196,20 +176,12 @@ def _score_panel(ax, results, rep, mem, non):
     a = rep["alpha_rule"]
     region = a.get("member_region")
     if a["rule"] == "lira" and region:
-        x0, x1 = ax.get_xlim()
-        label = _rule_label(results, rep)
-        for lo, hi in region:
-            lo = x0 if lo is None else max(lo, x0)
-            hi = x1 if hi is None else min(hi, x1)
-            if hi > lo:
-                ax.axvspan(lo, hi, color="tab:green", alpha=0.12, label=label)
-                label = None
-        ax.set_xlim(x0, x1)
+        plotting.shade_member_region(ax, region, _rule_label(results, rep))
     elif a["threshold"] is not None:
         ax.axvline(
             a["threshold"], color=_ALPHA_COLOR, lw=1.5, ls=":", label=_rule_label(results, rep)
         )
-    ax.set_xlabel(_AXIS_LABEL[score])
+    ax.set_xlabel(scores.SCORES[score].axis_label)
     ax.set_ylabel("density")
     title = f"the attack's score: {score}"
     if outside:
@@ -231,10 +203,10 @@ def histograms_figure(
         loss: drawn in a third panel with the alpha rule (which then is not on the loss).
       title_suffix: appended to the title.
     """
-    mem = stats.check_losses(member_loss, "member losses")
-    non = stats.check_losses(nonmember_loss, "non-member losses")
+    mem = scores.check_scores(member_loss, "member losses")
+    non = scores.check_scores(nonmember_loss, "non-member losses")
     panels = 2 if chosen is None else 3
-    fig = new_figure((6.2 * panels, 5.2))
+    fig = plotting.new_figure((6.2 * panels, 5.2))
     axes = fig.subplots(1, panels)
     _loss_panels(axes[0], axes[1], results, rep, mem, non, draw_alpha=chosen is None)
     if chosen is not None:
@@ -260,11 +232,11 @@ def roc_figure(results: dict, curves, *, title_suffix="") -> Figure:
     n = results["n_nonmember"]
     lo = 1.0 / max(n, results["n_member"])
     summ = results["summary"]
-    fig = new_figure((7, 6.4))
+    fig = plotting.new_figure((7, 6.4))
     ax = fig.add_subplot()
     many = len(curves) > 1
     for i, (s_mem, s_non) in enumerate(curves):
-        fpr, tpr, _ = stats.attack_roc(s_mem, s_non)
+        fpr, tpr, _ = metrics.roc(s_mem, s_non)
         label = None
         if i == 0:
             label = f"{len(curves)} target models (one curve each)" if many else "1 target model"
@@ -286,7 +258,9 @@ def roc_figure(results: dict, curves, *, title_suffix="") -> Figure:
             alpha=0.55 if many else 1.0,
             label=label,
         )
-    ax.plot([lo, 1], [lo, 1], color="gray", ls="--", lw=1, label="chance")
+    plotting.log_roc_axes(
+        ax, lo, xlabel=f"false positive rate (rates of 0 drawn at 1/n = {lo:.2g})"
+    )
     per = results["per_repetition"]
     ax.plot(
         [max(p["yeom"]["fpr"], lo) for p in per],
@@ -306,14 +280,8 @@ def roc_figure(results: dict, curves, *, title_suffix="") -> Figure:
         clip_on=False,
         label=f"{results['threshold_rule']} rule at alpha={results['alpha']:g}, per model",
     )
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlim(lo, 1)
-    ax.set_ylim(lo, 1)
-    ax.set_xlabel(f"false positive rate (rates of 0 drawn at 1/n = {lo:.2g})")
-    ax.set_ylabel("true positive rate")
     ax.set_title(
-        f"ROC of {scores.SYMBOLS[results['score']]} per target model, log-log{title_suffix}\n"
+        f"ROC of {scores.SCORES[results['score']].symbol} per target model, log-log{title_suffix}\n"
         f"{n} members / {n} non-members each"
         + (
             f"; [brackets]: {results['confidence'] * 100:g}% t-interval of the mean over models"
@@ -323,7 +291,6 @@ def roc_figure(results: dict, curves, *, title_suffix="") -> Figure:
         fontsize=9,
     )
     ax.legend(loc="lower right", fontsize="x-small")
-    ax.grid(True, which="major", alpha=0.3)
     fig.tight_layout()
     return fig
 
@@ -335,11 +302,11 @@ def pr_figure(results: dict, curves, *, title_suffix="") -> Figure:
     is TPR / (TPR + FPR) and chance is ½.
     """
     summ = results["summary"]
-    fig = new_figure((7, 5.8))
+    fig = plotting.new_figure((7, 5.8))
     ax = fig.add_subplot()
     many = len(curves) > 1
     for i, (s_mem, s_non) in enumerate(curves):
-        fpr, tpr, _ = stats.attack_roc(s_mem, s_non)
+        fpr, tpr, _ = metrics.roc(s_mem, s_non)
         tp, fp = tpr * np.size(s_mem), fpr * np.size(s_non)
         keep = tp + fp > 0
         label = None
@@ -376,7 +343,8 @@ def pr_figure(results: dict, curves, *, title_suffix="") -> Figure:
     ax.set_ylabel("precision")
     n = results["n_member"]
     ax.set_title(
-        f"Precision–recall of {scores.SYMBOLS[results['score']]} per target model{title_suffix}\n"
+        f"Precision–recall of {scores.SCORES[results['score']].symbol} per target model"
+        f"{title_suffix}\n"
         f"membership prevalence is ½ by construction ({n} members, {n} non-members per model)",
         fontsize=9,
     )
@@ -387,14 +355,14 @@ def pr_figure(results: dict, curves, *, title_suffix="") -> Figure:
 
 def plot_histograms(path, *args, **kw) -> Path:
     """``histograms_figure(*args, **kw)`` written to ``path``."""
-    return save_png(histograms_figure(*args, **kw), path)
+    return plotting.save_png(histograms_figure(*args, **kw), path)
 
 
 def plot_roc(path, *args, **kw) -> Path:
     """``roc_figure(*args, **kw)`` written to ``path``."""
-    return save_png(roc_figure(*args, **kw), path)
+    return plotting.save_png(roc_figure(*args, **kw), path)
 
 
 def plot_pr(path, *args, **kw) -> Path:
     """``pr_figure(*args, **kw)`` written to ``path``."""
-    return save_png(pr_figure(*args, **kw), path)
+    return plotting.save_png(pr_figure(*args, **kw), path)

@@ -1,7 +1,7 @@
 """PNG figures of a many-targets run: per-target vulnerability and the pooled ROC.
 
-Like ``plots``: ``matplotlib.figure.Figure`` without pyplot, rendered through Agg
-into memory and written atomically.
+The canvas, the PNG writer, the ROC axes and the interval point come from
+``jaxmia.plotting``.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 from matplotlib.ticker import MaxNLocator
 
-from jaxmia import scores
-from jaxmia.plots import new_figure, save_png
+from jaxmia.attack import scores
+from jaxmia.plotting import interval_point, log_roc_axes, new_figure, save_png
 
 __all__ = ["FIGURES", "ROC_FILE", "VULNERABILITY_FILE", "plot_targets_roc", "plot_vulnerability"]
 
@@ -104,7 +104,7 @@ def plot_vulnerability(path, rows: list[dict], images, results: dict, *, title_s
         if ins[0] == ins[1] and outs[0] == outs[1]
         else f"{ins[0]}–{ins[1]} IN / {outs[0]}–{outs[1]} OUT"
     )
-    ax.set_xlabel(f"AUC of the {scores.SYMBOLS[results['score']]} score, per target")
+    ax.set_xlabel(f"AUC of the {scores.SCORES[results['score']].symbol} score, per target")
     ax.set_ylabel("targets")
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_title(
@@ -139,7 +139,7 @@ def plot_targets_roc(path, roc: dict, results: dict, *, title_suffix="") -> Path
     lo = float(roc["fpr"][0])
     fig = new_figure((6.6, 6.2))
     ax = fig.add_subplot()
-    sym = scores.SYMBOLS[results["score"]]
+    sym = scores.SCORES[results["score"]].symbol
     ax.step(
         roc["fpr"],
         np.maximum(roc["own_tpr"], lo),
@@ -158,22 +158,18 @@ def plot_targets_roc(path, roc: dict, results: dict, *, title_suffix="") -> Path
             lw=1.5,
             label=f"one {sym} threshold for all targets",
         )
-    ax.plot([lo, 1], [lo, 1], color="gray", ls="--", lw=1, label="chance")
+    log_roc_axes(ax, lo)
     alpha = results["alpha"]
     ax.axvline(alpha, color="gray", ls=":", lw=1, label=f"alpha = {alpha:g}")
     ev = results.get("evaluation")
     if ev and ev.get("fpr") is not None and ev.get("tpr") is not None:
-        px, py = max(ev["fpr"], lo), max(ev["tpr"], lo)
-        xerr = np.array([[px - max(ev["fpr_ci"][0], lo)], [max(ev["fpr_ci"][1], lo) - px]])
-        yerr = np.array([[py - max(ev["tpr_ci"][0], lo)], [max(ev["tpr_ci"][1], lo) - py]])
-        ax.errorbar(
-            [px],
-            [py],
-            xerr=xerr,
-            yerr=yerr,
-            fmt="o",
-            color="tab:red",
-            capsize=3,
+        interval_point(
+            ax,
+            ev["fpr"],
+            ev["tpr"],
+            ev["fpr_ci"],
+            ev["tpr_ci"],
+            lo=lo,
             label=f"{results['threshold_rule']} rule on {results['eval_models_used']} "
             f"evaluation models:\nTPR {ev['tpr']:.3f}, FPR {ev['fpr']:.3f} "
             f"({ev['confidence'] * 100:g}% Clopper–Pearson)",
@@ -189,18 +185,11 @@ def plot_targets_roc(path, roc: dict, results: dict, *, title_suffix="") -> Path
         fontsize=8,
         color="dimgray",
     )
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlim(lo, 1)
-    ax.set_ylim(lo, 1)
-    ax.set_xlabel("false positive rate")
-    ax.set_ylabel("true positive rate")
     ax.set_title(
         f"ROC over {results['n_targets_with_statistics']} targets, log-log (calibration "
         f"models){title_suffix}",
         fontsize=10,
     )
     ax.legend(loc="lower right", fontsize="small")
-    ax.grid(True, which="major", alpha=0.3)
     fig.tight_layout()
     return save_png(fig, path)

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from jaxmia import analysis_population as ap
-from jaxmia import plots_population, scores
-from jaxmia.analysis import Settings
+from jaxmia import plots_population
+from jaxmia.attack import metrics, scores, thresholds
+from jaxmia.attack.summary import Settings
 from jaxmia.errors import UserError
 
 # ---------------------------------------------------------------- data
@@ -189,17 +190,17 @@ def test_logit_scores_come_from_the_logits_and_yeom_stays_on_the_loss(score):
     res = ap.population_results(arrays, Settings(alpha=0.1, score=score))
     for p in res["per_repetition"]:
         r = p["repetition"]
-        sm = scores.compute_score(
+        sm = scores.compute(
             score, arrays["member_logits"][r].astype(np.float64), arrays["member_labels"][r]
         )
-        sn = scores.compute_score(
+        sn = scores.compute(
             score, arrays["nonmember_logits"][r].astype(np.float64), arrays["nonmember_labels"][r]
         )
         # High = member for these scores: AUC = P(s_member > s_nonmember), i.e. the loss
         # reference on -s.
         assert p["auc"] == pytest.approx(naive_auc(-sm, -sn), abs=1e-12)
         assert p["alpha_rule"]["threshold"] == np.sort(sn)[::-1][3]  # k = floor(0.1 * 30)
-        assert p["alpha_rule"]["decision"].startswith(f"member iff {scores.SYMBOLS[score]} >")
+        assert p["alpha_rule"]["decision"].startswith(f"member iff {scores.SCORES[score].symbol} >")
         t, tpr, fpr, _ = naive_yeom(
             arrays["member_losses"][r].astype(np.float64).tolist(),
             arrays["nonmember_losses"][r].astype(np.float64).tolist(),
@@ -216,7 +217,7 @@ def test_other_threshold_rules_go_through_stats(rule):
         r = p["repetition"]
         m = arrays["member_losses"][r].astype(np.float64)
         x = arrays["nonmember_losses"][r].astype(np.float64)
-        decision, _ = ap.stats.choose_threshold(m, x, alpha=0.05, rule=rule, score="loss")
+        decision, _ = thresholds.choose_threshold(m, x, alpha=0.05, rule=rule, score="loss")
         assert p["alpha_rule"]["decision"] == decision.text()
         assert p["alpha_rule"]["tpr"] == np.mean(decision.predict(m))
         assert p["alpha_rule"]["fpr"] == np.mean(decision.predict(x))
@@ -248,36 +249,13 @@ def test_separated_gives_auc_one_and_identical_gives_half():
     assert p["alpha_rule"]["tpr"] == p["alpha_rule"]["fpr"] == 0.1
 
 
-def test_t_interval_of_known_values():
-    got = ap.t_interval([1.0, 2.0, 3.0, 4.0, 5.0], 0.95)
-    # t_{0.975, 4} = 2.7764451051977987; s = sqrt(2.5); half = t s / sqrt(5).
-    half = 2.7764451051977987 * math.sqrt(2.5) / math.sqrt(5)
-    assert got["mean"] == 3.0 and got["std"] == pytest.approx(math.sqrt(2.5))
-    assert got["ci"] == pytest.approx([3.0 - half, 3.0 + half], rel=1e-12)
-    assert got["n"] == 5 and got["note"] is None
-    # Two values: t_{0.975, 1} = 12.706204736174704, s = |a - b| / sqrt 2.
-    two = ap.t_interval([0.2, 0.4], 0.95)
-    half = 12.706204736174704 * (0.2 / math.sqrt(2)) / math.sqrt(2)
-    assert two["ci"] == pytest.approx([0.3 - half, 0.3 + half])
-    # ... clipped to [0, 1] for a rate.
-    assert ap.t_interval([0.2, 0.4], 0.95, bounds=(0.0, 1.0))["ci"] == [0.0, 1.0]
-    # Equal values: no spread, a zero-width interval.
-    assert ap.t_interval([0.7, 0.7, 0.7])["ci"] == [0.7, 0.7]
-    # Undefined values are left out, and said so.
-    part = ap.t_interval([None, 1.0, 3.0])
-    assert part["mean"] == 2.0 and part["n"] == 2 and "2 repetitions" in part["note"]
-    assert ap.t_interval([None, None])["mean"] is None
-    one = ap.t_interval([0.8])
-    assert one["mean"] == 0.8 and one["ci"] is None and "one repetition" in one["note"]
-
-
 def test_summary_is_the_t_interval_of_the_per_repetition_values():
     arrays = make_arrays(r=4, n=30, seed=3)
     res = ap.population_results(arrays, Settings(alpha=0.1, confidence=0.9))
     per = res["per_repetition"]
     for path, is_rate in ap.SUMMARY_METRICS:
         values = [ap._get(p, path) for p in per]
-        want = ap.t_interval(values, 0.9, bounds=(0.0, 1.0) if is_rate else None)
+        want = metrics.t_interval(values, 0.9, bounds=(0.0, 1.0) if is_rate else None)
         assert ap._get(res["summary"], path) == want
     auc = res["summary"]["auc"]
     assert auc["mean"] == pytest.approx(np.mean([p["auc"] for p in per]))
@@ -332,6 +310,22 @@ def test_alpha_below_one_over_n_is_said():
     assert all(p["alpha_rule"]["fpr"] == 0.0 for p in res["per_repetition"])
 
 
+def test_empirical_rule_says_its_heldout_fpr_exceeds_alpha():
+    # n = 20 non-members, alpha = 0.1: k = 2, and a fresh non-member is called a member
+    # with probability (k+1)/(n+1) = 1/7, as in the single-target summary.
+    res = ap.population_results(make_arrays(r=2, n=20), Settings(alpha=0.1))
+    lines = [w for w in res["warnings"] if w.startswith("empirical:")]
+    assert lines == [
+        "empirical: expected FPR on fresh non-members is (k+1)/(n+1) = 0.143 > alpha=0.1; "
+        "threshold_rule conformal or confident controls it (every repetition)"
+    ]
+    assert all(p["alpha_rule"]["expected_heldout_fpr"] == 3 / 21 for p in res["per_repetition"])
+    conformal = ap.population_results(
+        make_arrays(r=2, n=20), Settings(alpha=0.1, threshold_rule="conformal")
+    )
+    assert not any(w.startswith("empirical:") for w in conformal["warnings"])
+
+
 def test_rule_warnings_are_said_once_with_their_repetitions():
     res = ap.population_results(
         make_arrays(r=3, n=10), Settings(alpha=0.05, threshold_rule="conformal")
@@ -373,7 +367,7 @@ def test_figures_are_written_and_marked_synthetic(tmp_path):
     arrays = make_arrays(r=3, n=40, seed=6)
     res = ap.population_results(arrays, Settings(alpha=0.1, score="lira"))
     paths = ap.population_figures(tmp_path, arrays, res, suffix=" [SYNTHETIC DATA]")
-    assert [p.name for p in paths] == list(ap.FIGURES)
+    assert [p.name for p in paths] == list(plots_population.FIGURES)
     for p in paths:
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -410,20 +404,14 @@ def test_pr_figure_values_and_prevalence_note():
     res = ap.population_results(arrays, Settings(alpha=0.1))
     curves = _curves(arrays, res)
     ax = plots_population.pr_figure(res, curves).axes[0]
-    fpr, tpr, _ = ap.stats.attack_roc(*curves[1])
+    fpr, tpr, _ = metrics.roc(*curves[1])
     keep = tpr + fpr > 0
     np.testing.assert_allclose(ax.lines[1].get_xdata(), tpr[keep])
     np.testing.assert_allclose(ax.lines[1].get_ydata(), tpr[keep] / (tpr[keep] + fpr[keep]))
     assert "prevalence is ½ by construction" in ax.get_title()
 
 
-def test_loss_densities_put_no_mass_below_zero():
-    rng = np.random.default_rng(3)
-    losses = rng.exponential(0.05, 200)  # members pile up at 0
-    density = plots_population.reflected_kde(losses)
-    above = np.linspace(0, 3, 30001)
-    assert np.trapezoid(density(above), above) == pytest.approx(1.0, abs=1e-3)
-
+def test_loss_panel_draws_nothing_below_zero():
     arrays = make_arrays(r=2, n=40, seed=9)
     res = ap.population_results(arrays, Settings(alpha=0.1))
     rep = res["per_repetition"][0]
@@ -441,6 +429,26 @@ def test_loss_densities_put_no_mass_below_zero():
     assert any(rep["alpha_rule"]["decision"] in lbl for lbl in labels)
     title = fig.texts[0].get_text()
     assert "target model 0" in title and "not pooled" in title and "[SYNTHETIC DATA]" in title
+
+
+def test_score_panel_labels_a_new_score_from_its_record(monkeypatch):
+    # A score added later is one record in attack.scores.SCORES: the population
+    # figure takes its axis label from there (this once raised KeyError for any
+    # score missing from a table of labels inside the figure module).
+    gap = scores.Score("top_two_gap", scores.hinge_from_logits, True, "gap", "top-two gap")
+    monkeypatch.setitem(scores.SCORES, gap.name, gap)
+    arrays = make_arrays(r=2, n=40, seed=9)
+    res = ap.population_results(arrays, Settings(alpha=0.1, score="hinge"))
+    rep = res["per_repetition"][0]
+    m, x = ap.population_scores(arrays, "loss", 0)
+    chosen = ap.population_scores(arrays, "hinge", 0)
+    fig = plots_population.histograms_figure({**res, "score": gap.name}, rep, m, x, chosen)
+    panel = fig.axes[2]
+    assert panel.get_xlabel() == "top-two gap"
+    assert panel.get_title().startswith("the attack's score: top_two_gap")
+    # The scores it knows keep their labels.
+    fig = plots_population.histograms_figure(res, rep, m, x, chosen)
+    assert fig.axes[2].get_xlabel() == r"hinge $= z_y - \max_{y' \neq y} z_{y'}$"
 
 
 def test_module_imports_no_jax():

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from jaxmia import analysis_targets as at
-from jaxmia import plots_targets, scores, stats
-from jaxmia.analysis import Settings
+from jaxmia import plots_targets
+from jaxmia.attack import bounds, metrics, scores, summary
+from jaxmia.attack.summary import Settings
 
 C = 4
 
@@ -77,7 +78,7 @@ def by_hand(arrays, t, score):
                 v = float(arrays[f"{prefix}losses"][m, t])
             else:
                 z = np.asarray(arrays[f"{prefix}logits"][m, t], np.float64)
-                v = float(scores.compute_score(score, z[None, :], label)[0])
+                v = float(scores.compute(score, z[None, :], label)[0])
             side = "member" if arrays[f"{prefix}membership"][m, t] else "nonmember"
             out[prefix + side].append(v)
     return {k: np.array(v) for k, v in out.items()}
@@ -101,7 +102,7 @@ def test_each_target_equals_attack_summary_of_its_column(score, rule):
     assert len(rows) == 6
     for t, row in enumerate(rows):
         s = by_hand(arrays, t, score)
-        ref = stats.attack_summary(
+        ref = summary.summarize(
             s["member"],
             s["nonmember"],
             eval_member=s["eval_member"],
@@ -201,9 +202,9 @@ def test_pooled_evaluation_equals_a_naive_loop():
     assert (ev["false_positives"], ev["true_negatives"]) == (fp, tn)
     assert ev["n_member"] == ev["n_nonmember"] == 45
     assert ev["tpr"] == tp / 45 and ev["fpr"] == fp / 45
-    assert ev["tpr_ci"] == list(stats.clopper_pearson(tp, 45, 0.9))
-    assert ev["fpr_ci"] == list(stats.clopper_pearson(fp, 45, 0.9))
-    eps = stats.epsilon_lower_bound(fp, 45, fn, 45, confidence=0.9)
+    assert ev["tpr_ci"] == list(metrics.clopper_pearson(tp, 45, 0.9))
+    assert ev["fpr_ci"] == list(metrics.clopper_pearson(fp, 45, 0.9))
+    eps = bounds.epsilon_lower_bound(fp, 45, fn, 45, confidence=0.9)
     assert results["epsilon_lower_bound"]["value"] == float(eps[0])
     # k = 2 of 8 for every target: the expected held-out FPR is (k+1)/(l+1) = 1/3.
     assert ev["expected_fpr"] == pytest.approx(3 / 9)

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from jaxmia.config import FIELDS, Config, config_from_dict, load_config
+from jaxmia.config import (
+    FIELDS,
+    RULE_CHOICES,
+    SCORE_CHOICES,
+    Config,
+    config_from_dict,
+    load_config,
+)
 from jaxmia.errors import UserError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -219,3 +228,13 @@ def test_results_hash_ignores_only_what_cannot_change_a_round():
         assert base.replace(**other).results_hash("data", "v") != h, other
     assert base.results_hash("other data", "v") != h
     assert base.results_hash("data", "v2") != h
+
+
+def test_reading_a_config_does_not_import_scipy():
+    # The config needs only the names of the scores and rules; scipy.stats alone takes
+    # about 2 s to import on a cold cache, which every command would pay up front.
+    code = "import sys, jaxmia.config; print('scipy' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip() == "False", out.stderr
+    assert SCORE_CHOICES == ("loss", "lira", "hinge")
+    assert RULE_CHOICES == ("empirical", "conformal", "confident", "gaussian", "lira")

@@ -382,9 +382,9 @@ def test_two_processes_on_loopback_equal_one(tmp_path):
 
 
 def test_experiment_module_imports_no_statistics_from_jax():
-    # stats, plots, kinds and fileio stay host-side: importing them must not import JAX.
+    # the attack library, plots, kinds and fileio stay host-side: no JAX on import.
     code = (
-        "import sys, jaxmia.stats, jaxmia.plots, jaxmia.kinds, jaxmia.fileio; "
+        "import sys, jaxmia.attack.summary, jaxmia.plots, jaxmia.kinds, jaxmia.fileio; "
         "print('jax' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -440,7 +440,7 @@ def test_new_kinds_grow_resume_and_shard_bit_identically(tmp_path, kind):
 
 
 def test_many_targets_statistics_equal_a_hand_computation(tmp_path):
-    from jaxmia import stats
+    from jaxmia.attack import summary
 
     res = run(cfg(**KINDS["targets"], n_models=8), tmp_path)
     with np.load(tmp_path / "run" / "targets.npz") as z:
@@ -448,7 +448,7 @@ def test_many_targets_statistics_equal_a_hand_computation(tmp_path):
     assert member.sum(0).tolist() == [4, 4, 4, 4]  # balanced: every target IN for half
     rows = list(csv_rows(tmp_path / "run" / "targets.csv"))
     for t, row in enumerate(rows):
-        mine = stats.attack_summary(
+        mine = summary.summarize(
             losses[member[:, t], t], losses[~member[:, t], t], alpha=res["alpha"], items=False
         )
         assert float(row["auc"]) == pytest.approx(mine["auc"], abs=1e-12)

@@ -1,4 +1,5 @@
-"""Tests for jaxmia.plots: valid PNGs, degenerate inputs, atomic writes."""
+"""Tests for jaxmia.plots and jaxmia.plotting: valid PNGs, degenerate inputs, atomic writes,
+and the shared helpers' numbers."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import matplotlib.image as mpimg
 import numpy as np
 import pytest
 
-from jaxmia import plots, stats
+from jaxmia import plots, plotting
+from jaxmia.attack import metrics, scores, summary, thresholds
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -23,55 +25,6 @@ def _assert_png(path, width, height):
 
 def _no_temp_files(folder, expected):
     assert sorted(p.name for p in folder.iterdir()) == sorted(expected)
-
-
-def _histograms(path, mem, non, **kw):
-    return plots.plot_histograms(
-        path,
-        mem,
-        non,
-        threshold=stats.empirical_threshold(mem, non, 0.05).threshold,
-        gaussian_member=stats.fit_gaussian(mem),
-        gaussian_nonmember=stats.fit_gaussian(non),
-        **kw,
-    )
-
-
-def test_plot_histograms(tmp_path):
-    rng = np.random.default_rng(0)
-    mem, non = rng.gamma(1.0, 0.2, 40), rng.normal(3.0, 1.0, 40)
-    out = _histograms(tmp_path / "hist.png", mem, non, title_suffix=" [SYNTHETIC DATA]")
-    assert out == tmp_path / "hist.png"
-    _assert_png(out, 800, 500)
-    _no_temp_files(tmp_path, ["hist.png"])
-
-
-@pytest.mark.parametrize(
-    ("mem", "non"),
-    [
-        ([1.0, 1.0, 1.0], [1.0, 1.0]),  # every loss equal
-        ([0.5], [2.0]),  # one round
-        ([0.5], [0.5]),
-    ],
-)
-def test_plot_histograms_degenerate(tmp_path, mem, non):
-    out = _histograms(tmp_path / "h.png", np.array(mem), np.array(non), kde=True)
-    _assert_png(out, 800, 500)
-    _no_temp_files(tmp_path, ["h.png"])
-
-
-def test_plot_roc(tmp_path):
-    rng = np.random.default_rng(1)
-    mem, non = rng.normal(0.0, 1.0, 30), rng.normal(1.5, 1.0, 50)
-    out = plots.plot_roc(
-        tmp_path / "roc.png", mem, non, alpha=0.05, title_suffix=" [SYNTHETIC DATA]"
-    )
-    _assert_png(out, 1100, 500)
-    # Degenerate: one value each, and all equal.
-    plots.plot_roc(tmp_path / "roc1.png", [0.3], [0.3], alpha=0.05)
-    plots.plot_roc(tmp_path / "roc2.png", [1.0, 1.0], [1.0, 1.0, 1.0], alpha=0.5)
-    _assert_png(tmp_path / "roc1.png", 1100, 500)
-    _no_temp_files(tmp_path, ["roc.png", "roc1.png", "roc2.png"])
 
 
 def test_plot_target(tmp_path):
@@ -93,16 +46,15 @@ def test_plot_target(tmp_path):
 
 
 def test_plot_overwrites_existing_file(tmp_path):
-    target = tmp_path / "hist.png"
+    target = tmp_path / "target.png"
     target.write_bytes(b"old")
-    _histograms(target, np.array([0.1, 0.2]), np.array([1.0, 2.0]))
-    _assert_png(target, 800, 500)
-    _no_temp_files(tmp_path, ["hist.png"])
+    img = np.random.default_rng(3).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    plots.plot_target(target, img, label_name="x", index=0)
+    _assert_png(target, 300, 300)
+    _no_temp_files(tmp_path, ["target.png"])
 
 
 # ================================================================ issue 8: plot_attack
-
-from jaxmia import scores  # noqa: E402
 
 
 def _attack_case(rounds=80, e=16, score="loss", rule="empirical", seed=0):
@@ -111,8 +63,8 @@ def _attack_case(rounds=80, e=16, score="loss", rule="empirical", seed=0):
     z_out = rng.normal(0, 1, (rounds + e, 10))
     z_in[:, 3] += rng.normal(5.0, 1.5, rounds + e)
     z_out[:, 3] += rng.normal(2.0, 1.5, rounds + e)
-    s_in, s_out = scores.compute_score(score, z_in, 3), scores.compute_score(score, z_out, 3)
-    res = stats.attack_summary(
+    s_in, s_out = scores.compute(score, z_in, 3), scores.compute(score, z_out, 3)
+    res = summary.summarize(
         s_in[:rounds],
         s_out[:rounds],
         eval_member=s_in[rounds:],
@@ -152,7 +104,7 @@ def test_plot_attack_tiny_and_degenerate(tmp_path, rounds, e):
     res, m, n, em, en, _ = _attack_case(rounds=rounds, e=e)
     out = plots.plot_attack(tmp_path, res, member=m, nonmember=n, eval_member=em, eval_nonmember=en)
     _assert_png(out[2], 600, 480)  # only the loss panel: no phi given
-    same = stats.attack_summary([1.0, 1.0], [1.0, 1.0], alpha=0.5)
+    same = summary.summarize([1.0, 1.0], [1.0, 1.0], alpha=0.5)
     plots.plot_attack(tmp_path, same, member=[1.0, 1.0], nonmember=[1.0, 1.0])
     _assert_png(tmp_path / "roc.png", 640, 600)
 
@@ -172,7 +124,7 @@ def test_roc_operating_point_is_the_realised_one():
     assert (x, y) == (max(ev["fpr"], 0.01), max(ev["tpr"], 0.01))
     assert x != res["alpha"] or ev["fpr"] == res["alpha"]
     # The curve is the ROC of the score (rates of 0 drawn on the axis edge).
-    fpr, tpr, _ = stats.attack_roc(s_m, s_n)
+    fpr, tpr, _ = metrics.roc(s_m, s_n)
     curve = ax.lines[0]
     np.testing.assert_allclose(curve.get_xdata(), np.maximum(fpr, 0.01))
     np.testing.assert_allclose(curve.get_ydata(), np.maximum(tpr, 0.01))
@@ -191,25 +143,16 @@ def test_pr_curve_values_and_prevalence_note():
     res, m, n, *_ = _attack_case(rounds=50, e=0)
     s_m, s_n = -m, -n
     ax = plots._pr_figure(s_m, s_n, res, "").axes[0]
-    fpr, tpr, _ = stats.attack_roc(s_m, s_n)
+    fpr, tpr, _ = metrics.roc(s_m, s_n)
     keep = tpr + fpr > 0
     np.testing.assert_allclose(ax.lines[0].get_xdata(), tpr[keep])
     np.testing.assert_allclose(ax.lines[0].get_ydata(), tpr[keep] / (tpr[keep] + fpr[keep]))
     assert "prevalence is ½ by construction" in ax.get_title()
 
 
-def test_loss_densities_put_no_mass_below_zero():
-    rng = np.random.default_rng(3)
-    losses = rng.exponential(0.05, 200)  # a member-like pile-up at 0
-    naive = stats.fit_kde(losses)
-    below = np.linspace(-1, 0, 20001)
-    assert np.trapezoid(naive(below), below) > 0.05  # what the old figure drew (9%)
-    density = plots._reflected_kde(losses)
-    above = np.linspace(0, 3, 300001)
-    assert np.trapezoid(density(above), above) == pytest.approx(1.0, abs=1e-3)
-    # The loss panel draws nothing left of 0.
+def test_loss_panel_draws_nothing_below_zero():
     res, m, n, em, en, extra = _attack_case()
-    fig = plots.new_figure((6, 4))
+    fig = plotting.new_figure((6, 4))
     ax = fig.add_subplot()
     plots._histogram_panel(ax, "loss", m, n, res, ev_mem=em, ev_non=en)
     assert ax.get_xlim()[0] == 0.0
@@ -220,3 +163,143 @@ def test_loss_densities_put_no_mass_below_zero():
     vlines = [ln for ln in ax.lines if ln.get_linestyle() == ":"]
     assert vlines[0].get_xdata()[0] == res["threshold"]
     assert vlines[0].get_label() == res["decision"]
+
+
+# ================================================================ jaxmia.plotting (issue 13)
+
+from matplotlib.colors import to_rgb  # noqa: E402
+
+from jaxmia import plots_population  # noqa: E402
+
+
+def test_new_figure_and_save_png_write_a_png_of_its_size_atomically(tmp_path):
+    fig = plotting.new_figure((2.0, 1.5))
+    fig.add_subplot().plot([0, 1], [1, 0])
+    (tmp_path / "f.png").write_bytes(b"old")
+    out = plotting.save_png(fig, str(tmp_path / "f.png"))
+    assert out == tmp_path / "f.png"
+    _assert_png(out, 200, 150)
+    _no_temp_files(tmp_path, ["f.png"])
+
+
+def test_every_figure_colours_members_and_non_members_alike():
+    assert to_rgb(plotting.MEMBER_COLOR) != to_rgb(plotting.NONMEMBER_COLOR)
+    res, m, n, em, en, _ = _attack_case()
+    ax = plotting.new_figure((6, 4)).add_subplot()
+    plots._histogram_panel(ax, "loss", m, n, res)
+    pop = plots_population.histograms_figure(
+        {"alpha": 0.1, "repetitions": 1},
+        {
+            "repetition": 0,
+            "yeom": {"threshold": None},
+            "alpha_rule": {"threshold": None},
+        },
+        np.abs(m),
+        np.abs(n),
+    ).axes[0]
+    for axes in (ax, pop):
+        colours = {to_rgb(p.get_facecolor()) for p in axes.patches}
+        assert colours == {to_rgb(plotting.MEMBER_COLOR), to_rgb(plotting.NONMEMBER_COLOR)}
+        assert to_rgb(axes.patches[0].get_facecolor()) == to_rgb(plotting.MEMBER_COLOR)
+
+
+def test_log_roc_axes_span_lo_to_one_with_the_chance_diagonal():
+    ax = plotting.new_figure((4, 4)).add_subplot()
+    ax.plot([1e-4, 0.5], [1e-5, 0.9])  # data below lo must not widen the axes
+    plotting.log_roc_axes(ax, 0.02, xlabel="FPR (0 drawn at 0.02)")
+    ax.plot([1e-6, 5.0], [1e-6, 5.0])  # nor what is drawn afterwards
+    assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
+    assert ax.get_xlim() == pytest.approx((0.02, 1.0))
+    assert ax.get_ylim() == pytest.approx((0.02, 1.0))
+    chance = [ln for ln in ax.lines if ln.get_label() == "chance"]
+    assert len(chance) == 1
+    np.testing.assert_array_equal(chance[0].get_xdata(), [0.02, 1])
+    np.testing.assert_array_equal(chance[0].get_ydata(), [0.02, 1])
+    assert chance[0].get_linestyle() == "--"
+    assert ax.get_xlabel() == "FPR (0 drawn at 0.02)"
+    assert ax.get_ylabel() == "true positive rate"
+    assert all(line.get_visible() for line in ax.xaxis.get_gridlines())
+
+
+def _bar_extents(bars):
+    """{(axis, fixed coordinate): (low, high)} of an errorbar container's bars."""
+    out = {}
+    for collection in bars.lines[2]:
+        for (x0, y0), (x1, y1) in collection.get_segments():
+            if y0 == y1:
+                out["x", y0] = (min(x0, x1), max(x0, x1))
+            else:
+                out["y", x0] = (min(y0, y1), max(y0, y1))
+    return out
+
+
+def test_interval_point_bars_span_its_intervals():
+    ax = plotting.new_figure((4, 4)).add_subplot()
+    plotting.log_roc_axes(ax, 0.01)
+    bars = plotting.interval_point(
+        ax, 0.05, 0.3, (0.02, 0.125), (0.2, 0.45), lo=0.01, label="rule: TPR 0.3"
+    )
+    point = bars.lines[0]
+    assert (point.get_xdata()[0], point.get_ydata()[0]) == (0.05, 0.3)
+    assert point.get_marker() == "o" and bars.get_label() == "rule: TPR 0.3"
+    extents = _bar_extents(bars)
+    assert extents["x", 0.3] == pytest.approx((0.02, 0.125))
+    assert extents["y", 0.05] == pytest.approx((0.2, 0.45))
+    caps = sorted(float(c.get_xdata()[0]) for c in bars.lines[1] if c.get_marker() == "|")
+    assert caps == pytest.approx([0.02, 0.125])
+
+
+def test_interval_point_draws_zeros_on_the_edge_and_unclipped():
+    ax = plotting.new_figure((4, 4)).add_subplot()
+    plotting.log_roc_axes(ax, 0.01)
+    bars = plotting.interval_point(ax, 0.0, 1.0, (0.0, 0.3), (0.8, 1.0), lo=0.01, label="p")
+    point = bars.lines[0]
+    assert (point.get_xdata()[0], point.get_ydata()[0]) == (0.01, 1.0)
+    extents = _bar_extents(bars)
+    assert extents["x", 1.0] == pytest.approx((0.01, 0.3))
+    assert extents["y", 0.01] == pytest.approx((0.8, 1.0))
+    artists = [point, *bars.lines[1], *bars.lines[2]]
+    assert not any(a.get_clip_on() for a in artists)
+
+
+def test_reflected_kde_is_a_density_on_zero_to_infinity():
+    rng = np.random.default_rng(3)
+    losses = rng.exponential(0.05, 200)  # a member-like pile-up at 0
+    naive = thresholds.fit_kde(losses)
+    below = np.linspace(-1, 0, 20001)
+    assert np.trapezoid(naive(below), below) > 0.05  # what a plain KDE puts below 0 (9%)
+    density = plotting.reflected_kde(losses)
+    above = np.linspace(0, 3, 300001)
+    assert np.trapezoid(density(above), above) == pytest.approx(1.0, abs=1e-3)
+    assert np.all(density(below[:-1]) == 0.0)
+    # At 0 the reflection doubles the plain KDE: the mass that spilled over comes back.
+    assert density(np.array([0.0]))[0] == pytest.approx(2 * naive(np.array([0.0]))[0])
+    assert plotting.reflected_kde([0.5, 0.5, 0.5]) is None
+
+
+def test_plot_reflected_kdes_draws_one_dashed_curve_per_fittable_side():
+    ax = plotting.new_figure((4, 3)).add_subplot()
+    grid = np.linspace(0.0, 2.0, 50)
+    mem, non = np.array([0.1, 0.2, 0.4]), np.array([1.0, 1.5, 0.7])
+    plotting.plot_reflected_kdes(ax, grid, mem, non, names=("members", "non-members"))
+    assert [ln.get_label() for ln in ax.lines] == [
+        "KDE members (reflected at 0)",
+        "KDE non-members (reflected at 0)",
+    ]
+    assert [ln.get_color() for ln in ax.lines] == [plotting.MEMBER_COLOR, plotting.NONMEMBER_COLOR]
+    assert all(ln.get_linestyle() == "--" for ln in ax.lines)
+    np.testing.assert_allclose(ax.lines[1].get_ydata(), plotting.reflected_kde(non)(grid))
+    ax = plotting.new_figure((4, 3)).add_subplot()
+    plotting.plot_reflected_kdes(ax, grid, [0.3, 0.3], non)  # no KDE of equal values
+    assert [ln.get_label() for ln in ax.lines] == ["KDE non-member (reflected at 0)"]
+
+
+def test_shade_member_region_spans_the_region_inside_the_limits():
+    ax = plotting.new_figure((4, 3)).add_subplot()
+    ax.set_xlim(-2.0, 3.0)
+    region = [(None, -1.0), (-0.5, 0.5), (2.0, None), (5.0, 6.0)]
+    plotting.shade_member_region(ax, region, "called member")
+    assert ax.get_xlim() == (-2.0, 3.0)
+    spans = [(p.get_x(), p.get_x() + p.get_width()) for p in ax.patches]
+    np.testing.assert_allclose(spans, [(-2.0, -1.0), (-0.5, 0.5), (2.0, 3.0)])  # not (5, 6)
+    assert [t.get_text() for t in ax.legend().get_texts()] == ["called member"]

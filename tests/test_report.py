@@ -10,8 +10,12 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from jaxmia import fileio, stats
+from jaxmia import fileio
+from jaxmia.attack import metrics, summary
+from jaxmia.attack.thresholds import GaussianFit
 from jaxmia.kinds import format_summary
+
+import reference_stats as ref
 
 
 def test_atomic_write_leaves_no_temp_files(tmp_path):
@@ -68,7 +72,7 @@ def test_json_round_trip_with_numpy_types(tmp_path):
         "b": np.bool_(True),
         "arr": np.array([[1.0, 2.0], [3.0, np.nan]]),
         "tuple": (1, 2),
-        "fit": stats.GaussianFit(1.0, 2.0),
+        "fit": GaussianFit(1.0, 2.0),
         "nan": float("nan"),
         "inf": np.inf,
         "ninf": -np.inf,
@@ -106,7 +110,7 @@ def test_npz_round_trip(tmp_path):
 
 
 def _results(**overrides):
-    ev = stats.evaluate_predictions(
+    ev = ref.evaluate_predictions(
         np.array([True, False, True, False]), np.array([0.05, 3.5, 0.2, 0.1]), 1.2345
     )
     r = {
@@ -159,7 +163,7 @@ def test_format_summary():
     assert items[3].strip().startswith("x not in train:")
     assert "loss=0.1000  predicted member=True  correct=False" in items[3]
     assert "  TPR: 1.0000 (2/2)  95% CI [0.1581, 1.0000]" in lines
-    lo, hi = stats.clopper_pearson(1, 2)
+    lo, hi = metrics.clopper_pearson(1, 2)
     assert f"  FPR: 0.5000 (1/2)  95% CI [{lo:.4f}, {hi:.4f}]" in lines
     assert "  Accuracy: 0.7500" in lines
     assert "Time: compile 12.3 s, training 56.7 s, 2.26 models/s" in lines
@@ -178,7 +182,7 @@ def test_format_summary_synthetic_and_missing_keys():
     assert "Target index: 123" in text and "models/s" not in text
     assert format_summary({}) == ""
     # An undecided (NaN) evaluation item prints without crashing.
-    ev = stats.evaluate_predictions(np.array([True, False]), [math.nan, 2.0], 1.0)
+    ev = ref.evaluate_predictions(np.array([True, False]), [math.nan, 2.0], 1.0)
     assert "predicted member=None" in format_summary({"evaluation": ev})
 
 
@@ -188,7 +192,7 @@ def test_format_summary_synthetic_and_missing_keys():
 def test_format_summary_of_attack_summary():
     mem = np.linspace(0.01, 0.5, 100)
     non = np.linspace(1.0, 5.0, 100)
-    res = stats.attack_summary(
+    res = summary.summarize(
         mem,
         non,
         eval_member=np.array([0.1, 2.0]),
@@ -222,7 +226,7 @@ def test_format_summary_of_attack_summary():
 
 
 def test_format_summary_says_what_cannot_be_resolved():
-    res = stats.attack_summary([0.1], [2.0], alpha=0.05, rule="conformal", score="loss")
+    res = summary.summarize([0.1], [2.0], alpha=0.05, rule="conformal", score="loss")
     text = format_summary(res)
     assert "Threshold (FPR <= 0.05): none (see the warnings)" in text
     assert "Decision: never member" in text
@@ -231,7 +235,7 @@ def test_format_summary_says_what_cannot_be_resolved():
     assert "TPR at FPR 0.1%: n/a, 1%: n/a, 10%: n/a" in text
     # The lira rule's threshold is on the log likelihood ratio, and its items show phi.
     rng = np.random.default_rng(0)
-    res = stats.attack_summary(
+    res = summary.summarize(
         rng.normal(3, 1, 50),
         rng.normal(0, 1, 50),
         eval_member=[2.5],

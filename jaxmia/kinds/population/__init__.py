@@ -83,9 +83,10 @@ class Population:
         pass  # analysis_population.check_population_arrays checks them as it reads them
 
     def analyze(self, arrays: dict, cfg, meta: dict) -> Analysis:
-        from jaxmia import analysis, analysis_population
+        from jaxmia import analysis_population
+        from jaxmia.attack.summary import Settings
 
-        settings = analysis.Settings.from_config(cfg)
+        settings = Settings.from_config(cfg)
         results = {**meta, **analysis_population.population_results(arrays, settings)}
         suffix = " [SYNTHETIC DATA]" if meta["synthetic"] else ""
 

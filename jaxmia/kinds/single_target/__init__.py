@@ -90,6 +90,7 @@ class SingleTarget:
 
     def analyze(self, arrays: dict, cfg, meta: dict) -> Analysis:
         from jaxmia import analysis
+        from jaxmia.attack.summary import Settings
         from jaxmia.kinds.single_target.arrays import left_out
 
         names = [str(n) for n in np.asarray(arrays["class_names"]).tolist()]
@@ -97,7 +98,7 @@ class SingleTarget:
         results = {
             **meta,
             "target_label": names[label] if 0 <= label < len(names) else str(label),
-            **analysis.single_target_results(arrays, analysis.Settings.from_config(cfg)),
+            **analysis.single_target_results(arrays, Settings.from_config(cfg)),
             "skipped": left_out(arrays),
         }
         suffix = " [SYNTHETIC DATA]" if meta["synthetic"] else ""

@@ -130,9 +130,10 @@ class Targets:
         pass  # analysis_targets.check_targets_arrays checks them as it reads them
 
     def analyze(self, arrays: dict, cfg, meta: dict) -> Analysis:
-        from jaxmia import analysis, analysis_targets
+        from jaxmia import analysis_targets
+        from jaxmia.attack.summary import Settings
 
-        settings = analysis.Settings.from_config(cfg)
+        settings = Settings.from_config(cfg)
         summary, rows = analysis_targets.targets_results(arrays, settings)
         results = {**meta, **summary}
         suffix = " [SYNTHETIC DATA]" if meta["synthetic"] else ""

@@ -1,0 +1,215 @@
+"""How well a score separates members from non-members, and intervals for rates and means.
+
+The ROC-based metrics take attack statistics, high = member (see the package
+docstring): float[n_member] and float[n_nonmember], 1-D, non-empty and finite,
+and count "member iff s > u" (strict) over every cut u.
+"""
+
+from __future__ import annotations
+
+import math
+from numbers import Integral
+
+import numpy as np
+from scipy import stats as sps
+
+from jaxmia.attack import scores, thresholds
+
+__all__ = [
+    "TPR_AT_FPR_LEVELS",
+    "auc",
+    "average_precision",
+    "balanced_accuracy",
+    "clopper_pearson",
+    "ks_test",
+    "roc",
+    "t_interval",
+    "tpr_at_fpr",
+]
+
+# The low FPRs at which the TPR is reported (LiRA's "TPR at 0.1% FPR", and two above).
+TPR_AT_FPR_LEVELS = (0.001, 0.01, 0.1)
+
+
+def _pair(member_stat, nonmember_stat) -> tuple[np.ndarray, np.ndarray]:
+    return (
+        scores.check_scores(member_stat, "member statistics"),
+        scores.check_scores(nonmember_stat, "non-member statistics"),
+    )
+
+
+# ---------------------------------------------------------------- the ROC and its summaries
+
+
+def roc(member_stat, nonmember_stat) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The ROC of "member iff s > u" over every distinct cut u.
+
+    Returns:
+      (fpr, tpr, cuts), float64[n_distinct + 1] each: cuts are the distinct pooled
+      values in descending order then -inf, so the curve runs from (0, 0) to (1, 1)
+      with fpr and tpr non-decreasing.
+
+    Raises:
+      ValueError: either sample not 1-D, non-empty and finite.
+    """
+    mem, non = _pair(member_stat, nonmember_stat)
+    mem, non = np.sort(mem), np.sort(non)
+    cuts = np.append(np.unique(np.concatenate([mem, non]))[::-1], -np.inf)
+    fpr = (non.size - np.searchsorted(non, cuts, side="right")) / non.size
+    tpr = (mem.size - np.searchsorted(mem, cuts, side="right")) / mem.size
+    return fpr, tpr, cuts
+
+
+def auc(member_stat, nonmember_stat) -> float:
+    """P(s_member > s_nonmember), ties counted 1/2: Mann-Whitney U / (n_member n_nonmember).
+
+    Equals the trapezoidal area under ``roc``: between two consecutive cuts the
+    curve moves by the members and non-members tied at one value, and the
+    trapezoid over that step is exactly half of their tied pairs.
+
+    Raises:
+      ValueError: either sample not 1-D, non-empty and finite.
+    """
+    mem, non = _pair(member_stat, nonmember_stat)
+    mem = np.sort(mem)
+    below = np.searchsorted(mem, non, side="left")
+    at_or_below = np.searchsorted(mem, non, side="right")
+    wins = (mem.size - at_or_below).sum() + 0.5 * (at_or_below - below).sum()
+    return float(wins / (mem.size * non.size))
+
+
+def balanced_accuracy(member_stat, nonmember_stat) -> float:
+    """max over cuts u of (TPR(u) + 1 - FPR(u)) / 2; 0.5 at worst (u = -inf).
+
+    Raises:
+      ValueError: either sample not 1-D, non-empty and finite.
+    """
+    fpr, tpr, _ = roc(member_stat, nonmember_stat)
+    return float(np.max((tpr + 1.0 - fpr) / 2.0))
+
+
+def tpr_at_fpr(member_stat, nonmember_stat, fpr: float) -> float | None:
+    """The TPR of the empirical cut at FPR <= ``fpr`` (the empirical rule's power).
+
+    Returns:
+      A float, or None when floor(fpr * l) = 0: with l non-members no FPR that low
+      can be told from 0, so the number would say nothing.
+
+    Raises:
+      ValueError: ``fpr`` outside (0, 1); either sample not 1-D, non-empty and finite.
+    """
+    f = thresholds.check_probability(fpr, "fpr")
+    mem, non = _pair(member_stat, nonmember_stat)
+    k = thresholds.order_statistic_k("empirical", int(non.size), f)
+    if k == 0:
+        return None
+    cut = thresholds.cut_at_order_statistic(non, k)
+    return float(np.count_nonzero(mem > cut) / mem.size)
+
+
+def average_precision(member_stat, nonmember_stat) -> float:
+    """Sum over the ROC's cuts of (recall step) x precision, members as the positives.
+
+    Precision at a cut is TP / (TP + FP) in counts, so it holds for unequal sample
+    sizes; recall is the TPR. The step-wise sum of scikit-learn's
+    average_precision_score, without interpolation.
+
+    Raises:
+      ValueError: either sample not 1-D, non-empty and finite.
+    """
+    mem, non = _pair(member_stat, nonmember_stat)
+    fpr, tpr, _ = roc(mem, non)
+    tp, fp = tpr * mem.size, fpr * non.size
+    keep = tp + fp > 0
+    precision = tp[keep] / (tp[keep] + fp[keep])
+    recall = tpr[keep]
+    return float(np.sum(np.diff(np.concatenate([[0.0], recall])) * precision))
+
+
+# ---------------------------------------------------------------- intervals and tests
+
+
+def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Exact two-sided interval for a binomial proportion k / n (Clopper and Pearson 1934).
+
+    lo = Beta^-1((1-level)/2; k, n-k+1), or 0 when k = 0;
+    hi = Beta^-1((1+level)/2; k+1, n-k), or 1 when k = n.
+
+    Returns:
+      (lo, hi) as floats; (nan, nan) for n = 0, where there is nothing to estimate from.
+
+    Raises:
+      ValueError: k or n not an int, not 0 <= k <= n, or level outside (0, 1).
+    """
+    for v, name in ((k, "k"), (n, "n")):
+        if isinstance(v, bool) or not isinstance(v, Integral):
+            raise ValueError(f"{name} must be an integer, got {v!r}")
+    k, n = int(k), int(n)
+    if not 0 <= k <= n:
+        raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
+    level = thresholds.check_probability(level, "level")
+    if n == 0:
+        return math.nan, math.nan
+    tail = (1.0 - level) / 2.0
+    lo = 0.0 if k == 0 else float(sps.beta.ppf(tail, k, n - k + 1))
+    hi = 1.0 if k == n else float(sps.beta.ppf(1.0 - tail, k + 1, n - k))
+    return lo, hi
+
+
+def t_interval(values, confidence: float = 0.95, *, bounds=None) -> dict:
+    """Mean, sample std and Student-t interval of the mean of R values (None: undefined).
+
+    Args:
+      values: R floats or None (None: the quantity is undefined in that repetition).
+      confidence: level of the two-sided interval, in (0, 1).
+      bounds: (lo, hi) to clip the interval to (a rate's [0, 1]), or None.
+
+    Returns:
+      {mean, std, ci: [lo, hi] or None, n: values used, note: why something is null or
+      what it rests on, or None}. The interval is mean ± t_{(1+confidence)/2, m-1} s/sqrt(m)
+      over the m defined values; it needs m >= 2.
+
+    Raises:
+      ValueError: confidence outside (0, 1).
+    """
+    conf = float(confidence)
+    if not 0.0 < conf < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    vals = [float(v) for v in values if v is not None]
+    undefined = len(values) - len(vals)
+    if not vals:
+        return {
+            "mean": None,
+            "std": None,
+            "ci": None,
+            "n": 0,
+            "note": "undefined in every repetition",
+        }
+    arr = np.asarray(vals, np.float64)
+    # Equal values have exactly their value as mean (np.mean of three 0.7 is 0.6999...98).
+    mean = float(np.mean(arr)) if np.ptp(arr) > 0 else float(arr[0])
+    note = f"over the {len(vals)} repetitions where it is defined" if undefined else None
+    if arr.size < 2:
+        why = "one repetition: no spread to build an interval from (repetitions >= 2)"
+        return {"mean": mean, "std": None, "ci": None, "n": 1, "note": why}
+    std = float(np.std(arr, ddof=1)) if np.ptp(arr) > 0 else 0.0
+    half = float(sps.t.ppf(0.5 + conf / 2.0, arr.size - 1)) * std / math.sqrt(arr.size)
+    lo, hi = mean - half, mean + half
+    if bounds is not None:
+        lo, hi = max(lo, bounds[0]), min(hi, bounds[1])
+    return {"mean": mean, "std": std, "ci": [lo, hi], "n": int(arr.size), "note": note}
+
+
+def ks_test(a, b) -> tuple[float, float]:
+    """Two-sample Kolmogorov-Smirnov test of float[n_a] against float[n_b]: (statistic, p).
+
+    Whether two samples of scores could come from one distribution (the benchmark
+    asks it of jaxmia's losses and the PyTorch baseline's).
+
+    Raises:
+      ValueError: either sample not 1-D, non-empty and finite.
+    """
+    x = scores.check_scores(a, "first sample")
+    y = scores.check_scores(b, "second sample")
+    res = sps.ks_2samp(x, y)
+    return float(res.statistic), float(res.pvalue)
