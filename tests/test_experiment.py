@@ -384,7 +384,7 @@ def test_two_processes_on_loopback_equal_one(tmp_path):
 def test_experiment_module_imports_no_statistics_from_jax():
     # the attack library, plots, kinds and fileio stay host-side: no JAX on import.
     code = (
-        "import sys, jaxmia.attack.summary, jaxmia.plots, jaxmia.kinds, jaxmia.fileio; "
+        "import sys, jaxmia.attack.summary, jaxmia.plotting, jaxmia.kinds, jaxmia.fileio; "
         "print('jax' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -80,18 +80,20 @@ class Population:
         }
 
     def check_arrays(self, arrays: dict, where: str) -> None:
-        pass  # analysis_population.check_population_arrays checks them as it reads them
+        pass  # analysis.check_population_arrays checks them as it reads them
 
     def analyze(self, arrays: dict, cfg, meta: dict) -> Analysis:
-        from jaxmia import analysis_population
         from jaxmia.attack.summary import Settings
+        from jaxmia.kinds.population import analysis
 
         settings = Settings.from_config(cfg)
-        results = {**meta, **analysis_population.population_results(arrays, settings)}
+        results = {**meta, **analysis.population_results(arrays, settings)}
         suffix = " [SYNTHETIC DATA]" if meta["synthetic"] else ""
 
         def figures(folder, final):
-            return analysis_population.population_figures(folder, arrays, final, suffix=suffix)
+            from jaxmia.kinds.population.figures import write_figures
+
+            return write_figures(folder, arrays, final, suffix=suffix)
 
         return Analysis(results, figures)
 

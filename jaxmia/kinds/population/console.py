@@ -8,7 +8,7 @@ __all__ = ["format_summary"]
 
 
 def format_summary(r: dict) -> str:
-    """The console summary of a population-attack run (analysis_population's results)."""
+    """The console summary of a population-attack run (kinds/population/analysis.py's results)."""
     lines = header(r)
     lines.append(
         f"Population attack: {r.get('repetitions_used')} of {r.get('repetitions')} target "

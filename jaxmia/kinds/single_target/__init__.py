@@ -89,8 +89,8 @@ class SingleTarget:
             )
 
     def analyze(self, arrays: dict, cfg, meta: dict) -> Analysis:
-        from jaxmia import analysis
         from jaxmia.attack.summary import Settings
+        from jaxmia.kinds.single_target import analysis
         from jaxmia.kinds.single_target.arrays import left_out
 
         names = [str(n) for n in np.asarray(arrays["class_names"]).tolist()]
@@ -104,7 +104,9 @@ class SingleTarget:
         suffix = " [SYNTHETIC DATA]" if meta["synthetic"] else ""
 
         def figures(folder, final):
-            return analysis.single_target_figures(folder, arrays, final, suffix=suffix)
+            from jaxmia.kinds.single_target.figures import write_figures
+
+            return write_figures(folder, arrays, final, suffix=suffix)
 
         return Analysis(results, figures)
 

@@ -127,22 +127,24 @@ class Targets:
         }
 
     def check_arrays(self, arrays: dict, where: str) -> None:
-        pass  # analysis_targets.check_targets_arrays checks them as it reads them
+        pass  # analysis.check_targets_arrays checks them as it reads them
 
     def analyze(self, arrays: dict, cfg, meta: dict) -> Analysis:
-        from jaxmia import analysis_targets
         from jaxmia.attack.summary import Settings
+        from jaxmia.kinds.targets import analysis
 
         settings = Settings.from_config(cfg)
-        summary, rows = analysis_targets.targets_results(arrays, settings)
+        summary, rows = analysis.targets_results(arrays, settings)
         results = {**meta, **summary}
         suffix = " [SYNTHETIC DATA]" if meta["synthetic"] else ""
 
         def figures(folder, final):
-            return analysis_targets.targets_figures(folder, arrays, final, rows, suffix=suffix)
+            from jaxmia.kinds.targets.figures import write_figures
+
+            return write_figures(folder, arrays, final, rows, suffix=suffix)
 
         def tables(folder):
-            analysis_targets.write_targets_csv(folder / files.CSV_FILE, rows)
+            analysis.write_targets_csv(folder / files.CSV_FILE, rows)
 
         return Analysis(results, figures, tables)
 

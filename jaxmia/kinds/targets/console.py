@@ -8,7 +8,7 @@ __all__ = ["format_summary"]
 
 
 def format_summary(r: dict) -> str:
-    """The console summary of a many-targets run (analysis_targets's results)."""
+    """The console summary of a many-targets run (kinds/targets/analysis.py's results)."""
     lines = header(r)
     keys = ("n_targets", "n_models_used", "n_models", "score", "threshold_rule", "alpha")
     t, used, m, score, rule, alpha = (r.get(k) for k in keys)

@@ -12,13 +12,19 @@ import numpy as np
 from matplotlib.ticker import MaxNLocator
 
 from jaxmia.attack import scores
+from jaxmia.kinds.targets.analysis import check_targets_arrays, extremes, pooled_roc
+from jaxmia.kinds.targets.files import FIGURES, ROC_FILE, VULNERABILITY_FILE
 from jaxmia.plotting import interval_point, log_roc_axes, new_figure, save_png
 
-__all__ = ["FIGURES", "ROC_FILE", "VULNERABILITY_FILE", "plot_targets_roc", "plot_vulnerability"]
+__all__ = [
+    "FIGURES",
+    "ROC_FILE",
+    "VULNERABILITY_FILE",
+    "plot_targets_roc",
+    "plot_vulnerability",
+    "write_figures",
+]
 
-VULNERABILITY_FILE = "vulnerability.png"
-ROC_FILE = "targets_roc.png"
-FIGURES = (VULNERABILITY_FILE, ROC_FILE)
 _GRID_COLUMNS = 8
 _ROW_INCHES = 2.05  # one row of images with its three caption lines
 _TITLE_INCHES = 0.95  # the grid's title and its first row's captions
@@ -55,14 +61,13 @@ def plot_vulnerability(path, rows: list[dict], images, results: dict, *, title_s
 
     Args:
       path: where the PNG goes.
-      rows: the per-target rows of ``analysis_targets.targets_results`` (auc, power,
+      rows: the per-target rows of ``analysis.targets_results`` (auc, power,
         index, label; auc None: a target without statistics, left out).
       images: uint8[T, 32, 32, 3], in the order of ``rows``.
       results: its summary (alpha, score, threshold_rule, auc_median, auc_q1, auc_q3,
         n_power_at_least_half, members_per_target, nonmembers_per_target).
       title_suffix: appended to the titles (" [SYNTHETIC DATA]").
     """
-    from jaxmia.analysis_targets import extremes
 
     most, least = extremes(rows)
     auc = np.array([r["auc"] for r in rows if r.get("auc") is not None], np.float64)
@@ -134,7 +139,7 @@ def plot_targets_roc(path, roc: dict, results: dict, *, title_suffix="") -> Path
     and one threshold for all; the realised evaluation point with its intervals.
 
     Args:
-      roc: ``analysis_targets.pooled_roc``; results: the run's summary.
+      roc: ``analysis.pooled_roc``; results: the run's summary.
     """
     lo = float(roc["fpr"][0])
     fig = new_figure((6.6, 6.2))
@@ -193,3 +198,30 @@ def plot_targets_roc(path, roc: dict, results: dict, *, title_suffix="") -> Path
     ax.legend(loc="lower right", fontsize="small")
     fig.tight_layout()
     return save_png(fig, path)
+
+
+def write_figures(folder, arrays, results: dict, rows: list[dict], *, suffix: str) -> list[Path]:
+    """Writes vulnerability.png and targets_roc.png into ``folder``; returns their paths."""
+    folder = Path(folder)
+    a = check_targets_arrays(arrays)
+    written = []
+    if "target_images" in a:
+        written.append(
+            plot_vulnerability(
+                folder / VULNERABILITY_FILE,
+                rows,
+                a["target_images"],
+                results,
+                title_suffix=suffix,
+            )
+        )
+    if results.get("n_targets_with_statistics"):
+        written.append(
+            plot_targets_roc(
+                folder / ROC_FILE,
+                pooled_roc(a, results["score"]),
+                results,
+                title_suffix=suffix,
+            )
+        )
+    return written

@@ -51,7 +51,6 @@ __all__ = [
     "read_targets_csv",
     "target_scores",
     "target_summary",
-    "targets_figures",
     "targets_results",
     "write_targets_csv",
 ]
@@ -657,32 +656,3 @@ def pooled_roc(arrays, score: str) -> dict:
         "global_tpr": g_tpr,
         "min_nonmember": int(n_out[ok].min()) if ok.any() else 0,
     }
-
-
-def targets_figures(folder, arrays, results: dict, rows: list[dict], *, suffix: str) -> list[Path]:
-    """Writes vulnerability.png and targets_roc.png into ``folder``; returns their paths."""
-    from jaxmia import plots_targets
-
-    folder = Path(folder)
-    a = check_targets_arrays(arrays)
-    written = []
-    if "target_images" in a:
-        written.append(
-            plots_targets.plot_vulnerability(
-                folder / plots_targets.VULNERABILITY_FILE,
-                rows,
-                a["target_images"],
-                results,
-                title_suffix=suffix,
-            )
-        )
-    if results.get("n_targets_with_statistics"):
-        written.append(
-            plots_targets.plot_targets_roc(
-                folder / plots_targets.ROC_FILE,
-                pooled_roc(a, results["score"]),
-                results,
-                title_suffix=suffix,
-            )
-        )
-    return written

@@ -1,5 +1,5 @@
-"""Tests for jaxmia.plots and jaxmia.plotting: valid PNGs, degenerate inputs, atomic writes,
-and the shared helpers' numbers."""
+"""Tests for the single-target figures and jaxmia.plotting: valid PNGs, degenerate inputs,
+atomic writes, and the shared helpers' numbers."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import matplotlib.image as mpimg
 import numpy as np
 import pytest
 
-from jaxmia import plots, plotting
+from jaxmia import plotting
 from jaxmia.attack import metrics, scores, summary, thresholds
+from jaxmia.kinds.single_target import figures as plots
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -169,7 +170,7 @@ def test_loss_panel_draws_nothing_below_zero():
 
 from matplotlib.colors import to_rgb  # noqa: E402
 
-from jaxmia import plots_population  # noqa: E402
+from jaxmia.kinds.population import figures as plots_population  # noqa: E402
 
 
 def test_new_figure_and_save_png_write_a_png_of_its_size_atomically(tmp_path):

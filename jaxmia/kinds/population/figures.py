@@ -2,7 +2,7 @@
 
 The canvas, the PNG writer and the parts shared with the other kinds' figures come
 from ``jaxmia.plotting``. The callers pass attack statistics (high = member, see
-``jaxmia.attack``) and the dict of ``analysis_population.population_results``.
+``jaxmia.attack``) and the dict of ``analysis.population_results``.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from matplotlib.figure import Figure
 
 from jaxmia import plotting
 from jaxmia.attack import metrics, scores
+from jaxmia.kinds.population.analysis import population_scores
+from jaxmia.kinds.population.files import FIGURES, HISTOGRAMS_FILE, PR_FILE, ROC_FILE
 
 __all__ = [
     "FIGURES",
@@ -26,12 +28,9 @@ __all__ = [
     "plot_roc",
     "pr_figure",
     "roc_figure",
+    "write_figures",
 ]
 
-HISTOGRAMS_FILE = "population_histograms.png"
-ROC_FILE = "population_roc.png"
-PR_FILE = "population_pr.png"
-FIGURES = (HISTOGRAMS_FILE, ROC_FILE, PR_FILE)
 
 _CURVE_COLOR = "tab:blue"
 _YEOM_COLOR = "tab:red"
@@ -366,3 +365,28 @@ def plot_roc(path, *args, **kw) -> Path:
 def plot_pr(path, *args, **kw) -> Path:
     """``pr_figure(*args, **kw)`` written to ``path``."""
     return plotting.save_png(pr_figure(*args, **kw), path)
+
+
+def write_figures(folder, arrays, results: dict, *, suffix: str = "") -> list[Path]:
+    """Writes HISTOGRAMS_FILE, ROC_FILE and PR_FILE into ``folder``; returns their paths.
+
+    ``results`` is ``population_results(arrays, ...)``; ``suffix`` is appended to every
+    title (" [SYNTHETIC DATA]" for synthetic runs).
+    """
+    folder = Path(folder)
+    score = results["score"]
+    curves = []
+    for rep in results["per_repetition"]:
+        mem, non = population_scores(arrays, score, rep["repetition"])
+        curves.append((scores.to_attack(mem, score), scores.to_attack(non, score)))
+    first = results["per_repetition"][0]
+    r0 = first["repetition"]
+    loss_m, loss_n = population_scores(arrays, "loss", r0)
+    chosen = None if score == "loss" else population_scores(arrays, score, r0)
+    return [
+        plot_histograms(
+            folder / HISTOGRAMS_FILE, results, first, loss_m, loss_n, chosen, title_suffix=suffix
+        ),
+        plot_roc(folder / ROC_FILE, results, curves, title_suffix=suffix),
+        plot_pr(folder / PR_FILE, results, curves, title_suffix=suffix),
+    ]

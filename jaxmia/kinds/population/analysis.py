@@ -31,7 +31,6 @@ The arrays, R repetitions, n members = n non-members per repetition, C classes:
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 
@@ -44,7 +43,6 @@ __all__ = [
     "SUMMARY_METRICS",
     "check_population_arrays",
     "left_out",
-    "population_figures",
     "population_results",
     "population_scores",
     "repetition_metrics",
@@ -425,31 +423,3 @@ def population_results(arrays, settings: Settings) -> dict:
 
 
 # ---------------------------------------------------------------- figures
-
-
-def population_figures(folder, arrays, results: dict, *, suffix: str = "") -> list[Path]:
-    """Writes HISTOGRAMS_FILE, ROC_FILE and PR_FILE into ``folder``; returns their paths.
-
-    ``results`` is ``population_results(arrays, ...)``; ``suffix`` is appended to every
-    title (" [SYNTHETIC DATA]" for synthetic runs).
-    """
-    from jaxmia import plots_population
-    from jaxmia.plots_population import HISTOGRAMS_FILE, PR_FILE, ROC_FILE
-
-    folder = Path(folder)
-    score = results["score"]
-    curves = []
-    for rep in results["per_repetition"]:
-        mem, non = population_scores(arrays, score, rep["repetition"])
-        curves.append((scores.to_attack(mem, score), scores.to_attack(non, score)))
-    first = results["per_repetition"][0]
-    r0 = first["repetition"]
-    loss_m, loss_n = population_scores(arrays, "loss", r0)
-    chosen = None if score == "loss" else population_scores(arrays, score, r0)
-    return [
-        plots_population.plot_histograms(
-            folder / HISTOGRAMS_FILE, results, first, loss_m, loss_n, chosen, title_suffix=suffix
-        ),
-        plots_population.plot_roc(folder / ROC_FILE, results, curves, title_suffix=suffix),
-        plots_population.plot_pr(folder / PR_FILE, results, curves, title_suffix=suffix),
-    ]

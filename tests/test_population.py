@@ -1,4 +1,4 @@
-"""Tests for jaxmia.analysis_population (and its figures) against naive references."""
+"""Tests for the population kind's analysis (and its figures) against naive references."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import sys
 import numpy as np
 import pytest
 
-from jaxmia import analysis_population as ap
-from jaxmia import plots_population
 from jaxmia.attack import metrics, scores, thresholds
 from jaxmia.attack.summary import Settings
 from jaxmia.errors import UserError
+from jaxmia.kinds.population import analysis as ap
+from jaxmia.kinds.population import figures as plots_population
 
 # ---------------------------------------------------------------- data
 
@@ -366,7 +366,7 @@ def test_malformed_arrays_are_refused():
 def test_figures_are_written_and_marked_synthetic(tmp_path):
     arrays = make_arrays(r=3, n=40, seed=6)
     res = ap.population_results(arrays, Settings(alpha=0.1, score="lira"))
-    paths = ap.population_figures(tmp_path, arrays, res, suffix=" [SYNTHETIC DATA]")
+    paths = plots_population.write_figures(tmp_path, arrays, res, suffix=" [SYNTHETIC DATA]")
     assert [p.name for p in paths] == list(plots_population.FIGURES)
     for p in paths:
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -453,7 +453,7 @@ def test_score_panel_labels_a_new_score_from_its_record(monkeypatch):
 
 def test_module_imports_no_jax():
     code = (
-        "import sys, jaxmia.analysis_population, jaxmia.plots_population; "
+        "import sys, jaxmia.kinds.population.analysis, jaxmia.kinds.population.figures; "
         "sys.exit(1 if any(m == 'jax' or m.startswith('jax.') for m in sys.modules) else 0)"
     )
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0

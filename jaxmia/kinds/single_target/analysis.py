@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from jaxmia import plots
 from jaxmia.attack import scores
 from jaxmia.attack.summary import Settings, summarize
 from jaxmia.errors import NonFiniteLoss
@@ -68,33 +67,3 @@ def single_target_results(arrays: dict, settings: Settings) -> dict:
         "eval_pairs_used": int(np.sum(arrays["eval_used"])),
         "warnings": warnings,
     }
-
-
-def single_target_figures(folder, arrays: dict, results: dict, *, suffix: str):
-    """Writes the run's PNG files into ``folder``; returns their paths."""
-    s = single_target_scores(arrays, results["score"])
-    loss = single_target_scores(arrays, "loss")
-    phi = single_target_scores(arrays, "lira")
-    written = plots.plot_attack(
-        folder,
-        results,
-        member=s["member"],
-        nonmember=s["nonmember"],
-        eval_member=s["eval_member"],
-        eval_nonmember=s["eval_nonmember"],
-        member_loss=loss["member"],
-        nonmember_loss=loss["nonmember"],
-        member_phi=phi["member"],
-        nonmember_phi=phi["nonmember"],
-        title_suffix=suffix,
-    )
-    written.append(
-        plots.plot_target(
-            folder / plots.TARGET_FILE,
-            np.asarray(arrays["target_image"], np.uint8),
-            label_name=results["target_label"],
-            index=results["target_index"],
-            title_suffix=suffix,
-        )
-    )
-    return written

@@ -8,10 +8,10 @@ import math
 import numpy as np
 import pytest
 
-from jaxmia import analysis_targets as at
-from jaxmia import plots_targets
 from jaxmia.attack import bounds, metrics, scores, summary
 from jaxmia.attack.summary import Settings
+from jaxmia.kinds.targets import analysis as at
+from jaxmia.kinds.targets import figures as plots_targets
 
 C = 4
 
@@ -305,7 +305,7 @@ def test_csv_round_trips(tmp_path):
 def test_figures_are_written(tmp_path):
     arrays = make_arrays(n_targets=20, n_models=10, n_eval=4)
     results, rows = at.targets_results(arrays, Settings(alpha=0.2))
-    paths = at.targets_figures(tmp_path, arrays, results, rows, suffix=" [SYNTHETIC DATA]")
+    paths = plots_targets.write_figures(tmp_path, arrays, results, rows, suffix=" [SYNTHETIC DATA]")
     assert [p.name for p in paths] == list(plots_targets.FIGURES)
     for p in paths:
         data = p.read_bytes()

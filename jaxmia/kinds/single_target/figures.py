@@ -12,6 +12,14 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from jaxmia.attack import metrics, scores, thresholds
+from jaxmia.kinds.single_target.analysis import single_target_scores
+from jaxmia.kinds.single_target.files import (
+    FIGURES,
+    HISTOGRAMS_FILE,
+    PR_FILE,
+    ROC_FILE,
+    TARGET_FILE,
+)
 from jaxmia.plotting import MEMBER_COLOR as _MEMBER_COLOR
 from jaxmia.plotting import NONMEMBER_COLOR as _NONMEMBER_COLOR
 from jaxmia.plotting import (
@@ -31,6 +39,7 @@ __all__ = [
     "TARGET_FILE",
     "plot_attack",
     "plot_target",
+    "write_figures",
 ]
 
 _MAX_BINS = 80
@@ -85,11 +94,6 @@ def plot_target(
 
 # ================================================================ the attack's figures (issue 8)
 
-ROC_FILE = "roc.png"
-PR_FILE = "pr.png"
-HISTOGRAMS_FILE = "single_point_mia_histograms.png"
-TARGET_FILE = "target.png"
-FIGURES = (HISTOGRAMS_FILE, ROC_FILE, PR_FILE, TARGET_FILE)
 _PANEL_LABEL = {
     "loss": "cross-entropy loss of x",
     "lira": r"$\varphi = z_y - \log\sum_{y' \neq y} e^{z_{y'}}$  (logit-scaled confidence)",
@@ -321,4 +325,35 @@ def plot_attack(
     fig.suptitle("x under models trained with (IN) and without (OUT) it" + title_suffix)
     fig.tight_layout()
     written.append(save_png(fig, folder / HISTOGRAMS_FILE))
+    return written
+
+
+def write_figures(folder, arrays: dict, results: dict, *, suffix: str) -> list[Path]:
+    """Writes the run's PNG files (files.FIGURES) into ``folder``; returns their paths."""
+    folder = Path(folder)
+    s = single_target_scores(arrays, results["score"])
+    loss = single_target_scores(arrays, "loss")
+    phi = single_target_scores(arrays, "lira")
+    written = plot_attack(
+        folder,
+        results,
+        member=s["member"],
+        nonmember=s["nonmember"],
+        eval_member=s["eval_member"],
+        eval_nonmember=s["eval_nonmember"],
+        member_loss=loss["member"],
+        nonmember_loss=loss["nonmember"],
+        member_phi=phi["member"],
+        nonmember_phi=phi["nonmember"],
+        title_suffix=suffix,
+    )
+    written.append(
+        plot_target(
+            Path(folder) / TARGET_FILE,
+            np.asarray(arrays["target_image"], np.uint8),
+            label_name=results["target_label"],
+            index=results["target_index"],
+            title_suffix=suffix,
+        )
+    )
     return written
