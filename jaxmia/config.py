@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from jaxmia.errors import UserError, show
+from jaxmia.models import MODELS
 from jaxmia.scores import SCORES as SCORE_CHOICES
 from jaxmia.stats import THRESHOLD_RULES as RULE_CHOICES
 
@@ -78,6 +79,7 @@ class Config:
     # jaxmia's own keys.
     dataset: str = "cifar100"
     data_source: str = "auto"
+    model: str = "cnn"  # a name in jaxmia.models.MODELS
     momentum: float = 0.9
     weight_decay: float = 0.0
     eval_pairs: int = 1
@@ -299,6 +301,7 @@ def _validate(cfg: Config) -> None:
                 )
     _need_choice(cfg, "dataset", DATASETS)
     _need_choice(cfg, "data_source", DATA_SOURCES)
+    _need_choice(cfg, "model", tuple(MODELS))
     _need_choice(cfg, "conv", CONV_CHOICES)
     _need_choice(cfg, "strategy", STRATEGY_CHOICES)
     _need_choice(cfg, "compute_dtype", DTYPE_CHOICES)

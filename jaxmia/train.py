@@ -36,7 +36,7 @@ from jax.sharding import PartitionSpec as P
 
 from jaxmia.config import Config
 from jaxmia.data import Dataset
-from jaxmia.model import SmallCNN
+from jaxmia.models.cnn import SmallCNN
 from jaxmia.outputs import ModelOutputs
 from jaxmia.plan import Job, SingleTargetPlan, steps_per_epoch
 

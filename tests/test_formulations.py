@@ -34,7 +34,7 @@ import optax
 import pytest
 
 from jaxmia.config import Config
-from jaxmia.model import SmallCNN
+from jaxmia.models.cnn import SmallCNN
 from jaxmia.plan import calibration_jobs, job_rows
 from jaxmia.train import (
     ChunkTrainer,

@@ -205,7 +205,7 @@ def test_conv_formulations_agree(tiny_dataset):
 def test_conv_gradients_agree_with_xla_autodiff():
     # The im2col path has a hand-written VJP for conv1; every parameter's gradient
     # must equal XLA's own convolution differentiated by JAX.
-    from jaxmia.model import SmallCNN
+    from jaxmia.models.cnn import SmallCNN
 
     x = jax.random.normal(jax.random.key(0), (4, 32, 32, 3))
     y = jnp.array([0, 1, 2, 1])
