@@ -13,7 +13,7 @@ Each model gets the same-shaped index and mask rows:
     mask bool[P]  = [member, 1,   ..., 1,   0, ..., 0]
 
 so the OUT model carries the target in a masked-out slot, and the padding slots
-never reach a loss, a gradient or a batch mean (see train.py).
+never reach a loss, a gradient or a batch mean (see training/one_model.py).
 
 This module is numpy only: the PyTorch baseline uses it to train on the very
 same subsets.

@@ -11,6 +11,8 @@ import optax
 import pytest
 
 from jaxmia.config import Config
+from jaxmia.errors import UserError
+from jaxmia.models import MODELS
 from jaxmia.plan import (
     CALIBRATION,
     Job,
@@ -20,17 +22,19 @@ from jaxmia.plan import (
     job_rows,
     steps_per_epoch,
 )
-from jaxmia.train import (
-    ChunkTrainer,
+from jaxmia.training.chunk import ChunkTrainer
+from jaxmia.training.one_model import (
+    init_state,
     make_model,
-    make_optimizer,
-    make_setup,
     model_inputs,
     model_keys,
     put_data,
     train_one,
 )
+from jaxmia.training.setup import make_optimizer, make_setup
+from jaxmia.training.state import TrainState
 
+from conftest import single_target_plan
 from numerics import assert_close, assert_tree_close
 
 TARGET = 7
@@ -65,15 +69,10 @@ def tiny_cfg(**kw) -> Config:
 
 
 def trainer(ds, cfg, k, strategy="vmap", devices=None, conv="im2col"):
-    setup = make_setup(cfg.replace(strategy=strategy, conv=conv), len(ds.test_labels), "cpu")
+    plan = single_target_plan(cfg, ds, TARGET)
+    setup = make_setup(cfg.replace(strategy=strategy, conv=conv), ds, "cpu", plan)
     return ChunkTrainer(
-        setup,
-        ds,
-        seed=cfg.seed,
-        target=TARGET,
-        subset_size=cfg.subset_size,
-        models_per_chunk=k,
-        devices=devices or jax.local_devices()[:1],
+        setup, ds, plan=plan, models_per_chunk=k, devices=devices or jax.local_devices()[:1]
     )
 
 
@@ -83,7 +82,8 @@ def reference_train(ds, cfg, job: Job):
     The data order is the trainer's (same keys), so any difference would come
     from the padding, the masking or the vmapping.
     """
-    setup = make_setup(cfg.replace(conv="im2col"), len(ds.test_labels), "cpu")
+    plan = single_target_plan(cfg, ds, TARGET)
+    setup = make_setup(cfg.replace(conv="im2col"), ds, "cpu", plan)
     mesh = jax.sharding.Mesh(np.array(jax.local_devices()[:1]), ("models",))
     data = put_data(ds, setup, mesh)
     idx, mask, ids = job_rows(
@@ -97,7 +97,7 @@ def reference_train(ds, cfg, job: Job):
     idx, mask, ids = idx[0], mask[0], jnp.asarray(ids[0])
     model, tx = make_model(setup), make_optimizer(setup)
     init_key, order_key = model_keys(ids)
-    params = model.init(init_key, jnp.zeros((1, 32, 32, 3)))["params"]
+    params = model.init(init_key, jnp.zeros((1, *ds.image_shape)))["params"]
     opt_state = tx.init(params)
 
     @jax.jit
@@ -230,7 +230,8 @@ def test_accuracies_count_exactly(tiny_dataset):
     cfg = tiny_cfg(lr=1e-12, momentum=0.0, weight_decay=0.0, epochs=1, test_samples=25)
     job = Job(CALIBRATION, 0, True)
     res = trainer(tiny_dataset, cfg, k=1).run([job], keep_params=True)
-    setup = make_setup(cfg.replace(conv="im2col"), 40, "cpu")
+    plan = single_target_plan(cfg, tiny_dataset, TARGET)
+    setup = make_setup(cfg.replace(conv="im2col"), tiny_dataset, "cpu", plan)
     mesh = jax.sharding.Mesh(np.array(jax.local_devices()[:1]), ("models",))
     data = put_data(tiny_dataset, setup, mesh)
     params = jax.tree.map(lambda a: a[0], res.params)
@@ -286,7 +287,7 @@ def test_every_plan_trains_like_one_model_at_a_time(tiny_dataset, kind):
     else:
         plan = PopulationPlan(seed=0, n_train=240, subset_size=40, batch_size=16)
     cfg = tiny_cfg(subset_size=plan.subset_size, epochs=2)
-    setup = make_setup(cfg.replace(strategy="vmap", conv="im2col"), 40, "cpu", plan)
+    setup = make_setup(cfg.replace(strategy="vmap", conv="im2col"), tiny_dataset, "cpu", plan)
     jobs = [Job(0, m, False) for m in range(4)]
     device = jax.local_devices()[:1]
     res = ChunkTrainer(setup, tiny_dataset, plan=plan, models_per_chunk=4, devices=device).run(
@@ -299,11 +300,9 @@ def test_every_plan_trains_like_one_model_at_a_time(tiny_dataset, kind):
         idx, mask, ids = plan.rows([job])
         scored = np.zeros(setup.score_batches * setup.score_batch, np.int32)
         scored[: plan.n_scored] = plan.scored_rows([job])[0]
-        params, (loss, logits, train_acc, _, epoch_loss) = one(
-            data, idx[0], mask[0], ids[0], scored
-        )
+        state, (loss, logits, train_acc, _, epoch_loss) = one(data, idx[0], mask[0], ids[0], scored)
         one_model = jax.tree.map(lambda a, i=i: a[i], res.params)
-        assert_tree_close(one_model, params, PARAMS_BOUND, what=f"model {i}")
+        assert_tree_close(one_model, state.params, PARAMS_BOUND, what=f"model {i}")
         loss = np.asarray(loss)[: plan.n_scored]
         assert_close(res.loss[i], loss, LOSS_BOUND, scale=1.0, what=f"model {i} losses")
         assert_close(res.epoch_loss[i], epoch_loss, LOSS_BOUND, scale=1.0, what="epoch losses")
@@ -311,3 +310,46 @@ def test_every_plan_trains_like_one_model_at_a_time(tiny_dataset, kind):
     if kind == "targets":  # the OUT models of a target have a masked slot, the IN ones not
         member = plan.membership(jobs)
         assert member.sum(0).tolist() == [2, 2, 2, 2]
+
+
+def test_train_state_is_a_pytree_of_params_and_optimizer_state(tiny_dataset):
+    # The CNN carries no batch statistics and no noise state: those fields are
+    # empty and add no leaf, so the leaves (what vmap stacks, scan carries and
+    # the epoch donates) are the parameters' and then the optimizer state's.
+    cfg = tiny_cfg()
+    setup = make_setup(cfg, tiny_dataset, "cpu", single_target_plan(cfg, tiny_dataset, TARGET))
+    state = init_state(setup, jnp.asarray([0, 0, 0, 1], jnp.uint32))
+    assert isinstance(state, TrainState)
+    assert state.batch_stats == {} and state.noise_state == {}
+    leaves = jax.tree.leaves(state)
+    want = jax.tree.leaves(state.params) + jax.tree.leaves(state.opt_state)
+    assert len(leaves) == len(want) and all(a is b for a, b in zip(leaves, want, strict=True))
+    doubled = jax.tree.map(lambda a: 2 * a, state)
+    assert isinstance(doubled, TrainState)
+    np.testing.assert_array_equal(doubled.params["fc2"]["bias"], 2 * state.params["fc2"]["bias"])
+
+
+def test_setup_takes_the_image_shape_from_the_data(tiny_dataset):
+    cfg = tiny_cfg()
+    plan = single_target_plan(cfg, tiny_dataset, TARGET)
+    setup = make_setup(cfg, tiny_dataset, "cpu", plan)
+    assert setup.model == "cnn" and setup.image_shape == (32, 32, 3)
+    small = dataclasses.replace(
+        tiny_dataset,
+        train_images=tiny_dataset.train_images[:, :28, :28],
+        test_images=tiny_dataset.test_images[:, :28, :28],
+    )
+    with pytest.raises(UserError, match=r"model cnn takes 32x32x3 images, .* has 28x28x3"):
+        make_setup(cfg, small, "cpu", plan)
+    with pytest.raises(ValueError, match=r"made for images of shape \(32, 32, 3\)"):
+        put_data(small, setup, jax.sharding.Mesh(np.array(jax.local_devices()[:1]), ("models",)))
+
+
+def test_a_model_with_batch_statistics_is_refused(tiny_dataset, monkeypatch):
+    # The training step carries no batch statistics yet: such a model must stop
+    # at the setup, not train without them.
+    bn = dataclasses.replace(MODELS["cnn"], name="bn", has_batch_stats=True)
+    monkeypatch.setitem(MODELS, "bn", bn)
+    cfg = tiny_cfg(model="bn")
+    with pytest.raises(ValueError, match="keeps batch statistics"):
+        make_setup(cfg, tiny_dataset, "cpu", single_target_plan(cfg, tiny_dataset, TARGET))
