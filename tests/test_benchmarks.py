@@ -216,8 +216,12 @@ def test_baseline_equals_jaxmia_from_the_same_start(tiny_dataset, member):
     assert_close(epoch_loss, res.epoch_loss[0], 1e-4, scale=1.0, what="epoch losses")
     assert_close(loss, res.target_loss[0], 1e-4, scale=1.0, what="target loss")
     assert_close(logits, res.target_logits[0], 1e-4, what="target logits")
-    assert train_acc == float(res.train_accuracy[0])  # hit counts: no argmax within rounding
-    assert test_acc == float(res.test_accuracy[0])
+    # Hit counts, equal (no argmax within rounding); jaxmia reports hits / n in
+    # float32, the baseline in float64 (0.6000000238 against 0.6), so the
+    # counts are compared.
+    n_test = len(data.test_y)
+    assert round(train_acc * len(rows)) == round(float(res.train_accuracy[0]) * len(rows))
+    assert round(test_acc * n_test) == round(float(res.test_accuracy[0]) * n_test)
     final = torch_state_from_flax(jax.tree.map(lambda a: a[0], res.params))
     for name, value in model.state_dict().items():
         assert_close(value.numpy(), final[name].numpy(), 1e-3, what=name)
