@@ -373,7 +373,7 @@ def plot(report: dict, path: Path) -> None:
 
 def benchmark(opts) -> dict:
     from jaxmia.config import load_config
-    from jaxmia.model import flops_per_image_step
+    from jaxmia.models import MODELS
 
     t_start = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="jaxmia-bench-"))
@@ -389,7 +389,7 @@ def benchmark(opts) -> dict:
         base.update(opts.overrides)
         main_cfg = write_config(base, work, "bench")
         cfg = load_config(main_cfg)  # validates the overrides
-        flops = flops_per_image_step(cfg.num_classes)
+        flops = MODELS[cfg.model].flops_per_image_step(cfg.num_classes)
 
         machine = machine_info()
         variants = {f"jaxmia-{v}": (o, e) for v, o, e in opts.variants}
@@ -515,9 +515,9 @@ def benchmark(opts) -> dict:
             "reps": opts.reps,
             "flops_per_image_step": flops,
             "flop_count": (
-                "jaxmia.model.flops_per_image_step: multiply-add = 2 FLOPs; forward = "
-                "conv1 + conv2 + fc1 + fc2 (pooling, ReLU, softmax and the update not "
-                "counted); backward = 2 x forward minus conv1's input gradient"
+                f"jaxmia.models.MODELS[{cfg.model!r}].flops_per_image_step: multiply-add = 2 "
+                "FLOPs; forward = conv1 + conv2 + fc1 + fc2 (pooling, ReLU, softmax and the "
+                "update not counted); backward = 2 x forward minus conv1's input gradient"
             ),
             "image_steps": "models x epochs x mean training-set size / train seconds",
             "speedup_vs_tuned": speedups.get("tuned"),

@@ -629,6 +629,8 @@ def main(argv: list[str] | None = None) -> int:
         if device == "cuda" and not torch.cuda.is_available():
             raise UserError("--device cuda: this torch build sees no CUDA device")
         cfg = load_config(args.config, seed=args.seed)
+        if cfg.model != "cnn":  # build_cnn is the one network written in torch here
+            raise UserError(f"the baseline trains model: cnn only, got model: {cfg.model}")
         from jaxmia.data import load_dataset
 
         dataset = load_dataset(cfg.dataset, args.data_dir, num_classes=cfg.num_classes)

@@ -1,3 +1,3 @@
 """jaxmia: single-point membership inference, with/without models trained batch-parallel in JAX."""
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"

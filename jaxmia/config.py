@@ -26,6 +26,7 @@ from jaxmia.attack.scores import SCORES
 from jaxmia.attack.thresholds import RULES
 from jaxmia.errors import UserError, show
 from jaxmia.keys import Key, choice, flag, integer, number
+from jaxmia.models import MODELS
 
 DATASETS = ("cifar100", "cifar10", "synthetic")
 DATA_SOURCES = ("auto", "archive", "tfds")
@@ -96,6 +97,7 @@ COMMON_KEYS = (
     Key("dataset", "cifar100", choice(DATASETS)),
     # The same images from any source: the data fingerprint decides.
     Key("data_source", "auto", choice(DATA_SOURCES), hashed=False),
+    Key("model", "cnn", choice(lambda: tuple(MODELS))),  # a name in jaxmia.models.MODELS
     Key("momentum", 0.9, number(0, 1, lo_open=False, hi_open=True)),
     Key("weight_decay", 0.0, number(0, math.inf, lo_open=False, hi_open=True, what=">= 0")),
     Key("test_samples", None, integer(1, 2**31 - 1, allow_none=True)),

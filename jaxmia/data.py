@@ -27,7 +27,7 @@ learn the classes and memorise single images.  It is bit-for-bit the same on
 every machine and numpy version: it is built from the raw PCG64 stream with
 integer arithmetic only.
 
-No JAX here: the device side starts in ``jaxmia.train``.
+No JAX here: the device side starts in ``jaxmia.training``.
 """
 
 from __future__ import annotations
@@ -137,6 +137,11 @@ class Dataset:
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        """(H, W, C) of every image: train_images.shape[1:]."""
+        return tuple(self.train_images.shape[1:])
 
 
 def load_dataset(

@@ -23,7 +23,9 @@ from jaxmia.interrupt import StopFlag, StopRequested
 from jaxmia.kinds.base import metadata, write_run
 from jaxmia.runs.outputs import ModelOutputs
 from jaxmia.runs.store import RunStore, check_output_path
-from jaxmia.train import ChunkTrainer, Interrupted, auto_models_per_chunk, make_setup
+from jaxmia.training.chunk import ChunkTrainer, Interrupted
+from jaxmia.training.memory import auto_models_per_chunk
+from jaxmia.training.setup import make_setup
 
 
 def run_experiment(
@@ -60,7 +62,7 @@ def run_experiment(
     devices = list(devices if devices is not None else jax.local_devices())
     platform = devices[0].platform
     plan = kind.plan(cfg, n_train)
-    setup = make_setup(cfg, n_test, platform, plan)
+    setup = make_setup(cfg, dataset, platform, plan)
     wanted = kind.jobs(cfg)
     run_hash = cfg.results_hash(dataset.fingerprint, __version__)
     stop.check()

@@ -26,6 +26,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from jaxmia.data import Dataset  # noqa: E402
+from jaxmia.kinds.single_target.plan import SingleTargetPlan  # noqa: E402
 from jaxmia.run import enable_compile_cache  # noqa: E402
 
 enable_compile_cache()  # the in-process trainers use the same cache as the subprocesses
@@ -56,6 +57,17 @@ def make_tiny_dataset(n_train=240, n_test=40, num_classes=5, seed=0) -> Dataset:
         fingerprint=f"tiny:{n_train}:{n_test}:{num_classes}:{seed}",
         mean=flat.mean(0).astype(np.float32),
         std=flat.std(0).astype(np.float32),
+    )
+
+
+def single_target_plan(cfg, dataset: Dataset, target: int) -> SingleTargetPlan:
+    """The single-target plan of ``cfg`` (seed, subset_size, batch_size) on ``dataset``."""
+    return SingleTargetPlan(
+        seed=cfg.seed,
+        n_train=len(dataset.train_labels),
+        target=target,
+        subset_size=cfg.subset_size,
+        batch_size=cfg.batch_size,
     )
 
 

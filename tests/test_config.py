@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ from jaxmia.config import (
     load_config,
 )
 from jaxmia.errors import UserError
+from jaxmia.models import MODELS
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 PIPELINE_KEYS = [
@@ -94,6 +96,7 @@ def test_seed_override_and_float_parsing(tmp_path):
         ({"run_name": "x" * 300}, "run_name must be at most 255 bytes"),
         ({"run_name": "a\\b"}, "run_name must be a plain folder name"),
         ({"data_source": "web"}, "data_source must be one of auto, archive, tfds"),
+        ({"model": "resnet"}, "model must be one of cnn; got 'resnet'"),
         ({"score": "prob"}, "score must be one of loss, lira, hinge"),
         ({"threshold_rule": "best"}, "threshold_rule must be one of empirical, conformal"),
         ({"delta": 1.0}, "delta must be in [0, 1)"),
@@ -238,3 +241,14 @@ def test_reading_a_config_does_not_import_scipy():
     assert out.stdout.strip() == "False", out.stderr
     assert SCORE_CHOICES == ("loss", "lira", "hinge")
     assert RULE_CHOICES == ("empirical", "conformal", "confident", "gaussian", "lira")
+
+
+def test_model_key_defaults_to_the_cnn_and_enters_the_hash(monkeypatch):
+    # A run.json written before the key existed (jaxmia 0.2) has no model: it is the CNN.
+    assert config_from_dict({"dataset": "synthetic", "num_classes": 10}).model == "cnn"
+    other = dataclasses.replace(MODELS["cnn"], name="other")
+    monkeypatch.setitem(MODELS, "other", other)
+    base = Config(dataset="synthetic", num_classes=10)
+    assert "model" in base.hashed_keys()
+    changed = base.replace(model="other")
+    assert changed.results_hash("data", "v") != base.results_hash("data", "v")

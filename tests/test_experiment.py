@@ -19,7 +19,7 @@ from jaxmia.config import Config
 from jaxmia.errors import UserError
 from jaxmia.experiment import NonFiniteLoss, run_experiment
 from jaxmia.runs.plan import CALIBRATION, Job
-from jaxmia.train import ChunkTrainer
+from jaxmia.training.chunk import ChunkTrainer
 
 from numerics import assert_close
 

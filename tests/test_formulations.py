@@ -39,15 +39,12 @@ import pytest
 
 from jaxmia.config import Config
 from jaxmia.kinds.single_target.plan import calibration_jobs, job_rows
-from jaxmia.model import SmallCNN
-from jaxmia.train import (
-    ChunkTrainer,
-    auto_models_per_chunk,
-    make_optimizer,
-    make_setup,
-    model_footprint_bytes,
-)
+from jaxmia.models.cnn import SmallCNN
+from jaxmia.training.chunk import ChunkTrainer
+from jaxmia.training.memory import auto_models_per_chunk, model_footprint_bytes
+from jaxmia.training.setup import make_optimizer, make_setup
 
+from conftest import single_target_plan
 from numerics import assert_tree_close
 
 TARGET = 7
@@ -94,7 +91,7 @@ def reference_params(ds, cfg, job):
 
 
 def _reference_params(ds, cfg, job):
-    setup = make_setup(cfg, len(ds.test_labels), "cpu")
+    setup = make_setup(cfg, ds, "cpu", single_target_plan(cfg, ds, TARGET))
     idx, mask, ids = job_rows(
         [job],
         seed=cfg.seed,
@@ -111,7 +108,7 @@ def _reference_params(ds, cfg, job):
     dtype = jnp.bfloat16 if cfg.compute_dtype == "bfloat16" else jnp.float32
     model = SmallCNN(cfg.num_classes, setup.conv, dtype)
     tx = make_optimizer(setup)
-    params = model.init(init_key, jnp.zeros((1, 32, 32, 3)))["params"]
+    params = model.init(init_key, jnp.zeros((1, *ds.image_shape)))["params"]
     opt_state = tx.init(params)
     images = (ds.train_images.astype(np.float32) / 255.0 - ds.mean) / ds.std
 
@@ -142,18 +139,13 @@ def assert_params_match(chunk_params, i, ref, bound):
 
 def train_and_compare(ds, cfg, strategy, conv, bound):
     cfg = cfg.replace(strategy=strategy, conv=conv)
-    setup = make_setup(cfg, len(ds.test_labels), "cpu")
+    plan = single_target_plan(cfg, ds, TARGET)
+    setup = make_setup(cfg, ds, "cpu", plan)
     assert (setup.strategy, setup.conv) == (strategy, conv)
     jobs = calibration_jobs(1)  # the IN and the OUT model of round 0
     with jax.default_matmul_precision("highest"):
         res = ChunkTrainer(
-            setup,
-            ds,
-            seed=cfg.seed,
-            target=TARGET,
-            subset_size=cfg.subset_size,
-            models_per_chunk=2,
-            devices=jax.local_devices()[:1],
+            setup, ds, plan=plan, models_per_chunk=2, devices=jax.local_devices()[:1]
         ).run(jobs, keep_params=True)
         for i, job in enumerate(jobs):
             ref = reference_params(ds, cfg, job)
@@ -173,9 +165,11 @@ def test_chunk_equals_one_model_training_bfloat16(tiny_dataset, strategy, conv):
     train_and_compare(tiny_dataset, cfg, strategy, conv, BOUND["bfloat16"])
 
 
-def test_auto_picks_only_tested_formulations():
+def test_auto_picks_only_tested_formulations(tiny_dataset):
+    cfg = tiny_cfg()
+    plan = single_target_plan(cfg, tiny_dataset, TARGET)
     for platform in ("cpu", "gpu"):
-        setup = make_setup(tiny_cfg(), 40, platform)
+        setup = make_setup(cfg, tiny_dataset, platform, plan)
         assert (setup.strategy, setup.conv) in FORMULATIONS
 
 
@@ -184,17 +178,13 @@ def test_model_footprint_bounds_a_compiled_chunk(tiny_dataset):
     # + temporaries - donated aliases, from k = 2 to k = 6 models; the replicated
     # data set cancels out) must not exceed the eval_shape estimate, and the
     # estimate must not waste more than a third of the memory it reserves.
-    setup = make_setup(tiny_cfg(strategy="vmap", conv="xla"), len(tiny_dataset.test_labels), "cpu")
+    cfg = tiny_cfg(strategy="vmap", conv="xla")
+    plan = single_target_plan(cfg, tiny_dataset, TARGET)
+    setup = make_setup(cfg, tiny_dataset, "cpu", plan)
     total = {}
     for k in (2, 6):
         tr = ChunkTrainer(
-            setup,
-            tiny_dataset,
-            seed=0,
-            target=TARGET,
-            subset_size=40,
-            models_per_chunk=k,
-            devices=jax.local_devices()[:1],
+            setup, tiny_dataset, plan=plan, models_per_chunk=k, devices=jax.local_devices()[:1]
         )
         tr.compile()
         ma = tr._compiled[1].memory_analysis()  # the epoch
@@ -216,8 +206,9 @@ class _FakeGpu:
         return {"bytes_limit": 80 * 2**30}
 
 
-def test_auto_models_per_chunk_divides_the_memory_by_the_footprint():
-    setup = make_setup(tiny_cfg(batch_size=64, num_classes=100), 40, "gpu")
+def test_auto_models_per_chunk_divides_the_memory_by_the_footprint(tiny_dataset):
+    cfg = tiny_cfg(batch_size=64, num_classes=100)
+    setup = make_setup(cfg, tiny_dataset, "gpu", single_target_plan(cfg, tiny_dataset, TARGET))
     per_model = model_footprint_bytes(setup)
     k = auto_models_per_chunk(setup, 100_000, [_FakeGpu()])
     assert k == min(1024, int(0.6 * 80 * 2**30) // per_model)

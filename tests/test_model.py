@@ -1,4 +1,4 @@
-"""The CNN's convolution formulations against XLA's own convolution (lax.conv at HIGHEST).
+"""The model registry, and the CNN's convolutions against XLA's own (lax.conv at HIGHEST).
 
 Tolerances, relative to the reference's largest absolute value: float32 rounds
 at 2**-24 = 6e-8.  im2col sums the same 9*Cin products as a direct convolution
@@ -12,6 +12,8 @@ measurements: 3e-6 for F(2,3), 2e-5 for F(4,3).
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from functools import cache, partial
 
 import jax
@@ -21,8 +23,9 @@ import optax
 import pytest
 from jax import lax
 
-from jaxmia import winograd
-from jaxmia.model import CONV_IMPLS, WINOGRAD_TILE, SmallCNN
+from jaxmia.models import MODELS, winograd
+from jaxmia.models.cnn import SmallCNN
+from jaxmia.models.layers import CONV_IMPLS, WINOGRAD_TILE
 
 from numerics import assert_close, assert_tree_close
 
@@ -158,3 +161,53 @@ def test_cnn_training_steps_equal_lax_conv():
     # rounding is absolute, set by the logits, not by the loss's own size).
     assert_close(got_losses, want_losses, 1e-4, scale=1.0, what="losses")
     assert_tree_close(got, want, 1e-4)
+
+
+def test_registry_and_config_import_no_jax():
+    # Config validation checks the model: key against MODELS, and the statistics
+    # side imports the config: neither may pull in JAX or Flax.
+    code = (
+        "import sys, jaxmia.models, jaxmia.config; "
+        "print(sorted(m for m in ('jax', 'flax', 'optax') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_every_model_builds_from_its_spec(name):
+    spec = MODELS[name]
+    assert spec.name == name and spec.source
+    model = spec.load()(num_classes=7, conv="xla", dtype=jnp.float32)
+    x = jnp.zeros((2, *spec.input_shape), jnp.float32)
+    variables = jax.eval_shape(model.init, jax.random.key(0), x)
+    assert ("batch_stats" in variables) == spec.has_batch_stats
+    logits = jax.eval_shape(model.apply, variables, x)
+    assert logits.shape == (2, 7) and logits.dtype == jnp.float32
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_flop_count_matches_xla_cost_analysis(name):
+    # XLA counts the multiply-adds of one training step (lax.conv, 2 FLOPs each)
+    # but skips the taps a SAME convolution spends on its zero border, which the
+    # spec counts (im2col and Winograd compute them): for the CNN's 32x32 and
+    # 16x16 convolutions that is (94/96)**2 and (46/48)**2 of the taps, so XLA's
+    # count is a few percent below, never above.  A layer left out of the
+    # count would be off by more than 5% (the smallest, conv1, is 8%).
+    spec = MODELS[name]
+    num_classes, batch = 10, 4
+    model = spec.load()(num_classes=num_classes, conv="xla", dtype=jnp.float32)
+    x = jnp.zeros((batch, *spec.input_shape), jnp.float32)
+    y = jnp.zeros((batch,), jnp.int32)
+    params = model.init(jax.random.key(0), x)["params"]
+
+    def loss(p):
+        logits = model.apply({"params": p}, x)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+    cost = jax.jit(jax.grad(loss)).lower(params).compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    ratio = cost["flops"] / batch / spec.flops_per_image_step(num_classes)
+    assert 0.95 <= ratio <= 1.0, ratio

@@ -2,8 +2,8 @@
 
     python benchmarks/explore/conv2_winograd.py
 
-im2col (jaxmia.model's autodiff path) against Winograd F(2x2,3x3) and F(4x4,3x3)
-(jaxmia.winograd, hand-written VJP).  The scan carries y, dx and the updated
+im2col (jaxmia.models.layers' autodiff path) against Winograd F(2x2,3x3) and F(4x4,3x3)
+(jaxmia.models.winograd, hand-written VJP).  The scan carries y, dx and the updated
 kernel, as training does.  Prints medians of 20 calls, alternating.
 """
 
@@ -15,8 +15,8 @@ import time
 
 import jax
 
-from jaxmia import winograd
-from jaxmia.model import _im2col_conv
+from jaxmia.models import winograd
+from jaxmia.models.layers import _im2col_conv
 
 STEPS = 10
 

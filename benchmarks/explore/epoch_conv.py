@@ -20,23 +20,24 @@ import numpy as np
 
 from jaxmia.config import load_config
 from jaxmia.data import load_dataset
-from jaxmia.kinds.single_target.plan import calibration_jobs, job_rows
-from jaxmia.train import ChunkTrainer, make_setup
+from jaxmia.kinds.single_target.plan import SingleTargetPlan, calibration_jobs
+from jaxmia.training.chunk import ChunkTrainer
+from jaxmia.training.setup import make_setup
 
 
 def epoch_runner(cfg, ds, k):
-    setup = make_setup(cfg, len(ds.test_labels), jax.default_backend())
-    tr = ChunkTrainer(setup, ds, seed=0, target=0, subset_size=cfg.subset_size, models_per_chunk=k)
-    tr.compile()
-    init_c, epoch_c, _ = tr._compiled
-    rows = job_rows(
-        calibration_jobs(-(-k // 2))[:k],
+    plan = SingleTargetPlan(
         seed=0,
         n_train=len(ds.train_labels),
         target=0,
         subset_size=cfg.subset_size,
         batch_size=cfg.batch_size,
     )
+    setup = make_setup(cfg, ds, jax.default_backend(), plan)
+    tr = ChunkTrainer(setup, ds, plan=plan, models_per_chunk=k)
+    tr.compile()
+    init_c, epoch_c, _ = tr._compiled
+    rows = plan.rows(calibration_jobs(-(-k // 2))[:k])
     idx, mask, ids = (jax.device_put(a, tr._stacked) for a in rows)
     ep = jax.device_put(np.zeros((k,), np.int32), tr._stacked)
     box = [init_c(tr.data, ids)]

@@ -1,26 +1,22 @@
-"""The small CNN of the PyTorch pipeline, in Flax.
+"""Layers the models share: 3x3 convolutions in three formulations, a dense layer, PyTorch's init.
 
-conv 3x3/32 (SAME) -> ReLU -> max-pool 2 -> conv 3x3/64 (SAME) -> ReLU -> max-pool 2
--> dense 512 -> ReLU -> dense num_classes.  Inputs are NHWC float images that the
-caller has already normalised per channel.
-
-Two ways to compute the 3x3 convolutions give the same function (and the same
+Three ways to compute a 3x3 convolution give the same function (and the same
 parameter tree, so a model can switch between them):
 
 * ``"xla"``: ``lax.conv_general_dilated``.  Fast on GPU.  Under ``jax.vmap``
   XLA:CPU rewrites it into a grouped convolution, which is slow there.
 * ``"im2col"``: zero padding, nine shifted views concatenated on the channel axis,
   one matrix product.  On CPU this is a plain GEMM, which XLA:CPU runs well.
-  The first convolution's input is the image, which nothing differentiates:
-  there a custom VJP computes only the kernel gradient, as one
-  ``patches.T @ dy`` product (XLA's own transpose of the product picked a
-  slower dot for this 27-deep case: 3 ms of a 34 ms step on the 2-core CPU).
-* ``"winograd"``: the second convolution (32 -> 64 channels, the larger cost) by
-  Winograd F(4x4, 3x3) with a hand-written backward (jaxmia/winograd.py), 4x
-  fewer multiplications than im2col (F(2x2, 3x3) in bfloat16, see
-  WINOGRAD_TILE); the first stays im2col as above (with 3 input channels
-  Winograd's transforms cost more than they save).  Equal to the others up to
-  Winograd's rounding, a few 1e-6 of the output scale.
+  A layer whose input is the image, which nothing differentiates
+  (``input_is_data=True``), uses a custom VJP that computes only the kernel
+  gradient, as one ``patches.T @ dy`` product (XLA's own transpose of the
+  product picked a slower dot for the CNN's 27-deep case: 3 ms of a 34 ms step
+  on the 2-core CPU).
+* ``"winograd"``: Winograd F(4x4, 3x3) with a hand-written backward
+  (jaxmia/models/winograd.py), 4x fewer multiplications than im2col (F(2x2, 3x3)
+  in bfloat16, see WINOGRAD_TILE); a layer on the image stays im2col as above
+  (with 3 input channels Winograd's transforms cost more than they save).  Equal
+  to the others up to Winograd's rounding, a few 1e-6 of the output scale.
 
 Initialisation follows PyTorch's defaults for Conv2d and Linear (weights and
 biases uniform in +-1/sqrt(fan_in)), so that the PyTorch baseline and jaxmia start
@@ -36,7 +32,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxmia import winograd
+from jaxmia.models import winograd
 
 CONV_IMPLS = ("xla", "im2col", "winograd")
 # Winograd tile per compute dtype: F(4x4, 3x3) is faster than F(2x2, 3x3) in
@@ -44,30 +40,19 @@ CONV_IMPLS = ("xla", "im2col", "winograd")
 # to ~6% of the output scale; F(2x2, 3x3) stays at bf16's own ~0.5%.
 WINOGRAD_TILE = {jnp.dtype(jnp.float32): 4, jnp.dtype(jnp.bfloat16): 2}
 
-# FLOPs of one image-step (forward + backward, counting a multiply-add as 2).
-# Forward: conv1 32*32*32*27*2, conv2 16*16*64*288*2, fc1 4096*512*2, fc2 512*C*2.
-# Backward costs twice the forward (input and weight gradients), except that
-# conv1 needs no gradient with respect to the input image.
 
+def torch_weight_init(key, shape, dtype=jnp.float32):
+    """PyTorch's default weight init for a kernel of ``shape`` (fan-in = all but the last axis).
 
-def flops_per_image_step(num_classes: int) -> int:
-    """Floating-point operations of one training step on one image (fwd + bwd)."""
-    conv1 = 32 * 32 * 32 * 27 * 2
-    conv2 = 16 * 16 * 64 * 288 * 2
-    fc1 = 4096 * 512 * 2
-    fc2 = 512 * num_classes * 2
-    forward = conv1 + conv2 + fc1 + fc2
-    return 3 * forward - conv1
-
-
-def _torch_weight_init(key, shape, dtype=jnp.float32):
-    # PyTorch: kaiming_uniform(a=sqrt(5)) = U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+    kaiming_uniform(a=sqrt(5)), which is U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+    """
     fan_in = math.prod(shape[:-1])
     bound = 1.0 / math.sqrt(fan_in)
     return jax.random.uniform(key, shape, dtype, -bound, bound)
 
 
-def _torch_bias_init(fan_in: int):
+def torch_bias_init(fan_in: int):
+    """PyTorch's default bias init: U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan-in of the layer."""
     bound = 1.0 / math.sqrt(fan_in)
 
     def init(key, shape, dtype=jnp.float32):
@@ -113,10 +98,13 @@ _im2col_conv_const_input.defvjp(_const_input_fwd, _const_input_bwd)
 
 
 class Conv3x3(nn.Module):
-    """3x3 convolution, stride 1, SAME padding, kernel float[3, 3, Cin, Cout].
+    """3x3 convolution, stride 1, SAME padding: float[B, H, W, Cin] -> dtype[B, H, W, features].
 
-    ``input_is_data=True`` (the first layer) declares that no gradient with
-    respect to the input is wanted, as for the images; it is then reported as zero.
+    Parameters: ``kernel`` float32[3, 3, Cin, features] and ``bias``
+    float32[features], the same for every ``impl`` (one of CONV_IMPLS; another
+    raises ValueError when the layer is called).  ``input_is_data=True`` (a
+    first layer) declares that no gradient with respect to the input is wanted,
+    as for the images; it is then reported as zero.
     """
 
     features: int
@@ -127,8 +115,8 @@ class Conv3x3(nn.Module):
     @nn.compact
     def __call__(self, x):
         cin = x.shape[-1]
-        kernel = self.param("kernel", _torch_weight_init, (3, 3, cin, self.features))
-        bias = self.param("bias", _torch_bias_init(9 * cin), (self.features,))
+        kernel = self.param("kernel", torch_weight_init, (3, 3, cin, self.features))
+        bias = self.param("bias", torch_bias_init(9 * cin), (self.features,))
         if self.input_is_data:
             x = lax.stop_gradient(x)
         x = x.astype(self.dtype)
@@ -149,34 +137,20 @@ class Conv3x3(nn.Module):
 
 
 class Dense(nn.Module):
+    """Fully connected: float[..., Fin] -> dtype[..., features], with PyTorch's Linear init."""
+
     features: int
     dtype: jnp.dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x):
         fan_in = x.shape[-1]
-        kernel = self.param("kernel", _torch_weight_init, (fan_in, self.features))
-        bias = self.param("bias", _torch_bias_init(fan_in), (self.features,))
+        kernel = self.param("kernel", torch_weight_init, (fan_in, self.features))
+        bias = self.param("bias", torch_bias_init(fan_in), (self.features,))
         return x.astype(self.dtype) @ kernel.astype(self.dtype) + bias.astype(self.dtype)
 
 
-def _max_pool_2x2(x: jax.Array) -> jax.Array:
+def max_pool_2x2(x: jax.Array) -> jax.Array:
+    """float[B, H, W, C] -> float[B, H/2, W/2, C], the maximum of each 2x2 block (H, W even)."""
     b, h, w, c = x.shape
     return x.reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
-
-
-class SmallCNN(nn.Module):
-    """float[B, 32, 32, 3] (normalised) -> float32 logits[B, num_classes]."""
-
-    num_classes: int = 100
-    conv_impl: str = "xla"
-    dtype: jnp.dtype = jnp.float32
-
-    @nn.compact
-    def __call__(self, x):
-        conv1 = Conv3x3(32, self.conv_impl, self.dtype, input_is_data=True, name="conv1")
-        x = _max_pool_2x2(nn.relu(conv1(x)))
-        x = _max_pool_2x2(nn.relu(Conv3x3(64, self.conv_impl, self.dtype, name="conv2")(x)))
-        x = x.reshape(x.shape[0], -1)
-        x = nn.relu(Dense(512, self.dtype, name="fc1")(x))
-        return Dense(self.num_classes, self.dtype, name="fc2")(x).astype(jnp.float32)

@@ -1,0 +1,247 @@
+"""One model's training, written for one model: the chunk trainer maps it over many.
+
+``init_state``, ``train_epoch`` and ``evaluate_model`` take one model's arrays
+(its rows, mask and ids from plan.py, its ``TrainState``) and the data set on the
+device (``DeviceData``); ``train_one`` strings them together.  The model is the
+one ``TrainSetup.model`` names, built through the registry (jaxmia.models).
+
+Exactness of the padding (see plan.py for the rows): a padded or masked-out
+slot adds exactly zero to the batch's summed loss (``where``, not a multiply,
+so even an infinite loss on a masked slot stays out), the batch mean divides by
+the number of real examples, and a batch without any real example leaves
+parameters and optimizer state untouched, so momentum and weight decay do not
+move the model on steps the unpadded model would not take (only the last batch
+of an epoch can be such a batch, so only that step carries the check).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from functools import partial
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax import lax
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from jaxmia.data import Dataset
+from jaxmia.models import MODELS
+from jaxmia.training.setup import TrainSetup, make_optimizer
+from jaxmia.training.state import TrainState
+
+
+@dataclasses.dataclass(frozen=True)
+class DeviceData:
+    """The data set as device arrays, replicated on every device of the mesh."""
+
+    train_images: jax.Array  # uint8[N, H, W, C]
+    train_labels: jax.Array  # int32[N]
+    test_images: jax.Array  # uint8[E, H, W, C], E = eval_batches * eval_batch
+    test_labels: jax.Array  # int32[E]
+    test_mask: jax.Array  # bool[E], False on padding
+    mean: jax.Array  # float32[C]
+    std: jax.Array  # float32[C]
+
+
+jax.tree_util.register_dataclass(
+    DeviceData,
+    data_fields=[f.name for f in dataclasses.fields(DeviceData)],
+    meta_fields=[],
+)
+
+
+def put_data(dataset: Dataset, setup: TrainSetup, mesh: Mesh) -> DeviceData:
+    """``dataset`` on every device of ``mesh``, the test set padded to whole eval batches.
+
+    Raises ValueError when the setup was made for images of another shape.
+    """
+    if dataset.image_shape != setup.image_shape:
+        raise ValueError(
+            f"the setup was made for images of shape {setup.image_shape}, the data set has "
+            f"{dataset.image_shape} (make_setup(cfg, dataset, ...))"
+        )
+    e = setup.eval_batches * setup.eval_batch
+    n_eval = min(setup.test_samples, len(dataset.test_labels))
+    test_images = np.zeros((e, *setup.image_shape), np.uint8)
+    test_labels = np.zeros((e,), np.int32)
+    test_images[:n_eval] = dataset.test_images[:n_eval]
+    test_labels[:n_eval] = dataset.test_labels[:n_eval]
+    test_mask = np.arange(e) < n_eval
+    replicated = NamedSharding(mesh, P())
+    host = DeviceData(
+        train_images=np.asarray(dataset.train_images, np.uint8),
+        train_labels=np.asarray(dataset.train_labels, np.int32),
+        test_images=test_images,
+        test_labels=test_labels,
+        test_mask=test_mask,
+        mean=np.asarray(dataset.mean, np.float32),
+        std=np.asarray(dataset.std, np.float32),
+    )
+    return jax.device_put(host, replicated)
+
+
+def make_model(setup: TrainSetup) -> nn.Module:
+    """The Flax module of ``setup.model``: normalised float32[B, H, W, C] -> float32[B, classes]."""
+    dtype = jnp.bfloat16 if setup.compute_dtype == "bfloat16" else jnp.float32
+    build = MODELS[setup.model].load()
+    return build(num_classes=setup.num_classes, conv=setup.conv, dtype=dtype)
+
+
+def model_keys(ids):
+    """(init key, order key) of one model from uint32[4] = (seed, stream, round, member)."""
+    key = jax.random.key(ids[0])
+    for part in (ids[1], ids[2], ids[3]):
+        key = jax.random.fold_in(key, part)
+    init_key, order_key = jax.random.split(key)
+    return init_key, order_key
+
+
+def model_inputs(data: DeviceData, idx):
+    """(float32[..., H, W, C] normalised images, int32[...] labels) of training rows idx."""
+    x = data.train_images[idx].astype(jnp.float32) / 255.0
+    return (x - data.mean) / data.std, data.train_labels[idx]
+
+
+def init_state(setup: TrainSetup, ids) -> TrainState:
+    """One model's initial TrainState (parameters and optimizer state) from uint32[4] ids."""
+    init_key, _ = model_keys(ids)
+    dummy = jnp.zeros((1, *setup.image_shape), jnp.float32)
+    params = make_model(setup).init(init_key, dummy)["params"]
+    return TrainState(params=params, opt_state=make_optimizer(setup).init(params))
+
+
+def _masked_mean_loss(logits, labels, mask):
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    count = mask.sum()
+    return jnp.where(mask, ce, 0.0).sum() / jnp.maximum(count, 1), count
+
+
+def train_epoch(setup: TrainSetup, data: DeviceData, state: TrainState, idx, mask, ids, epoch):
+    """One epoch of one model: shuffle its real slots, then scan over the batches.
+
+    idx int32[P] and mask bool[P] are the model's rows (plan.py), ids uint32[4]
+    its identity, epoch an int32 scalar.  Returns the new TrainState and the
+    mean training loss over the epoch's real examples (float32 scalar).
+    """
+    model = make_model(setup)
+    tx = make_optimizer(setup)
+    _, order_key = model_keys(ids)
+    u = jax.random.uniform(jax.random.fold_in(order_key, epoch), idx.shape)
+    # Real slots get a random key in [0, 1), padding 2: padding sorts to the end,
+    # so every batch but the last holds exactly batch_size real examples.
+    order = jnp.argsort(jnp.where(mask, u, 2.0))
+    batches_idx = idx[order].reshape(setup.steps_per_epoch, setup.batch_size)
+    batches_mask = mask[order].reshape(setup.steps_per_epoch, setup.batch_size)
+
+    def step(carry, batch, guard):
+        state, loss_sum = carry
+        params, opt_state = state.params, state.opt_state
+        b_idx, b_mask = batch
+        x, y = model_inputs(data, b_idx)
+
+        def loss_fn(p):
+            return _masked_mean_loss(model.apply({"params": p}, x), y, b_mask)
+
+        (loss, count), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        updates, new_opt_state = tx.update(grads, opt_state, params)
+        new_params = optax.apply_updates(params, updates)
+        if guard:
+            take = count > 0
+            new_params, new_opt_state = jax.tree.map(
+                lambda new, old: jnp.where(take, new, old),
+                (new_params, new_opt_state),
+                (params, opt_state),
+            )
+        state = state.replace(params=new_params, opt_state=new_opt_state)
+        return (state, loss_sum + loss * count), None
+
+    # Padding sorts last, so only the batches past the fewest real examples any
+    # model has (full_steps) can lack a real one (an OUT model, a model without
+    # some targets): only those steps pay for the select that keeps the state.
+    carry = (state, jnp.zeros((), jnp.float32))
+    f, s = setup.full_steps, setup.steps_per_epoch
+    if f > 0:
+        carry, _ = lax.scan(partial(step, guard=False), carry, (batches_idx[:f], batches_mask[:f]))
+    if s > f:
+        carry, _ = lax.scan(partial(step, guard=True), carry, (batches_idx[f:], batches_mask[f:]))
+    state, loss_sum = carry
+    return state, loss_sum / jnp.maximum(mask.sum(), 1)
+
+
+def evaluate_model(setup: TrainSetup, data: DeviceData, state: TrainState, idx, mask, scored):
+    """What one trained model reports.
+
+    scored int32[S'] are the training-set indices of the images to score (S'
+    = score_batches * score_batch, padded).  Returns (loss float32[S'], logits
+    float32[S', C], train accuracy, test accuracy): the scored images go
+    through the network score_batch at a time (in one pass for up to
+    MAX_SCORE_BATCH); the accuracies (float32 scalars) count hits over the
+    model's own real training slots and the (masked) test set.
+    """
+    model = make_model(setup)
+
+    def apply(x):
+        return model.apply({"params": state.params}, x).astype(jnp.float32)
+
+    def score_batch(_, rows):
+        x, y = model_inputs(data, rows)
+        logits = apply(x)
+        return None, (optax.softmax_cross_entropy_with_integer_labels(logits, y), logits)
+
+    _, (loss, logits) = lax.scan(
+        score_batch, None, scored.reshape(setup.score_batches, setup.score_batch)
+    )
+    loss, logits = loss.reshape(-1), logits.reshape(-1, logits.shape[-1])
+
+    def count_correct(carry, batch):
+        b_x, b_y, b_mask = batch
+        hit = (jnp.argmax(apply(b_x), axis=-1) == b_y) & b_mask
+        return carry + hit.sum(), None
+
+    b = setup.eval_batch
+    pad = -len(idx) % b  # padded slots are masked: no hit counted
+    train_x = jnp.pad(idx, (0, pad)).reshape(-1, b)
+    train_m = jnp.pad(mask, (0, pad)).reshape(-1, b)
+
+    def train_batch(carry, batch):
+        b_idx, b_mask = batch
+        xx, yy = model_inputs(data, b_idx)
+        return count_correct(carry, (xx, yy, b_mask))
+
+    train_hits, _ = lax.scan(train_batch, jnp.zeros((), jnp.int32), (train_x, train_m))
+
+    def test_batch(carry, batch):
+        b_img, b_y, b_mask = batch
+        xx = (b_img.astype(jnp.float32) / 255.0 - data.mean) / data.std
+        return count_correct(carry, (xx, b_y, b_mask))
+
+    test = (
+        data.test_images.reshape(-1, b, *data.test_images.shape[1:]),
+        data.test_labels.reshape(-1, b),
+        data.test_mask.reshape(-1, b),
+    )
+    test_hits, _ = lax.scan(test_batch, jnp.zeros((), jnp.int32), test)
+    train_acc = train_hits / jnp.maximum(mask.sum(), 1)
+    test_acc = test_hits / jnp.maximum(data.test_mask.sum(), 1)
+    return loss, logits, train_acc.astype(jnp.float32), test_acc.astype(jnp.float32)
+
+
+def train_one(setup: TrainSetup, data: DeviceData, idx, mask, ids, scored):
+    """Trains one model from scratch and evaluates it: the whole job, for one model.
+
+    Returns (the final TrainState, (loss, logits, train accuracy, test accuracy,
+    epoch losses float32[epochs])), the outputs as ``evaluate_model`` gives them.
+    The chunk trainer runs the same three stages, mapped over a stack of
+    models, with the host loop between epochs.
+    """
+    state = init_state(setup, ids)
+    epoch_losses = []
+    for e in range(setup.epochs):
+        state, loss = train_epoch(setup, data, state, idx, mask, ids, jnp.int32(e))
+        epoch_losses.append(loss)
+    loss, logits, train_acc, test_acc = evaluate_model(setup, data, state, idx, mask, scored)
+    return state, (loss, logits, train_acc, test_acc, jnp.stack(epoch_losses))
