@@ -60,6 +60,30 @@ def make_tiny_dataset(n_train=240, n_test=40, num_classes=5, seed=0) -> Dataset:
     )
 
 
+# The target of the tiny single-target trainings (a training-set index of the
+# tiny data set), and their configuration: 40 points in batches of 16, so that
+# the IN model's last batch is partial (41 = 2 * 16 + 9) and the OUT model's too.
+TINY_TARGET = 7
+TINY_TRAINING = dict(
+    dataset="synthetic",
+    num_classes=5,
+    subset_size=40,
+    batch_size=16,
+    epochs=3,
+    lr=0.05,
+    momentum=0.9,
+    weight_decay=5e-4,
+    test_samples=40,
+)
+
+
+def tiny_config(**overrides):
+    """A Config of the tiny training above, with ``overrides``."""
+    from jaxmia.config import Config
+
+    return Config(**{**TINY_TRAINING, **overrides})
+
+
 def single_target_plan(cfg, dataset: Dataset, target: int) -> SingleTargetPlan:
     """The single-target plan of ``cfg`` (seed, subset_size, batch_size) on ``dataset``."""
     return SingleTargetPlan(

@@ -15,18 +15,17 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from jaxmia.config import Config  # noqa: E402
 from jaxmia.kinds.single_target.plan import (  # noqa: E402
     calibration_jobs,
     evaluation_jobs,
     job_rows,
 )
 
-from conftest import single_target_plan  # noqa: E402
+from conftest import TINY_TARGET, single_target_plan, tiny_config  # noqa: E402
 from numerics import assert_close  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-TARGET = 7
+TARGET = TINY_TARGET
 
 
 def _load(name: str):
@@ -42,25 +41,10 @@ pb = _load("pytorch_baseline")
 harness = _load("harness")
 
 
-def tiny_cfg(**kw) -> Config:
-    base = dict(
-        dataset="synthetic",
-        num_classes=5,
-        n_iterations=3,
-        eval_pairs=1,
-        subset_size=40,
-        batch_size=16,
-        epochs=2,
-        lr=0.05,
-        momentum=0.9,
-        weight_decay=5e-4,
-        test_samples=40,
-        target_index=TARGET,
-        models_per_chunk=4,
-        run_name="tiny",
-    )
-    base.update(kw)
-    return Config(**base)
+def tiny_cfg(**kw):
+    # The tiny training as a whole single-target run: 3 rounds and 1 evaluation pair.
+    run = dict(n_iterations=3, eval_pairs=1, epochs=2, target_index=TARGET, run_name="tiny")
+    return tiny_config(**{**run, "models_per_chunk": 4, **kw})
 
 
 def test_baseline_trains_on_the_plans_subsets(tiny_dataset):

@@ -37,17 +37,16 @@ import numpy as np
 import optax
 import pytest
 
-from jaxmia.config import Config
 from jaxmia.kinds.single_target.plan import calibration_jobs, job_rows
 from jaxmia.models.cnn import SmallCNN
 from jaxmia.training.chunk import ChunkTrainer
 from jaxmia.training.memory import auto_models_per_chunk, model_footprint_bytes
 from jaxmia.training.setup import make_optimizer, make_setup
 
-from conftest import single_target_plan
+from conftest import TINY_TARGET, single_target_plan, tiny_config
 from numerics import assert_tree_close
 
-TARGET = 7
+TARGET = TINY_TARGET
 FORMULATIONS = [
     ("vmap", "xla"),
     ("vmap", "im2col"),
@@ -59,20 +58,10 @@ FORMULATIONS = [
 BOUND = {"xla": 1e-3, "im2col": 2e-6, "winograd": 2e-6, "bfloat16": 5e-2}
 
 
-def tiny_cfg(**kw) -> Config:
-    base = dict(
-        dataset="synthetic",
-        num_classes=5,
-        subset_size=40,
-        batch_size=16,
-        epochs=3,
-        lr=0.01,
-        momentum=0.9,
-        weight_decay=5e-4,
-        test_samples=32,
-    )
-    base.update(kw)
-    return Config(**base)
+def tiny_cfg(**kw):
+    # lr 0.01: at the tiny training's 0.05 three epochs are chaotic enough to
+    # carry rounding far beyond the bounds above (module docstring).
+    return tiny_config(lr=0.01, test_samples=32, **kw)
 
 
 _REFERENCES: dict = {}

@@ -305,7 +305,9 @@ def test_csv_round_trips(tmp_path):
 def test_figures_are_written(tmp_path):
     arrays = make_arrays(n_targets=20, n_models=10, n_eval=4)
     results, rows = at.targets_results(arrays, Settings(alpha=0.2))
-    paths = plots_targets.write_figures(tmp_path, arrays, results, rows, suffix=" [SYNTHETIC DATA]")
+    paths = plots_targets.write_figures(
+        tmp_path, arrays, results, rows=rows, suffix=" [SYNTHETIC DATA]"
+    )
     assert [p.name for p in paths] == list(plots_targets.FIGURES)
     for p in paths:
         data = p.read_bytes()
@@ -344,7 +346,7 @@ def test_scores_from_logits_in_steps_equal_one_step(monkeypatch):
     arrays = make_arrays(n_targets=5, n_models=12)
     arrays["model_used"][[1, 6]] = False
     whole = at.target_scores(arrays, "lira")
-    monkeypatch.setattr(at, "_LOGITS_PER_STEP", 2 * 5 * C)  # two models at a time
+    monkeypatch.setattr(scores, "_LOGITS_PER_STEP", 7 * C)  # 7 outputs at a time, across models
     stepped = at.target_scores(arrays, "lira")
     np.testing.assert_array_equal(stepped["calibration"], whole["calibration"])
     label = arrays["target_labels"][3]

@@ -10,7 +10,6 @@ import numpy as np
 import optax
 import pytest
 
-from jaxmia.config import Config
 from jaxmia.errors import UserError
 from jaxmia.kinds.population.plan import PopulationPlan
 from jaxmia.kinds.single_target.plan import calibration_jobs, job_rows, steps_per_epoch
@@ -29,10 +28,10 @@ from jaxmia.training.one_model import (
 from jaxmia.training.setup import make_optimizer, make_setup
 from jaxmia.training.state import TrainState
 
-from conftest import single_target_plan
+from conftest import TINY_TARGET, single_target_plan, tiny_config
 from numerics import assert_close, assert_tree_close
 
-TARGET = 7
+TARGET = TINY_TARGET
 # Tolerances (tests/numerics.py: max |difference| over each array's scale).  The
 # chunk trainer and the references below compute the same float32 steps in
 # differently compiled programs (vmapped or mapped, padded and masked, other
@@ -47,20 +46,7 @@ PARAMS_BOUND = 1e-4
 LOSS_BOUND = 1e-4
 
 
-def tiny_cfg(**kw) -> Config:
-    base = dict(
-        dataset="synthetic",
-        num_classes=5,
-        subset_size=40,
-        batch_size=16,
-        epochs=3,
-        lr=0.05,
-        momentum=0.9,
-        weight_decay=5e-4,
-        test_samples=40,
-    )
-    base.update(kw)
-    return Config(**base)
+tiny_cfg = tiny_config
 
 
 def trainer(ds, cfg, k, strategy="vmap", devices=None, conv="im2col"):

@@ -32,6 +32,7 @@ __all__ = [
     "compute",
     "decision_text",
     "from_attack",
+    "from_outputs",
     "get",
     "hinge_from_logits",
     "lira_from_logits",
@@ -183,6 +184,36 @@ def get(score: str) -> Score:
 def compute(score: str, logits, label) -> np.ndarray:
     """The named score, native scale: float64[n] from logits float[n, C] and the label(s)."""
     return get(score).from_logits(logits, label)
+
+
+_LOGITS_PER_STEP = 1 << 22  # logits turned into scores at once (32 MiB of float64)
+
+
+def from_outputs(score: str, logits, labels, device_loss=None) -> np.ndarray:
+    """The named score of every saved output of a run, native scale, float64[...].
+
+    Args:
+      logits: float[..., C], any stack of saved logits (models, targets, ...).
+      labels: int, broadcastable to ``logits.shape[:-1]``: each output's class.
+      device_loss: float[...] like ``logits.shape[:-1]``, the cross-entropy the
+        device computed (float32); the ``loss`` score is that value, widened (as
+        the pipeline reports it), and the other scores come from the logits.
+
+    The logits are converted to float64 a block at a time, so that a run with
+    many models and targets never holds a float64 copy of all of them.
+    """
+    get(score)
+    if score == "loss" and device_loss is not None:
+        return np.asarray(device_loss, np.float64)
+    z = np.asarray(logits)
+    lead, c = z.shape[:-1], z.shape[-1]
+    flat = z.reshape(-1, c)
+    y = np.broadcast_to(np.asarray(labels), lead).reshape(-1)
+    out = np.empty(flat.shape[0], np.float64)
+    step = max(1, _LOGITS_PER_STEP // max(c, 1))
+    for i in range(0, flat.shape[0], step):
+        out[i : i + step] = compute(score, flat[i : i + step], y[i : i + step])
+    return out.reshape(lead)
 
 
 # ---------------------------------------------------------------- orientation

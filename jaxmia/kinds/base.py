@@ -18,17 +18,28 @@ matplotlib.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
+from jaxmia.errors import UserError
 from jaxmia.keys import Key
 from jaxmia.runs import products
 from jaxmia.runs.outputs import ModelOutputs
 from jaxmia.runs.plan import Job, Plan
 
-__all__ = ["Analysis", "Kind", "SYNTHETIC_SUFFIX", "write_run"]
+__all__ = [
+    "SYNTHETIC_SUFFIX",
+    "Analysis",
+    "Kind",
+    "KindBase",
+    "metadata",
+    "product_files",
+    "refuse_bad_arrays",
+    "write_run",
+]
 
 SYNTHETIC_SUFFIX = " [SYNTHETIC DATA]"  # added to every figure title of a synthetic run
 
@@ -92,6 +103,48 @@ class Kind(Protocol):
 
     def format_summary(self, results: dict) -> str:
         """The console summary of a results.json dict."""
+
+
+class KindBase:
+    """What every kind shares: its console text and figures live in the modules
+    ``console.py`` and ``figures.py`` of its own package, loaded only when used
+    (matplotlib only for figures), and a kind without cross-key checks or seeded
+    choices needs no ``validate`` or ``resolve`` of its own."""
+
+    def _module(self, part: str):
+        return importlib.import_module(f"{type(self).__module__}.{part}")
+
+    def validate(self, cfg) -> None:
+        pass
+
+    def resolve(self, cfg, n_train: int):
+        return cfg
+
+    def figures(self, arrays: dict, **extra) -> Callable[[Path, dict], list]:
+        """``draw(folder, results)``: the kind's ``figures.write_figures`` on these arrays,
+        each title ending in SYNTHETIC_SUFFIX for a synthetic run."""
+
+        def draw(folder, results):
+            suffix = SYNTHETIC_SUFFIX if results.get("synthetic") else ""
+            write = self._module("figures").write_figures
+            return write(folder, arrays, results, suffix=suffix, **extra)
+
+        return draw
+
+    def format_summary(self, results: dict) -> str:
+        return self._module("console").format_summary(results)
+
+
+def refuse_bad_arrays(check, arrays: dict, where: str):
+    """Runs ``check(arrays)`` (a schema or analysis check raising ValueError) and turns
+    its complaint into one UserError line that names the file ``where``."""
+    try:
+        return check(arrays)
+    except ValueError as e:
+        raise UserError(
+            f"{where}: {e}; it is not what this jaxmia wrote (damaged, edited or from another "
+            "version): rerun the run to rewrite it"
+        ) from None
 
 
 def product_files(kind) -> tuple[str, ...]:

@@ -7,11 +7,9 @@ analysis for the alpha rule and the Yeom rule).
 
 from __future__ import annotations
 
-import numpy as np
-
 from jaxmia.errors import UserError
 from jaxmia.keys import Key, integer
-from jaxmia.kinds.base import Analysis
+from jaxmia.kinds.base import Analysis, KindBase, refuse_bad_arrays
 from jaxmia.kinds.population import files
 from jaxmia.kinds.population.plan import PopulationPlan
 from jaxmia.runs.plan import CALIBRATION, Job
@@ -19,7 +17,7 @@ from jaxmia.runs.plan import CALIBRATION, Job
 MAX_REPETITIONS = 1_000_000
 
 
-class Population:
+class Population(KindBase):
     name = "population"
     keys = (
         # Target models, each trained on subset_size members; more grows the run.
@@ -30,18 +28,12 @@ class Population:
     table_files = ()
     metadata_keys = ("repetitions", "subset_size", "epochs", "seed")
 
-    def validate(self, cfg) -> None:
-        pass  # each key's own check says all
-
     def check_against(self, cfg, n_train: int, n_test: int) -> None:
         if 2 * cfg.subset_size > n_train:
             raise UserError(
                 f"subset_size must be at most half the training set ({n_train // 2}) for the "
                 f"population attack (members plus as many non-members), got {cfg.subset_size}"
             )
-
-    def resolve(self, cfg, n_train: int):
-        return cfg
 
     def plan(self, cfg, n_train: int) -> PopulationPlan:
         return PopulationPlan(cfg.seed, n_train, cfg.subset_size, cfg.batch_size)
@@ -56,31 +48,14 @@ class Population:
         return cfg.subset_size
 
     def arrays(self, cfg, plan, dataset, outputs) -> dict:
-        n = cfg.subset_size
-        jobs = self.jobs(cfg)
-        sel = outputs.select(jobs)
-        sets = [plan.sets(j.round) for j in jobs]
-        members = np.stack([m for m, _ in sets]).astype(np.int32)
-        others = np.stack([o for _, o in sets]).astype(np.int32)
-        labels = np.asarray(dataset.train_labels, np.int32)
-        return {
-            "member_rows": members,
-            "nonmember_rows": others,
-            "member_labels": labels[members],
-            "nonmember_labels": labels[others],
-            "member_losses": sel.loss[:, :n],
-            "nonmember_losses": sel.loss[:, n:],
-            "member_logits": sel.logits[:, :n],
-            "nonmember_logits": sel.logits[:, n:],
-            "model_used": sel.finite(),
-            "train_accuracy": sel.train_accuracy,
-            "test_accuracy": sel.test_accuracy,
-            "class_names": np.array(dataset.class_names),
-            "synthetic": np.array(bool(dataset.synthetic)),
-        }
+        from jaxmia.kinds.population.arrays import assemble
+
+        return assemble(cfg, plan, dataset, outputs, self.jobs(cfg))
 
     def check_arrays(self, arrays: dict, where: str) -> None:
-        pass  # analysis.check_population_arrays checks them as it reads them
+        from jaxmia.kinds.population.analysis import check_population_arrays
+
+        refuse_bad_arrays(check_population_arrays, arrays, where)
 
     def analyze(self, arrays: dict, cfg, meta: dict) -> Analysis:
         from jaxmia.attack.summary import Settings
@@ -88,19 +63,7 @@ class Population:
 
         settings = Settings.from_config(cfg)
         results = {**meta, **analysis.population_results(arrays, settings)}
-        suffix = " [SYNTHETIC DATA]" if meta["synthetic"] else ""
-
-        def figures(folder, final):
-            from jaxmia.kinds.population.figures import write_figures
-
-            return write_figures(folder, arrays, final, suffix=suffix)
-
-        return Analysis(results, figures)
-
-    def format_summary(self, results: dict) -> str:
-        from jaxmia.kinds.population.console import format_summary
-
-        return format_summary(results)
+        return Analysis(results, self.figures(arrays))
 
 
 KIND = Population()

@@ -16,16 +16,7 @@ Host side only (numpy, scipy, matplotlib; JAX stops before this module). The run
 calls it on the arrays it has just assembled, ``jaxmia analyze`` on the arrays a
 run folder kept (``population.npz``).
 
-The arrays, R repetitions, n members = n non-members per repetition, C classes:
-
-    member_rows, nonmember_rows         int32[R, n]     training-set indices
-    member_labels, nonmember_labels     int32[R, n]
-    member_losses, nonmember_losses     float32[R, n]   cross-entropy under model r
-    member_logits, nonmember_logits     float32[R, n, C]
-    model_used                          bool[R]         False: non-finite losses, left out
-    train_accuracy, test_accuracy       float32[R]
-    class_names                         str[C]
-    synthetic                           bool[]
+The arrays it reads are described (and checked) in kinds/population/arrays.py.
 """
 
 from __future__ import annotations
@@ -37,9 +28,10 @@ import numpy as np
 from jaxmia.attack import metrics, scores, thresholds
 from jaxmia.attack.summary import Settings
 from jaxmia.errors import UserError
+from jaxmia.kinds.population.arrays import SCHEMA
+from jaxmia.runs import schema
 
 __all__ = [
-    "POPULATION_ARRAYS",
     "SUMMARY_METRICS",
     "check_population_arrays",
     "left_out",
@@ -49,22 +41,6 @@ __all__ = [
     "used_repetitions",
     "yeom_rule",
 ]
-
-POPULATION_ARRAYS = (
-    "member_rows",
-    "nonmember_rows",
-    "member_labels",
-    "nonmember_labels",
-    "member_losses",
-    "nonmember_losses",
-    "member_logits",
-    "nonmember_logits",
-    "model_used",
-    "train_accuracy",
-    "test_accuracy",
-    "class_names",
-    "synthetic",
-)
 
 # The per-repetition numbers summarised across repetitions: (path in the per-repetition
 # dict, whether it is a rate in [0, 1], so that its interval is clipped there).
@@ -106,33 +82,14 @@ def check_population_arrays(arrays) -> tuple[int, int]:
         range, or a repetition whose member and non-member rows are not 2n distinct
         training indices (the attack would compare a point with itself).
     """
-    missing = [k for k in POPULATION_ARRAYS if k not in arrays]
-    if missing:
-        raise ValueError(f"population arrays lack {', '.join(missing)}")
+    sizes = schema.check(arrays, SCHEMA)
+    r, n, c = sizes["R"], sizes["n"], sizes["C"]
+    if r == 0 or n == 0:
+        raise ValueError(f"member_rows must be int[R, n] with R, n >= 1, got shape {(r, n)}")
     rows = np.asarray(arrays["member_rows"])
-    if rows.ndim != 2 or rows.shape[1] == 0 or rows.shape[0] == 0:
-        raise ValueError(f"member_rows must be int[R, n] with R, n >= 1, got shape {rows.shape}")
-    r, n = rows.shape
-    c = len(np.asarray(arrays["class_names"]).reshape(-1))
-    want = {
-        "nonmember_rows": (r, n),
-        "member_labels": (r, n),
-        "nonmember_labels": (r, n),
-        "member_losses": (r, n),
-        "nonmember_losses": (r, n),
-        "member_logits": (r, n, c),
-        "nonmember_logits": (r, n, c),
-        "model_used": (r,),
-        "train_accuracy": (r,),
-        "test_accuracy": (r,),
-    }
-    for key, shape in want.items():
-        got = np.shape(arrays[key])
-        if got != shape:
-            raise ValueError(f"{key} must have shape {shape} (R={r}, n={n}, C={c}), got {got}")
     for key in ("member_labels", "nonmember_labels"):
         lab = np.asarray(arrays[key])
-        if not np.issubdtype(lab.dtype, np.integer) or lab.min() < 0 or lab.max() >= c:
+        if lab.min() < 0 or lab.max() >= c:
             raise ValueError(f"{key} must be class indices in [0, {c})")
     both = np.concatenate([rows, np.asarray(arrays["nonmember_rows"])], axis=1)
     for i in range(r):
@@ -162,16 +119,11 @@ def population_scores(arrays, score: str, r: int) -> tuple[np.ndarray, np.ndarra
     The loss is the one the device computed (float32, as the pipeline reports it); the
     logit-scale scores come from the saved logits in float64.
     """
-    if score == "loss":
-        return (
-            np.asarray(arrays["member_losses"][r], np.float64),
-            np.asarray(arrays["nonmember_losses"][r], np.float64),
-        )
     out = []
     for who in ("member", "nonmember"):
-        logits = np.asarray(arrays[f"{who}_logits"][r], np.float64)
+        logits, loss = arrays[f"{who}_logits"][r], arrays[f"{who}_losses"][r]
         labels = np.asarray(arrays[f"{who}_labels"][r]).astype(np.int64)
-        out.append(scores.compute(score, logits, labels))
+        out.append(scores.from_outputs(score, logits, labels, loss))
     return out[0], out[1]
 
 

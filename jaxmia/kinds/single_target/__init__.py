@@ -7,11 +7,13 @@ at false-positive rate alpha, and fresh evaluation pairs test it.
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 
 from jaxmia.errors import UserError
 from jaxmia.keys import Key, integer
-from jaxmia.kinds.base import Analysis
+from jaxmia.kinds.base import Analysis, KindBase, refuse_bad_arrays
 from jaxmia.kinds.single_target import files
 from jaxmia.kinds.single_target.plan import (
     SingleTargetPlan,
@@ -24,7 +26,7 @@ from jaxmia.runs.plan import CALIBRATION, Job
 MAX_ROUNDS = 1_000_000  # a million models is more than any accelerator trains in a day
 
 
-class SingleTarget:
+class SingleTarget(KindBase):
     name = "single_target"
     keys = (
         Key("target_index", None, integer(0, 2**31 - 1, allow_none=True)),
@@ -36,9 +38,6 @@ class SingleTarget:
     figure_files = files.FIGURES
     table_files = ()
     metadata_keys = ("target_index", "n_iterations", "eval_pairs", "subset_size", "epochs", "seed")
-
-    def validate(self, cfg) -> None:
-        pass  # each key's own check says all
 
     def check_against(self, cfg, n_train: int, n_test: int) -> None:
         if cfg.target_index is not None and cfg.target_index >= n_train:
@@ -79,14 +78,10 @@ class SingleTarget:
         return {**arrays, "class_names": np.array(dataset.class_names)}
 
     def check_arrays(self, arrays: dict, where: str) -> None:
-        from jaxmia.kinds.single_target.arrays import ARRAYS
+        from jaxmia.kinds.single_target.arrays import SCHEMA
+        from jaxmia.runs import schema
 
-        missing = [k for k in ARRAYS if k not in arrays]
-        if missing:
-            raise UserError(
-                f"{where} lacks {', '.join(missing[:4])}: written by an older jaxmia, without "
-                "logits; rerun it with this version"
-            )
+        refuse_bad_arrays(partial(schema.check, schema=SCHEMA), arrays, where)
 
     def analyze(self, arrays: dict, cfg, meta: dict) -> Analysis:
         from jaxmia.attack.summary import Settings
@@ -101,19 +96,7 @@ class SingleTarget:
             **analysis.single_target_results(arrays, Settings.from_config(cfg)),
             "skipped": left_out(arrays),
         }
-        suffix = " [SYNTHETIC DATA]" if meta["synthetic"] else ""
-
-        def figures(folder, final):
-            from jaxmia.kinds.single_target.figures import write_figures
-
-            return write_figures(folder, arrays, final, suffix=suffix)
-
-        return Analysis(results, figures)
-
-    def format_summary(self, results: dict) -> str:
-        from jaxmia.kinds.single_target.console import format_summary
-
-        return format_summary(results)
+        return Analysis(results, self.figures(arrays))
 
 
 KIND = SingleTarget()

@@ -33,11 +33,9 @@ def single_target_scores(arrays: dict, score: str) -> dict[str, np.ndarray]:
         ("eval_member", ev),
         ("eval_nonmember", ev),
     ):
-        if score == "loss":
-            out[name] = np.asarray(arrays[f"{name}_losses"], np.float64)[used]
-        else:
-            logits = np.asarray(arrays[f"{name}_logits"], np.float64)[used]
-            out[name] = scores.compute(score, logits, label)
+        logits = np.asarray(arrays[f"{name}_logits"])[used]
+        loss = np.asarray(arrays[f"{name}_losses"])[used]
+        out[name] = scores.from_outputs(score, logits, label, loss)
     return out
 
 

@@ -12,9 +12,10 @@ pairs, C classes:
     eval_finite                               bool[E, 2]
     eval_used                                 bool[E]
     target_label                              int32[]      x's class
-    target_image                              uint8[32, 32, 3]
+    target_image                              uint8[H, W, 3]   x itself
     train_accuracy, test_accuracy             float32[l, 2] (IN, OUT)
     synthetic                                 bool[]
+    class_names                               str[C]   (absent in the oldest files)
 """
 
 from __future__ import annotations
@@ -23,28 +24,31 @@ import numpy as np
 
 from jaxmia.runs.outputs import ModelOutputs
 from jaxmia.runs.plan import CALIBRATION, EVALUATION, Job
+from jaxmia.runs.schema import Field
 
-__all__ = ["ARRAYS", "assemble", "left_out"]
+__all__ = ["ARRAYS", "SCHEMA", "assemble", "left_out"]
 
-ARRAYS = (
-    "member_losses",
-    "nonmember_losses",
-    "member_logits",
-    "nonmember_logits",
-    "finite",
-    "round_used",
-    "eval_member_losses",
-    "eval_nonmember_losses",
-    "eval_member_logits",
-    "eval_nonmember_logits",
-    "eval_finite",
-    "eval_used",
-    "target_label",
-    "target_image",
-    "train_accuracy",
-    "test_accuracy",
-    "synthetic",
+SCHEMA = (
+    Field("member_losses", "float", ("l",), "x's loss under each IN model"),
+    Field("nonmember_losses", "float", ("l",), "x's loss under each OUT model"),
+    Field("member_logits", "float", ("l", "C")),
+    Field("nonmember_logits", "float", ("l", "C")),
+    Field("finite", "bool", ("l", 2), "the (IN, OUT) model's losses are finite"),
+    Field("round_used", "bool", ("l",), "both models of the round finite"),
+    Field("eval_member_losses", "float", ("E",)),
+    Field("eval_nonmember_losses", "float", ("E",)),
+    Field("eval_member_logits", "float", ("E", "C")),
+    Field("eval_nonmember_logits", "float", ("E", "C")),
+    Field("eval_finite", "bool", ("E", 2)),
+    Field("eval_used", "bool", ("E",)),
+    Field("target_label", "int", (), "x's class"),
+    Field("target_image", "uint8", ("H", "W", "channels")),
+    Field("train_accuracy", "float", ("l", 2)),
+    Field("test_accuracy", "float", ("l", 2)),
+    Field("synthetic", "bool", ()),
+    Field("class_names", "str", ("C",), required=False),
 )
+ARRAYS = tuple(f.name for f in SCHEMA if f.required)
 
 
 def assemble(

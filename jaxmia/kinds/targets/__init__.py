@@ -7,11 +7,9 @@ evaluation models test each target's threshold.
 
 from __future__ import annotations
 
-import numpy as np
-
 from jaxmia.errors import UserError
 from jaxmia.keys import Key, integer, integer_list, number
-from jaxmia.kinds.base import Analysis
+from jaxmia.kinds.base import Analysis, KindBase, refuse_bad_arrays
 from jaxmia.kinds.targets import files
 from jaxmia.kinds.targets.plan import TargetsPlan, draw_targets, inclusion_block
 from jaxmia.runs.plan import CALIBRATION, EVALUATION, Job
@@ -21,7 +19,7 @@ MAX_TARGETS = 100_000
 _BETWEEN = "strictly between 0 and 1"
 
 
-class Targets:
+class Targets(KindBase):
     name = "targets"
     keys = (
         Key("targets", None, integer_list(MAX_TARGETS)),  # training-set indices
@@ -98,36 +96,14 @@ class Targets:
         return cfg.subset_size + cfg.inclusion * len(cfg.targets)
 
     def arrays(self, cfg, plan, dataset, outputs) -> dict:
-        targets = np.asarray(cfg.targets, np.int32)
+        from jaxmia.kinds.targets.arrays import assemble
 
-        def part(stream, n):
-            jobs = [Job(stream, m, False) for m in range(n)]
-            sel = outputs.select(jobs)
-            member = plan.membership(jobs).reshape(n, len(targets))
-            return member, sel, sel.finite()
-
-        member, cal, used = part(CALIBRATION, cfg.n_models)
-        e_member, ev, e_used = part(EVALUATION, cfg.eval_models)
-        return {
-            "targets": targets,
-            "target_labels": np.asarray(dataset.train_labels[targets], np.int32),
-            "target_images": np.asarray(dataset.train_images[targets], np.uint8),
-            "membership": member,
-            "losses": cal.loss,
-            "logits": cal.logits,
-            "model_used": used,
-            "eval_membership": e_member,
-            "eval_losses": ev.loss,
-            "eval_logits": ev.logits,
-            "eval_model_used": e_used,
-            "train_accuracy": cal.train_accuracy,
-            "test_accuracy": cal.test_accuracy,
-            "class_names": np.array(dataset.class_names),
-            "synthetic": np.array(bool(dataset.synthetic)),
-        }
+        return assemble(cfg, plan, dataset, outputs)
 
     def check_arrays(self, arrays: dict, where: str) -> None:
-        pass  # analysis.check_targets_arrays checks them as it reads them
+        from jaxmia.kinds.targets.analysis import check_targets_arrays
+
+        refuse_bad_arrays(check_targets_arrays, arrays, where)
 
     def analyze(self, arrays: dict, cfg, meta: dict) -> Analysis:
         from jaxmia.attack.summary import Settings
@@ -136,22 +112,11 @@ class Targets:
         settings = Settings.from_config(cfg)
         summary, rows = analysis.targets_results(arrays, settings)
         results = {**meta, **summary}
-        suffix = " [SYNTHETIC DATA]" if meta["synthetic"] else ""
-
-        def figures(folder, final):
-            from jaxmia.kinds.targets.figures import write_figures
-
-            return write_figures(folder, arrays, final, rows, suffix=suffix)
 
         def tables(folder):
             analysis.write_targets_csv(folder / files.CSV_FILE, rows)
 
-        return Analysis(results, figures, tables)
-
-    def format_summary(self, results: dict) -> str:
-        from jaxmia.kinds.targets.console import format_summary
-
-        return format_summary(results)
+        return Analysis(results, self.figures(arrays, rows=rows), tables)
 
 
 KIND = Targets()

@@ -8,23 +8,7 @@ code, ``items=False``) computes its threshold, power, AUC, balanced accuracy, TP
 at low FPR and expected held-out FPR.  The evaluation models then test every
 target's own threshold; their decisions are pooled over targets.
 
-The arrays (``targets.npz``), M calibration models, E evaluation models (E may
-be 0), T targets, C classes:
-
-    targets                  int32[T]          training-set indices of the targets
-    target_labels            int32[T]          their classes
-    target_images            uint8[T, 32, 32, 3]
-    membership               bool[M, T]        model m trained on target t
-    losses                   float32[M, T]     cross-entropy of each target under each model
-    logits                   float32[M, T, C]
-    model_used               bool[M]           False: a non-finite loss; left out of everything
-    eval_membership          bool[E, T]
-    eval_losses              float32[E, T]
-    eval_logits              float32[E, T, C]
-    eval_model_used          bool[E]
-    train_accuracy, test_accuracy  float32[M]
-    class_names              str[C]
-    synthetic                bool[]
+The arrays it reads are described (and checked) in kinds/targets/arrays.py.
 """
 
 from __future__ import annotations
@@ -41,11 +25,12 @@ from jaxmia import fileio
 from jaxmia.attack import bounds, metrics, scores
 from jaxmia.attack.summary import Settings, summarize
 from jaxmia.attack.thresholds import Decision, GaussianFit
+from jaxmia.kinds.targets.arrays import SCHEMA
+from jaxmia.runs import schema
 
 __all__ = [
     "CSV_FILE",
     "N_EXTREMES",
-    "TARGETS_ARRAYS",
     "check_targets_arrays",
     "pooled_roc",
     "read_targets_csv",
@@ -55,23 +40,6 @@ __all__ = [
     "write_targets_csv",
 ]
 
-TARGETS_ARRAYS = (
-    "targets",
-    "target_labels",
-    "target_images",
-    "membership",
-    "losses",
-    "logits",
-    "model_used",
-    "eval_membership",
-    "eval_losses",
-    "eval_logits",
-    "eval_model_used",
-    "train_accuracy",
-    "test_accuracy",
-    "class_names",
-    "synthetic",
-)
 CSV_FILE = "targets.csv"
 N_EXTREMES = 16  # most and least vulnerable targets listed and drawn
 # summarize says this once per target when it gets no evaluation scores; the
@@ -79,7 +47,6 @@ N_EXTREMES = 16  # most and least vulnerable targets listed and drawn
 _NO_EVAL_WARNING = "no evaluation models of both kinds"
 # Columns of targets.csv that stay text when read back.
 _TEXT_COLUMNS = ("label",)
-_LOGITS_PER_STEP = 1 << 22  # logits turned into scores at once (32 MiB of float64)
 _NUMBER = re.compile(r"\d+(?:\.\d+)?(?:e[-+]?\d+)?")
 
 
@@ -91,46 +58,30 @@ def check_targets_arrays(arrays) -> dict[str, np.ndarray]:
 
     ``eval_*`` may be missing or have E = 0 (no evaluation models).
     """
+    evals = ("eval_membership", "eval_losses", "eval_logits", "eval_model_used")
+    given = [k for k in evals if k in arrays]
+    if given and len(given) < len(evals):
+        missing = ", ".join(k for k in evals if k not in arrays)
+        raise ValueError(f"lack {missing} (the evaluation arrays come together)")
+    sizes = schema.check(arrays, SCHEMA)
+    m, t, c = sizes["M"], sizes["T"], sizes["C"]
     a = {}
-    for key in ("targets", "target_labels", "membership", "losses", "logits", "model_used"):
-        if key not in arrays:
-            raise ValueError(f"targets arrays: {key} is missing")
     a["targets"] = np.asarray(arrays["targets"]).astype(np.int64)
     a["target_labels"] = np.asarray(arrays["target_labels"]).astype(np.int64)
     a["membership"] = np.asarray(arrays["membership"], dtype=bool)
     a["losses"] = np.asarray(arrays["losses"])
     a["logits"] = np.asarray(arrays["logits"])
     a["model_used"] = np.asarray(arrays["model_used"], dtype=bool)
-    if a["membership"].ndim != 2:
-        raise ValueError(f"membership must be bool[M, T], got shape {a['membership'].shape}")
-    m, t = a["membership"].shape
-    c = a["logits"].shape[-1] if a["logits"].ndim == 3 else 0
-    expect = {
-        "targets": (t,),
-        "target_labels": (t,),
-        "losses": (m, t),
-        "logits": (m, t, c),
-        "model_used": (m,),
-    }
-    if "eval_membership" in arrays:
+    if given:
         a["eval_membership"] = np.asarray(arrays["eval_membership"], dtype=bool)
-        e = a["eval_membership"].shape[0] if a["eval_membership"].ndim == 2 else -1
         a["eval_losses"] = np.asarray(arrays["eval_losses"])
         a["eval_logits"] = np.asarray(arrays["eval_logits"])
         a["eval_model_used"] = np.asarray(arrays["eval_model_used"], dtype=bool)
-        expect.update(
-            eval_membership=(e, t), eval_losses=(e, t), eval_logits=(e, t, c), eval_model_used=(e,)
-        )
     else:
         a["eval_membership"] = np.zeros((0, t), bool)
         a["eval_losses"] = np.zeros((0, t), np.float32)
         a["eval_logits"] = np.zeros((0, t, c), np.float32)
         a["eval_model_used"] = np.zeros(0, bool)
-    for key, shape in expect.items():
-        if a[key].shape != shape:
-            raise ValueError(
-                f"{key} must have shape {shape} (M={m}, E, T={t}, C={c}), got {a[key].shape}"
-            )
     if c < 2:
         raise ValueError(f"logits must be float[M, T, C] with C >= 2, got {a['logits'].shape}")
     if ((a["target_labels"] < 0) | (a["target_labels"] >= c)).any():
@@ -173,22 +124,8 @@ def target_scores(arrays, score: str) -> dict[str, np.ndarray]:
     for prefix, key in (("", "calibration"), ("eval_", "eval")):
         used = a[f"{prefix}model_used"]
         member = a[f"{prefix}membership"][used]
-        if score == "loss":
-            values = np.asarray(a[f"{prefix}losses"], np.float64)[used]
-        else:
-            n, t, c = int(used.sum()), *a[f"{prefix}logits"].shape[1:]
-            values = np.zeros((n, t))
-            # A few models at a time: float64 copies of all logits would be GBs for big runs.
-            step = max(1, _LOGITS_PER_STEP // (t * c))
-            labels = np.tile(a["target_labels"], step)
-            rows = np.flatnonzero(used)
-            for i in range(0, n, step):
-                z = np.asarray(a[f"{prefix}logits"][rows[i : i + step]], np.float64)
-                k = z.shape[0]
-                values[i : i + k] = scores.compute(
-                    score, z.reshape(k * t, c), labels[: k * t]
-                ).reshape(k, t)
-        out[key] = values
+        logits, loss = a[f"{prefix}logits"][used], a[f"{prefix}losses"][used]
+        out[key] = scores.from_outputs(score, logits, a["target_labels"], loss)
         out["membership" if key == "calibration" else "eval_membership"] = member
     return out
 

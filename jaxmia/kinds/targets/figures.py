@@ -200,7 +200,7 @@ def plot_targets_roc(path, roc: dict, results: dict, *, title_suffix="") -> Path
     return save_png(fig, path)
 
 
-def write_figures(folder, arrays, results: dict, rows: list[dict], *, suffix: str) -> list[Path]:
+def write_figures(folder, arrays, results: dict, *, rows: list[dict], suffix: str) -> list[Path]:
     """Writes vulnerability.png and targets_roc.png into ``folder``; returns their paths."""
     folder = Path(folder)
     a = check_targets_arrays(arrays)

@@ -1,0 +1,62 @@
+"""The arrays a population run keeps (``population.npz``), stacked from the models' outputs.
+
+The arrays, R repetitions, n members = n non-members per repetition, C classes:
+
+    member_rows, nonmember_rows         int32[R, n]     training-set indices
+    member_labels, nonmember_labels     int32[R, n]
+    member_losses, nonmember_losses     float32[R, n]   cross-entropy under model r
+    member_logits, nonmember_logits     float32[R, n, C]
+    model_used                          bool[R]         False: non-finite losses, left out
+    train_accuracy, test_accuracy       float32[R]
+    class_names                         str[C]
+    synthetic                           bool[]
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from jaxmia.runs.schema import Field
+
+__all__ = ["SCHEMA", "assemble"]
+
+SCHEMA = (
+    Field("member_rows", "int", ("R", "n"), "training-set indices of each model's members"),
+    Field("nonmember_rows", "int", ("R", "n")),
+    Field("member_labels", "int", ("R", "n")),
+    Field("nonmember_labels", "int", ("R", "n")),
+    Field("member_losses", "float", ("R", "n")),
+    Field("nonmember_losses", "float", ("R", "n")),
+    Field("member_logits", "float", ("R", "n", "C")),
+    Field("nonmember_logits", "float", ("R", "n", "C")),
+    Field("model_used", "bool", ("R",)),
+    Field("train_accuracy", "float", ("R",)),
+    Field("test_accuracy", "float", ("R",)),
+    Field("class_names", "str", ("C",)),
+    Field("synthetic", "bool", ()),
+)
+
+
+def assemble(cfg, plan, dataset, outputs, jobs) -> dict:
+    """The arrays file's contents (SCHEMA) from the outputs of the R target models ``jobs``."""
+    n = cfg.subset_size
+    sel = outputs.select(jobs)
+    sets = [plan.sets(j.round) for j in jobs]
+    members = np.stack([m for m, _ in sets]).astype(np.int32)
+    others = np.stack([o for _, o in sets]).astype(np.int32)
+    labels = np.asarray(dataset.train_labels, np.int32)
+    return {
+        "member_rows": members,
+        "nonmember_rows": others,
+        "member_labels": labels[members],
+        "nonmember_labels": labels[others],
+        "member_losses": sel.loss[:, :n],
+        "nonmember_losses": sel.loss[:, n:],
+        "member_logits": sel.logits[:, :n],
+        "nonmember_logits": sel.logits[:, n:],
+        "model_used": sel.finite(),
+        "train_accuracy": sel.train_accuracy,
+        "test_accuracy": sel.test_accuracy,
+        "class_names": np.array(dataset.class_names),
+        "synthetic": np.array(bool(dataset.synthetic)),
+    }
