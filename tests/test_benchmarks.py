@@ -74,6 +74,7 @@ def three_modes(tiny_dataset, tmp_path_factory):
 
 
 @pytest.mark.parametrize("mode", pb.MODES)
+@pytest.mark.slow
 def test_each_mode_writes_jaxmias_products(three_modes, mode):
     cfg, out, runs = three_modes
     run_dir = out / f"tiny-torch-{mode}"
@@ -154,6 +155,7 @@ def torch_state_from_flax(params) -> dict:
 
 
 @pytest.mark.parametrize("member", [True, False])
+@pytest.mark.slow
 def test_baseline_equals_jaxmia_from_the_same_start(tiny_dataset, member):
     # jaxmia's initial weights copied into torch and jaxmia's batch order fed to
     # the tuned baseline: the two must train the same model.  This checks the
@@ -253,6 +255,7 @@ def test_baseline_cli_writes_outputs(tmp_path):
     assert results["n_iterations"] == 2 and results["synthetic"] is True
 
 
+@pytest.mark.slow
 def test_harness_smoke(tmp_path, monkeypatch):
     # The runs are subprocesses: measure the real CPU, not conftest's fake devices.
     monkeypatch.delenv("XLA_FLAGS", raising=False)

@@ -58,6 +58,7 @@ def jaxmia(*args, cwd=None, env_extra=None, check_rc=None):
     return proc
 
 
+@pytest.mark.slow
 def test_demo_config_end_to_end(tmp_path):
     out = tmp_path / "out"
     proc = jaxmia("--config", "configs/demo.yaml", "--output-dir", out, check_rc=0)
@@ -103,6 +104,7 @@ def test_demo_config_end_to_end(tmp_path):
     assert f"{res['threshold']:.4f}" in proc.stdout
 
 
+@pytest.mark.slow
 def test_rerun_reuses_everything_and_changes_nothing(tmp_path):
     cfg = write_config(tmp_path)
     out = tmp_path / "out"
@@ -142,6 +144,7 @@ def test_bad_config_values(tmp_path, changes, fragments):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_bad_files_and_paths(tmp_path):
     out = tmp_path / "out"
     assert_one_line_exit_2(
@@ -182,6 +185,7 @@ def test_damaged_cifar_archive_is_refused(tmp_path, damage):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow
 def test_bad_input_never_destroys_an_earlier_run(tmp_path):
     out = tmp_path / "out"
     jaxmia("--config", write_config(tmp_path), "--output-dir", out, check_rc=0)
@@ -202,6 +206,7 @@ def test_bad_input_never_destroys_an_earlier_run(tmp_path):
 # Issue 7's reproductions: nothing the user has is ever destroyed.
 
 
+@pytest.mark.slow
 def test_fresh_never_deletes_a_folder_jaxmia_did_not_make(tmp_path):
     out = tmp_path / "o"
     precious = out / "precious"
@@ -226,6 +231,7 @@ def test_fresh_never_deletes_a_folder_jaxmia_did_not_make(tmp_path):
         ({"batch_size": 64}, "batch_size must be at most subset_size + 1 = 25"),
     ],
 )
+@pytest.mark.slow
 def test_fresh_with_an_impossible_value_touches_nothing(tmp_path, changes, fragment):
     out = tmp_path / "out"
     jaxmia("--config", write_config(tmp_path), "--output-dir", out, check_rc=0)
@@ -252,6 +258,7 @@ def snapshot(folder: Path) -> dict:
     return {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
 
 
+@pytest.mark.slow
 def test_analyze_reproduces_results_and_tries_other_attacks(tmp_path):
     out = tmp_path / "out"
     jaxmia("--config", write_config(tmp_path), "--output-dir", out, check_rc=0)
@@ -278,6 +285,7 @@ def test_analyze_reproduces_results_and_tries_other_attacks(tmp_path):
     assert no_run.returncode == 2 and "not a jaxmia run folder" in no_run.stderr
 
 
+@pytest.mark.slow
 def test_cpu_devices_split_the_chunk_and_change_no_result(tmp_path):
     cfg = write_config(tmp_path)
     jaxmia("--config", cfg, "--output-dir", tmp_path / "one", check_rc=0)

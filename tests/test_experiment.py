@@ -65,6 +65,7 @@ def run(c: Config, out: Path, **kw):
     return run_experiment(c, data_dir=out / "data", output_dir=out, progress=False, **kw)
 
 
+@pytest.mark.slow
 def test_more_rounds_later_trains_only_the_new_ones(tmp_path):
     small = run(cfg(n_iterations=4), tmp_path / "grow")
     assert small["models_trained"] == 10 and small["models_reused"] == 0
@@ -77,6 +78,7 @@ def test_more_rounds_later_trains_only_the_new_ones(tmp_path):
     assert_close(direct["threshold"], grown["threshold"], LOSS_BOUND, scale=1.0)
 
 
+@pytest.mark.slow
 def test_several_devices_give_the_one_device_results(tmp_path):
     devices = jax.local_devices()
     if len(devices) < 4:  # conftest fakes 4 CPU devices; a 1-GPU host has one
@@ -92,6 +94,7 @@ def test_several_devices_give_the_one_device_results(tmp_path):
     assert one["auc"] == four["auc"]
 
 
+@pytest.mark.slow
 def test_different_config_in_the_same_folder_is_refused(tmp_path):
     run(cfg(), tmp_path)
     with pytest.raises(UserError, match="the configuration changed"):
@@ -101,6 +104,7 @@ def test_different_config_in_the_same_folder_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize("strategy", ["map", "vmap"])
+@pytest.mark.slow
 def test_resume_with_auto_chunks_is_bit_identical(tmp_path, strategy):
     # models_per_chunk: auto sizes a chunk from the work left.  Under vmap the
     # batch width reaches the last bits of a loss, so a resumed run must train
@@ -121,6 +125,7 @@ def test_resume_with_auto_chunks_is_bit_identical(tmp_path, strategy):
         np.testing.assert_array_equal(a[key], b[key])
 
 
+@pytest.mark.slow
 def test_a_different_computation_is_refused_with_what_changed(tmp_path):
     run(cfg(conv="im2col"), tmp_path)
     with pytest.raises(UserError, match=r"the computation changed \(conv: 'im2col' -> 'xla'\)"):
@@ -141,6 +146,7 @@ def test_changed_data_is_named_as_such(tmp_path, monkeypatch):
         run(cfg(), tmp_path)
 
 
+@pytest.mark.slow
 def test_damaged_chunk_is_trained_again(tmp_path, capsys):
     one_device = jax.local_devices()[:1]  # so that a chunk is exactly models_per_chunk=2 jobs
     first = run(cfg(), tmp_path, devices=one_device)
@@ -175,6 +181,7 @@ def _poison(target_job: Job):
     return run_with_nan
 
 
+@pytest.mark.slow
 def test_nonfinite_loss_stops_or_skips(tmp_path, monkeypatch):
     bad = Job(CALIBRATION, 2, False)
     monkeypatch.setattr(ChunkTrainer, "run", _poison(bad))
@@ -263,6 +270,7 @@ def _wait_for_chunks(path: Path, n: int, proc, timeout=300):
     raise AssertionError("no chunk appeared")
 
 
+@pytest.mark.slow
 def test_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path):
     # 40 rounds + 2 pairs = 84 models in 42 chunks: with a warm compile cache a
     # chunk takes a fraction of a second, and the kill must land mid-run.
@@ -286,6 +294,7 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path):
         np.testing.assert_array_equal(a[key], b[key])
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_cleanly_and_keeps_chunks(tmp_path):
     config = _write_cfg(tmp_path, n_iterations=500)  # far more than it gets to
     out = tmp_path / "out"
@@ -307,6 +316,7 @@ def test_ctrl_c_stops_cleanly_and_keeps_chunks(tmp_path):
 
 
 @pytest.mark.parametrize("delay", [0.5, 3.0])
+@pytest.mark.slow
 def test_ctrl_c_while_starting_or_compiling_is_never_swallowed(tmp_path, delay):
     # Once a KeyboardInterrupt raised inside JAX (a GC callback, a compile) was
     # lost and the run trained to the end.  A signal now only sets a flag.
@@ -327,6 +337,7 @@ def test_ctrl_c_while_starting_or_compiling_is_never_swallowed(tmp_path, delay):
     assert not (tmp_path / "out" / "mia" / "results.json").exists()
 
 
+@pytest.mark.slow
 def test_sigterm_stops_with_143_and_a_second_process_is_refused(tmp_path):
     config = _write_cfg(tmp_path, n_iterations=500)
     out = tmp_path / "out"
@@ -344,6 +355,7 @@ def test_sigterm_stops_with_143_and_a_second_process_is_refused(tmp_path):
     assert kept and not (out / "mia" / "results.json").exists()
 
 
+@pytest.mark.slow
 def test_two_processes_on_loopback_equal_one(tmp_path):
     import socket
 
@@ -401,6 +413,7 @@ ARRAYS = {"targets": "targets.npz", "population": "population.npz"}
 
 
 @pytest.mark.parametrize("kind", ["targets", "population"])
+@pytest.mark.slow
 def test_new_kinds_grow_resume_and_shard_bit_identically(tmp_path, kind):
     key, small, full = GROW[kind]
 

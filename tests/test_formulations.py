@@ -142,6 +142,7 @@ def train_and_compare(ds, cfg, strategy, conv, bound):
 
 
 @pytest.mark.parametrize(("strategy", "conv"), FORMULATIONS)
+@pytest.mark.slow
 def test_chunk_equals_one_model_training(tiny_dataset, strategy, conv):
     # subset_size 40 + x = 41 real slots: the IN model's last batch is partial.
     cfg = tiny_cfg()
@@ -149,6 +150,7 @@ def test_chunk_equals_one_model_training(tiny_dataset, strategy, conv):
 
 
 @pytest.mark.parametrize(("strategy", "conv"), [("vmap", "xla"), ("map", "winograd")])
+@pytest.mark.slow
 def test_chunk_equals_one_model_training_bfloat16(tiny_dataset, strategy, conv):
     cfg = tiny_cfg(compute_dtype="bfloat16", epochs=2)
     train_and_compare(tiny_dataset, cfg, strategy, conv, BOUND["bfloat16"])
@@ -162,6 +164,7 @@ def test_auto_picks_only_tested_formulations(tiny_dataset):
         assert (setup.strategy, setup.conv) in FORMULATIONS
 
 
+@pytest.mark.slow
 def test_model_footprint_bounds_a_compiled_chunk(tiny_dataset):
     # The per-model growth of a vmapped chunk's compiled epoch (arguments + outputs
     # + temporaries - donated aliases, from k = 2 to k = 6 models; the replicated

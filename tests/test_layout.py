@@ -10,9 +10,9 @@ names.  Three rules:
 * the host side (the attack statistics, the kinds' plans, arrays and analyses,
   the run-folder machinery) reaches neither JAX nor matplotlib through any
   import, lazy or not;
-* only figure modules (``plotting.py``, ``kinds/*/figures.py``) import
-  matplotlib, and only the model, training and orchestration modules import
-  JAX, Flax or Optax.
+* only figure modules (``plotting.py``, ``kinds/*/figures.py`` and any module
+  whose name ends in ``figures``) import matplotlib, and only the model,
+  training and orchestration modules import JAX, Flax or Optax.
 """
 
 from __future__ import annotations
@@ -92,7 +92,8 @@ def _reach(start: str, edges: dict[str, set[str]]) -> set[str]:
 
 
 def _is_figure_module(name: str) -> bool:
-    return name == "jaxmia.plotting" or name.endswith(".figures")
+    # plotting.py, and any module whose name ends in "figures" (kinds/*/figures.py).
+    return name == "jaxmia.plotting" or name.rpartition(".")[2].endswith("figures")
 
 
 def _is_device_module(name: str) -> bool:

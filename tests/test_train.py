@@ -106,6 +106,7 @@ def reference_train(ds, cfg, job: Job):
 
 
 @pytest.mark.parametrize("subset_size", [40, 47])
+@pytest.mark.slow
 def test_vmapped_models_equal_models_trained_alone(tiny_dataset, subset_size):
     # subset_size=47, batch 16: n+1 = 48 fills three batches exactly, so the OUT
     # model's third batch has 15 points.  subset_size=40: the IN model's last
@@ -147,6 +148,7 @@ def test_member_and_nonmember_differ_only_by_the_target(tiny_dataset):
     assert len(set(idx[0, 1 : cfg.subset_size + 1].tolist())) == cfg.subset_size
 
 
+@pytest.mark.slow
 def test_chunk_size_strategy_and_devices_do_not_change_results(tiny_dataset):
     cfg = tiny_cfg(epochs=2)
     jobs = calibration_jobs(3)  # 6 models
@@ -172,6 +174,7 @@ def test_chunk_size_strategy_and_devices_do_not_change_results(tiny_dataset):
     np.testing.assert_array_equal(sharded.test_accuracy, whole.test_accuracy)
 
 
+@pytest.mark.slow
 def test_conv_formulations_agree(tiny_dataset):
     cfg = tiny_cfg(epochs=1)
     jobs = calibration_jobs(1)
@@ -205,6 +208,7 @@ def test_conv_gradients_agree_with_xla_autodiff():
     assert_tree_close(got, want, 1e-5)
 
 
+@pytest.mark.slow
 def test_accuracies_count_exactly(tiny_dataset):
     # lr = 0 keeps the initial weights: accuracies then follow from one forward pass.
     # test_samples = 25 is not a multiple of the batch (16): exactly 25 count.
@@ -241,6 +245,7 @@ def test_accuracies_count_exactly(tiny_dataset):
     assert int(np.asarray(data.test_mask).sum()) == 25
 
 
+@pytest.mark.slow
 def test_members_end_with_lower_target_loss(tiny_dataset):
     # The effect the attack measures.  With shuffled labels nothing but
     # memorisation can fit x's label, so only the IN model (which saw x) does.
@@ -258,6 +263,7 @@ def test_members_end_with_lower_target_loss(tiny_dataset):
 
 
 @pytest.mark.parametrize("kind", ["targets", "population"])
+@pytest.mark.slow
 def test_every_plan_trains_like_one_model_at_a_time(tiny_dataset, kind):
     # The many-targets and population plans through the vmapped chunk trainer
     # equal train_one, the plain one-model function, model by model.
