@@ -172,7 +172,7 @@ def _hashed_keys(self) -> list[str]:
 def _results_hash(self, data_fingerprint: str, version: str) -> str:
     """Hash of the hashed keys' values, the data's fingerprint and jaxmia's version."""
     d = self.to_dict()
-    keyed = {k: d[k] for k in self.hashed_keys()}
+    keyed = {k: d[k] for k in self.hashed_keys() if KEYS[k].hash_default or d[k] != KEYS[k].default}
     keyed["data"] = data_fingerprint
     keyed["jaxmia_version"] = version
     blob = json.dumps(keyed, sort_keys=True).encode()

@@ -7,7 +7,7 @@ evaluation models test each target's threshold.
 
 from __future__ import annotations
 
-from jaxmia.errors import UserError
+from jaxmia.errors import UserError, show
 from jaxmia.keys import Key, integer, integer_list, number
 from jaxmia.kinds.base import Analysis, KindBase, refuse_bad_arrays
 from jaxmia.kinds.targets import files
@@ -16,7 +16,12 @@ from jaxmia.runs.plan import CALIBRATION, EVALUATION, Job
 
 MAX_MODELS = 1_000_000
 MAX_TARGETS = 100_000
-_BETWEEN = "strictly between 0 and 1"
+QUERIES = (1, 2, 18, 50)  # the image; and its mirror; x shifts of ±1 px; x shifts of ±2 px
+
+
+def _queries(name, v) -> None:
+    if isinstance(v, bool) or v not in QUERIES:
+        raise UserError(f"{name} must be one of {', '.join(map(str, QUERIES))}, got {show(v)}")
 
 
 class Targets(KindBase):
@@ -34,6 +39,11 @@ class Targets(KindBase):
             number(0, 1, lo_open=True, hi_open=True, what="strictly between 0 and 1"),
         ),
         Key("eval_models", 0, integer(0, MAX_MODELS), hashed=False),
+        # Views every model scores of each target and population point
+        # (training/queries.py); 1 is the plain image alone, as before the key.
+        Key("queries", 1, _queries, hash_default=False),
+        # Points no model trains on, scored by every model (RMIA's population z).
+        Key("population_size", 0, integer(0, MAX_TARGETS), hash_default=False),
     )
     arrays_file = files.ARRAYS_FILE
     figure_files = files.FIGURES
@@ -60,10 +70,11 @@ class Targets(KindBase):
 
     def check_against(self, cfg, n_train: int, n_test: int) -> None:
         t = len(cfg.targets) if cfg.targets is not None else cfg.n_targets
-        if cfg.subset_size + t > n_train:
+        z = cfg.population_size
+        if cfg.subset_size + t + z > n_train:
             raise UserError(
-                f"subset_size + the number of targets must be at most the training-set "
-                f"size {n_train}, got {cfg.subset_size} + {t}"
+                f"subset_size + the number of targets + population_size must be at most the "
+                f"training-set size {n_train}, got {cfg.subset_size} + {t} + {z}"
             )
         if cfg.targets is not None and max(cfg.targets) >= n_train:
             raise UserError(
@@ -80,7 +91,14 @@ class Targets(KindBase):
 
     def plan(self, cfg, n_train: int) -> TargetsPlan:
         return TargetsPlan(
-            cfg.seed, n_train, tuple(cfg.targets), cfg.subset_size, cfg.batch_size, cfg.inclusion
+            cfg.seed,
+            n_train,
+            tuple(cfg.targets),
+            cfg.subset_size,
+            cfg.batch_size,
+            cfg.inclusion,
+            queries=cfg.queries,
+            population_size=cfg.population_size,
         )
 
     def jobs(self, cfg) -> list[Job]:
