@@ -242,26 +242,28 @@ def _weighted_metrics(weights, member, model, starts, levels) -> dict[str, np.nd
     Counts are integers (or halves, for ties in the AUC) until the one division of
     each metric, so unit weights give ``metrics``' values exactly.
     """
-    w = np.asarray(weights, np.float64)[:, model]  # [B, P]
-    tp = np.add.reduceat(w * member, starts, axis=1)  # [B, G] members in each run of ties
-    fp = np.add.reduceat(w * ~member, starts, axis=1)
+    w = np.asarray(weights, np.int64)[:, model]  # [B, P]
+    every = np.add.reduceat(w, starts, axis=1)  # [B, G] pairs in each run of tied scores
+    tp = np.add.reduceat(w * member, starts, axis=1)  # members among them
+    fp = every - tp
     tp_cum, fp_cum = np.cumsum(tp, axis=1), np.cumsum(fp, axis=1)
     n_mem, n_non = tp_cum[:, -1], fp_cum[:, -1]
+    bad = (n_mem == 0) | (n_non == 0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        auc = np.sum(fp * (tp_cum - tp + 0.5 * tp), axis=1) / (n_mem * n_non)
+        wins = np.sum(fp * (2 * (tp_cum - tp) + tp), axis=1) / 2.0  # ties count 1/2
+        auc = wins / (n_mem * n_non)
         ba = (tp_cum / n_mem[:, None] + 1.0 - fp_cum / n_non[:, None]) / 2.0
         out = {"auc": auc, "balanced_accuracy": np.maximum(ba.max(axis=1), 0.5)}
         for f in levels:
-            tpr = np.full(w.shape[0], np.nan)
-            for b in range(w.shape[0]):
-                n = int(round(n_non[b]))
-                k = thresholds.order_statistic_k("empirical", n, f) if n else 0
-                if k == 0:
-                    continue
-                g = int(np.argmax(fp_cum[b] >= k + 1))  # the run holding the cut s_(k+1)
-                tpr[b] = (tp_cum[b, g] - tp[b, g]) / n_mem[b]  # members strictly above it
-            out[f"{f:g}"] = tpr
-    bad = (n_mem == 0) | (n_non == 0)
+            # k = the largest count with k / n <= f, as thresholds.order_statistic_k.
+            k = np.array(
+                [thresholds.order_statistic_k("empirical", int(n), f) if n else 0 for n in n_non]
+            )
+            # The run holding the cut s_(k+1): the first whose cumulative count reaches k+1.
+            g = np.minimum((fp_cum < (k + 1)[:, None]).sum(axis=1), fp_cum.shape[1] - 1)
+            rows = np.arange(w.shape[0])
+            tpr = (tp_cum[rows, g] - tp[rows, g]) / n_mem  # members strictly above the cut
+            out[f"{f:g}"] = np.where(k > 0, tpr, np.nan)
     for v in out.values():
         v[bad] = np.nan
     return out

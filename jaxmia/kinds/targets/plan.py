@@ -18,8 +18,10 @@ import numpy as np
 from jaxmia.runs.plan import SUBSET, model_ids, seed_sequence, stream
 
 __all__ = [
+    "BOOTSTRAP",
     "MEMBERSHIP",
     "POPULATION_POINTS",
+    "REFERENCES",
     "TARGETS",
     "TargetsPlan",
     "draw_population",
@@ -30,6 +32,11 @@ __all__ = [
 TARGETS = stream(3, "targets", 0)  # (): the T targets drawn when only n_targets is given
 MEMBERSHIP = stream(4, "membership", 2)  # (stream, block): which targets each model trains on
 POPULATION_POINTS = stream(6, "population points", 0)  # (): the Z points no model trains on
+# The attacks' host-side draws (kinds/targets/attacks.py): the target models a
+# bootstrap replicate resamples, and the references a point of the
+# reference-count curve keeps, (protocol, target model, references).
+BOOTSTRAP = stream(7, "bootstrap over target models", 1)  # (protocol,)
+REFERENCES = stream(8, "reference subsample", 3)  # (protocol, target model, references)
 
 
 def draw_targets(seed: int, n_train: int, n_targets: int) -> np.ndarray:
