@@ -194,3 +194,31 @@ def test_per_example_variances_give_the_likelihood_ratio_auc():
     # A one-sided offline test cannot use the members' wider spread: it does worse.
     off = lira.lira_offline(keep, signals(phi), signals(t_phi), variance="per_example")
     assert pooled_auc(off, t_keep) < want - 0.02
+
+
+def test_two_sided_offline_finds_wider_members_with_the_arctan_auc():
+    # φ_OUT ~ N(0, 1), φ_IN ~ N(0, σ²), σ > 1: the same centre, members wider.  The
+    # two-sided test -log N(φ; 0, 1) = φ²/2 + const ranks by |φ|, and
+    # P(σ|Z1| > |Z2|) = P(|Z2/Z1| < σ) = (2/π) arctan σ (Z2/Z1 is Cauchy); the
+    # one-sided test cannot tell the two apart (AUC 1/2).
+    rng = np.random.default_rng(14)
+    sd_in = 2.0
+    keep, phi, t_keep, t_phi = gaussian_pool(rng, 800, 40, 250, 0.0, sd_in, 1.0)
+    two = lira.lira_offline(
+        keep, signals(phi), signals(t_phi), variance="per_example", test="two_sided"
+    )
+    assert abs(pooled_auc(two, t_keep) - 2 / math.pi * math.atan(sd_in)) < 0.025
+    one = lira.lira_offline(keep, signals(phi), signals(t_phi), variance="per_example")
+    assert abs(pooled_auc(one, t_keep) - 0.5) < 0.025
+
+
+def test_the_loss_attack_gives_the_gaussian_auc():
+    # Losses N(1 - Δ, σ²) for members and N(1, σ²) for the rest: minus the loss ranks
+    # members first with AUC Φ(Δ / (σ √2)), whatever the references.
+    rng = np.random.default_rng(15)
+    member = rng.random((100, 100)) < 0.5
+    losses = rng.normal(1.0, 0.5, (100, 100)) - 0.4 * member
+    keep = np.zeros((2, 100), bool)
+    score = lira.loss_attack(keep, signals(np.zeros((2, 100, 1))), signals(losses[..., None]))
+    want = float(sps.norm.cdf(0.4 / (0.5 * math.sqrt(2))))
+    assert abs(pooled_auc(score, member) - want) < 0.02  # 5,000 pairs a side: se 0.005

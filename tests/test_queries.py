@@ -144,13 +144,13 @@ def test_a_chunk_without_view_logits_reads_as_one_query():
 # ---------------------------------------------------------------- the scoring pass
 
 
-def _run(ds, queries, population=0, k=4, devices=None):
+def _run(ds, queries, population=0, k=4, devices=None, jobs=range(4)):
     plan = TargetsPlan(0, 240, (3, 5, 9, 11), 30, 16, 0.5, queries, population)
     cfg = tiny_config(subset_size=30, epochs=2)
     setup = make_setup(cfg.replace(strategy="vmap", conv="im2col"), ds, "cpu", plan)
     devices = devices or jax.local_devices()[:1]
     trainer = ChunkTrainer(setup, ds, plan=plan, models_per_chunk=k, devices=devices)
-    return plan, setup, trainer.run([Job(0, m, False) for m in range(4)], keep_params=True)
+    return plan, setup, trainer.run([Job(0, m, False) for m in jobs], keep_params=True)
 
 
 @pytest.mark.slow
@@ -185,6 +185,10 @@ def test_query_zero_is_todays_logits_and_every_view_is_the_model_on_that_view(ti
 @pytest.mark.slow
 def test_views_do_not_depend_on_the_chunking_or_the_devices(tiny_dataset):
     _, _, whole = _run(tiny_dataset, 18, population=2)
+    # Chunks of two models: another vmapped width, so rounding, not bits.
+    halves = [_run(tiny_dataset, 18, population=2, k=2, jobs=(i, i + 1))[2] for i in (0, 2)]
+    by_two = np.concatenate([h.view_logits for h in halves])
+    assert_close(by_two, whole.view_logits, VIEW_LOGITS_BOUND, what="chunks of 2")
     devices = jax.local_devices()
     if len(devices) < 4:
         pytest.skip("needs 4 devices (tests/conftest.py fakes them on a CPU)")
