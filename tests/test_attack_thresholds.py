@@ -250,11 +250,11 @@ def test_monte_carlo_the_unsplit_lira_rule_fails_its_bound():
     upper = thresholds.heldout_fpr_law(0, n)[1]  # alpha 0.1: k = floor(0.8) = 0 of 8
     for _ in range(reps):
         mem, non = rng.normal(2.0, 2.0, n), rng.normal(0.0, 1.0, n)
-        m, n = thresholds.fit_gaussian(mem), thresholds.fit_gaussian(non)
-        cut = float(np.max(thresholds.log_likelihood_ratio(non, m, n)))
-        d = thresholds.Decision("lira", "lira", cut, 0, m, n)
+        fit_in, fit_out = thresholds.fit_gaussian(mem), thresholds.fit_gaussian(non)
+        cut = float(np.max(thresholds.log_likelihood_ratio(non, fit_in, fit_out)))
+        d = thresholds.Decision("lira", "lira", cut, 0, fit_in, fit_out)
         exceed += lira_realised_fpr(d) > upper
-    assert exceed / reps > 0.05 + 8 * math.sqrt(0.05 * 0.95 / reps)  # measured 9.7%
+    assert exceed / reps > 0.05 + 8 * math.sqrt(0.05 * 0.95 / reps)  # 10.1% here; issue: 9.7%
 
 
 @pytest.mark.parametrize(
