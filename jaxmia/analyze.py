@@ -2,10 +2,12 @@
 
 A run folder keeps every model's loss and logits of x (``losses.npz``), so any
 score, threshold rule or alpha can be tried afterwards without JAX and without
-training.  With the run's own settings the new ``results.json`` equals the
-run's (its timing and device fields are carried over as they were).  Other
-settings rewrite ``results.json``, ``config.yaml`` and the figures to match
-them; the saved arrays are never changed.
+training; for a many-targets run also the attacks' options (LiRA's variance,
+centre and offline test, RMIA's gamma, temperature and a).  With the run's own
+settings the new ``results.json`` equals the run's (its timing and device
+fields are carried over as they were).  Other settings rewrite
+``results.json``, ``config.yaml`` and the figures to match them; the saved
+arrays are never changed.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxmia.attack.lira import CENTERS, OFFLINE_TESTS
+from jaxmia.attack.thresholds import VARIANCES
 from jaxmia.config import RULE_CHOICES, SCORE_CHOICES
 from jaxmia.errors import NonFiniteLoss, OneLineParser, UserError, show
 
@@ -36,8 +40,54 @@ def build_parser() -> OneLineParser:
     p.add_argument("--alpha", type=float, help="false-positive rate asked for, in (0, 1)")
     p.add_argument("--delta", type=float, help="delta of the epsilon lower bound, in [0, 1)")
     p.add_argument("--confidence", type=float, help="confidence of the bounds, in [0.5, 1)")
+    p.add_argument(
+        "--lira-variance",
+        choices=VARIANCES,
+        help="LiRA's sigma: per example, one for all, or auto (fixed below 64 models)",
+    )
+    # The many-targets attacks' options (the config keys of the same names).
+    p.add_argument("--lira-center", choices=CENTERS, help="centre of LiRA's Gaussians")
+    p.add_argument("--lira-offline-test", choices=OFFLINE_TESTS, help="offline LiRA's test")
+    p.add_argument("--rmia-gamma", type=float, help="RMIA's gamma, > 0")
+    p.add_argument("--rmia-temperature", type=float, help="RMIA's softmax temperature T, > 0")
+    p.add_argument("--rmia-offline-a", type=float, help="offline RMIA's a, in [0, 1]")
+    p.add_argument("--bootstrap-samples", type=int, help="bootstrap resamples (0: no intervals)")
     p.add_argument("--no-plots", action="store_true", help="leave the figures out")
     return p
+
+
+# Options that set a config key of the same name (dashes for underscores).
+_KEY_OPTIONS = (
+    "score",
+    "threshold_rule",
+    "alpha",
+    "delta",
+    "confidence",
+    "lira_variance",
+    "lira_center",
+    "lira_offline_test",
+    "rmia_gamma",
+    "rmia_temperature",
+    "rmia_offline_a",
+    "bootstrap_samples",
+)
+
+
+def _check_options_apply(kind, changes: dict) -> None:
+    """An option for another kind's key is refused: it would be accepted and ignored."""
+    from jaxmia import kinds
+    from jaxmia.config import COMMON_KEYS
+
+    common = {k.name for k in COMMON_KEYS}
+    own = {k.name for k in kind.keys}
+    for name in changes:
+        if name in common or name in own or name == "save_plots":
+            continue
+        owners = [other.name for other in kinds.all_kinds() if name in {k.name for k in other.keys}]
+        raise UserError(
+            f"--{name.replace('_', '-')} applies to experiment {' or '.join(owners)} runs only; "
+            f"this run is experiment {kind.name}"
+        )
 
 
 def _load(run_dir: Path):
@@ -80,6 +130,7 @@ def analyze(run_dir, **overrides) -> dict:
         raise UserError(f"run folder not found: {show(str(run_dir))}")
     cfg, arrays, old = _load(run_dir)
     changes = {k: v for k, v in overrides.items() if v is not None}
+    _check_options_apply(cfg.kind, changes)
     cfg = config_from_dict({**cfg.to_dict(), **changes}, source="the command line")
     fd = lock_folder(run_dir)
     try:
@@ -94,13 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from jaxmia.kinds import format_summary
 
-    overrides = {
-        "score": args.score,
-        "threshold_rule": args.threshold_rule,
-        "alpha": args.alpha,
-        "delta": args.delta,
-        "confidence": args.confidence,
-    }
+    overrides = {name: getattr(args, name) for name in _KEY_OPTIONS}
     if args.no_plots:
         overrides["save_plots"] = False
     try:

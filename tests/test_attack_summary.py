@@ -109,23 +109,44 @@ def test_gaussian_rule_on_equal_scores_promises_nothing():
 def test_lira_rule():
     rng = np.random.default_rng(5)
     mem, non = rng.normal(3.0, 1.5, 100), rng.normal(0.0, 1.0, 100)
+    # 200 models: per-example variances.  The Gaussians see the members and the
+    # non-members at odd positions; the cut is set on the 50 at even positions.
     res = summary.summarize(mem, non, alpha=0.1, rule="lira", score="lira")
     m, n = (
         GaussianFit(mem.mean(), mem.std(ddof=1)),
-        GaussianFit(non.mean(), non.std(ddof=1)),
+        GaussianFit(non[1::2].mean(), non[1::2].std(ddof=1)),
     )
     lr_non = thresholds.log_likelihood_ratio(non, m, n)
     lr_mem = thresholds.log_likelihood_ratio(mem, m, n)
-    c = ref.naive_cut(lr_non.tolist(), 10)
+    c = ref.naive_cut(lr_non[0::2].tolist(), 5)
     assert res["threshold"] == c and res["threshold_scale"] == "log likelihood ratio"
-    assert res["calibration_fpr"] == np.mean(lr_non > c) <= 0.1
+    assert res["k"] == 5 and res["expected_heldout_fpr"] == 6 / 51
+    assert res["calibration_fpr"] == np.mean(lr_non > c)
     assert res["power"] == np.mean(lr_mem > c)
     assert "log N(φ;" in res["decision"]
+    own = res["lira_rule"]
+    assert own["variance"] == "per_example" and (own["fit_nonmembers"], own["cut_nonmembers"]) == (
+        50,
+        50,
+    )
+    assert own["nonmember_fit"] == {"mean": n.mean, "std": n.std}
+    assert "Beta(6, 45) over the 50 non-members" in res["expected_heldout_fpr_method"]
     # Members are wider than non-members: the member region is two half-lines.
     assert len(res["member_region"]) == 2
+    # One shared σ (fixed, the default below 64 models): one half-line, the cut the
+    # same order statistic of the cut half's scores.
+    few = summary.summarize(mem[:20], non[:20], alpha=0.1, rule="lira", score="lira")
+    assert few["lira_rule"]["variance"] == "fixed" and len(few["member_region"]) == 1
+    lo = few["member_region"][0][0]
+    # The ratio is linear in φ: its cut is the 2nd largest φ of the 10 cut models (k = 1),
+    # found again by solving the linear ratio for φ (one rounding of each coefficient).
+    assert few["k"] == 1 and lo == pytest.approx(np.sort(non[:20][0::2])[-2], rel=1e-12)
     # A zero std cannot give a ratio: a limited result with a warning.
     res = summary.summarize([1.0, 1.0, 1.0], [0.0, 0.5, 0.2], alpha=0.4, rule="lira", score="lira")
     assert res["threshold"] is None and any("non-zero std" in w for w in res["warnings"])
+    # One non-member model cannot be both fitted on and cut on.
+    res = summary.summarize([1.0, 2.0], [0.0], alpha=0.4, rule="lira", score="lira")
+    assert res["threshold"] is None and any("needs 2" in w for w in res["warnings"])
 
 
 # ---------------------------------------------------------------- evaluation and epsilon
@@ -214,8 +235,14 @@ def test_summarize_targets_is_summarize_per_row():
 
 def test_settings_from_config():
     cfg = SimpleNamespace(
-        alpha=0.1, score="lira", threshold_rule="conformal", delta=1e-3, confidence=0.9, seed=3
+        alpha=0.1,
+        score="lira",
+        threshold_rule="conformal",
+        delta=1e-3,
+        confidence=0.9,
+        seed=3,
+        lira_variance="fixed",
     )
     assert summary.Settings.from_config(cfg) == summary.Settings(
-        0.1, "lira", "conformal", 1e-3, 0.9
+        0.1, "lira", "conformal", 1e-3, 0.9, "fixed"
     )

@@ -25,7 +25,7 @@ import pytest
 GOLDEN = Path(__file__).resolve().parent / "data" / "golden"
 KINDS = ("single_target", "targets", "population")
 ARRAYS = {"single_target": "losses.npz", "targets": "targets.npz", "population": "population.npz"}
-TABLES = {"targets": ("targets.csv",)}
+TABLES = {"targets": ("targets.csv", "attacks.csv")}
 # Other settings of the statistics: (name, analyze's keyword arguments).
 VARIANTS = (
     ("lira-lira", dict(score="lira", threshold_rule="lira")),

@@ -189,21 +189,26 @@ def compute(score: str, logits, label) -> np.ndarray:
 _LOGITS_PER_STEP = 1 << 22  # logits turned into scores at once (32 MiB of float64)
 
 
-def from_outputs(score: str, logits, labels, device_loss=None) -> np.ndarray:
+def from_outputs(
+    score: str, logits, labels, device_loss=None, *, temperature: float = 1.0
+) -> np.ndarray:
     """The named score of every saved output of a run, native scale, float64[...].
 
     Args:
-      logits: float[..., C], any stack of saved logits (models, targets, ...).
+      logits: float[..., C], any stack of saved logits (models, targets, queries, ...).
       labels: int, broadcastable to ``logits.shape[:-1]``: each output's class.
       device_loss: float[...] like ``logits.shape[:-1]``, the cross-entropy the
         device computed (float32); the ``loss`` score is that value, widened (as
         the pipeline reports it), and the other scores come from the logits.
+      temperature: T > 0: the score of the logits divided by T, in float64
+        (RMIA's softmax(z / T), Zarifzadeh et al. 2024); ``device_loss`` is then
+        not used.
 
     The logits are converted to float64 a block at a time, so that a run with
     many models and targets never holds a float64 copy of all of them.
     """
     get(score)
-    if score == "loss" and device_loss is not None:
+    if score == "loss" and device_loss is not None and temperature == 1.0:
         return np.asarray(device_loss, np.float64)
     z = np.asarray(logits)
     lead, c = z.shape[:-1], z.shape[-1]
@@ -212,7 +217,10 @@ def from_outputs(score: str, logits, labels, device_loss=None) -> np.ndarray:
     out = np.empty(flat.shape[0], np.float64)
     step = max(1, _LOGITS_PER_STEP // max(c, 1))
     for i in range(0, flat.shape[0], step):
-        out[i : i + step] = compute(score, flat[i : i + step], y[i : i + step])
+        block = flat[i : i + step].astype(np.float64)
+        if temperature != 1.0:
+            block = block / temperature
+        out[i : i + step] = compute(score, block, y[i : i + step])
     return out.reshape(lead)
 
 

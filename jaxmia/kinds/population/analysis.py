@@ -165,10 +165,10 @@ def _heldout_method(decision: thresholds.Decision, n: int) -> str:
     if decision.k is not None:
         method = (
             "order statistic: FPR on fresh non-members ~ Beta(k+1, n-k) = "
-            f"Beta({decision.k + 1}, {n - decision.k})"
+            f"Beta({decision.k + 1}, {(decision.n_cut or n) - decision.k})"
         )
         if decision.rule == "lira":
-            method += " (approximate: the ratio is fitted on these same points)"
+            method += thresholds.lira_rule_note(decision, n)
         return method
     return "normal model of the non-member scores: Student t (mean), noncentral t"
 
@@ -195,7 +195,9 @@ def repetition_metrics(
     s_mem, s_non = scores.to_attack(mem, score), scores.to_attack(non, score)
     n = int(non.size)
 
-    decision, warnings = thresholds.choose_threshold(mem, non, alpha=a, rule=rule, score=score)
+    decision, warnings = thresholds.choose_threshold(
+        mem, non, alpha=a, rule=rule, score=score, variance=settings.lira_variance
+    )
     with np.errstate(invalid="ignore"):
         tpr = float(np.count_nonzero(decision.statistic(mem) > decision.cut) / mem.size)
         fpr = float(np.count_nonzero(decision.statistic(non) > decision.cut) / n)

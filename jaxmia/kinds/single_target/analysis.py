@@ -55,6 +55,7 @@ def single_target_results(arrays: dict, settings: Settings) -> dict:
         score=settings.score,
         delta=settings.delta,
         confidence=settings.confidence,
+        lira_variance=settings.lira_variance,
     )
     warnings = summary.pop("warnings", [])
     return {

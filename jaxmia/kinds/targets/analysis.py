@@ -153,6 +153,7 @@ def target_summary(arrays, settings: Settings, t: int, *, items: bool = True) ->
         delta=settings.delta,
         confidence=settings.confidence,
         items=items,
+        lira_variance=settings.lira_variance,
     )
 
 
@@ -275,6 +276,7 @@ def targets_results(arrays, settings: Settings) -> tuple[dict, list[dict]]:
             delta=settings.delta,
             confidence=settings.confidence,
             items=False,
+            lira_variance=settings.lira_variance,
         )
         per_target_warnings.append(
             [w for w in summary["warnings"] if not w.startswith(_NO_EVAL_WARNING)]
@@ -457,16 +459,16 @@ def targets_results(arrays, settings: Settings) -> tuple[dict, list[dict]]:
 def _decision(summary: dict) -> Decision:
     """The ``Decision`` an attack summary reports, rebuilt from its numbers (exactly:
     the threshold is the cut, negated for the loss; the lira rule's fits are the
-    summary's Gaussian fits, the same ``fit_gaussian`` of the same scores)."""
+    summary's ``lira_rule`` fits, the rule's own)."""
     score, rule, threshold = summary["score"], summary["threshold_rule"], summary["threshold"]
     if threshold is None:
         return Decision(score, rule, math.inf)
     if rule != "lira":
         cut = float(scores.to_attack(threshold, score))
         return Decision(score, rule, cut, summary["k"])
-    fits = summary["gaussian_fits"]
+    own = summary["lira_rule"]
     member, nonmember = (
-        GaussianFit(fits[who]["mean"], fits[who]["std"]) for who in ("member", "nonmember")
+        GaussianFit(own[who]["mean"], own[who]["std"]) for who in ("member_fit", "nonmember_fit")
     )
     return Decision(score, rule, float(threshold), summary["k"], member, nonmember)
 

@@ -13,6 +13,7 @@ from matplotlib.ticker import MaxNLocator
 
 from jaxmia.attack import scores
 from jaxmia.kinds.targets.analysis import check_targets_arrays, extremes, pooled_roc
+from jaxmia.kinds.targets.attack_figures import write_attack_figures
 from jaxmia.kinds.targets.files import FIGURES, ROC_FILE, VULNERABILITY_FILE
 from jaxmia.plotting import interval_point, log_roc_axes, new_figure, save_png
 
@@ -200,8 +201,11 @@ def plot_targets_roc(path, roc: dict, results: dict, *, title_suffix="") -> Path
     return save_png(fig, path)
 
 
-def write_figures(folder, arrays, results: dict, *, rows: list[dict], suffix: str) -> list[Path]:
-    """Writes vulnerability.png and targets_roc.png into ``folder``; returns their paths."""
+def write_figures(
+    folder, arrays, results: dict, *, rows: list[dict], suffix: str, attacks: dict | None = None
+) -> list[Path]:
+    """Writes vulnerability.png and targets_roc.png into ``folder``, and with ``attacks``
+    (attacks.py's drawing) attacks_roc.png and reference_curve.png; returns their paths."""
     folder = Path(folder)
     a = check_targets_arrays(arrays)
     written = []
@@ -224,4 +228,6 @@ def write_figures(folder, arrays, results: dict, *, rows: list[dict], suffix: st
                 title_suffix=suffix,
             )
         )
+    if attacks is not None:
+        written += write_attack_figures(folder, attacks, results, suffix=suffix)
     return written
