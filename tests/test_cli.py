@@ -75,21 +75,23 @@ def test_demo_config_end_to_end(tmp_path):
     res = json.loads((run / "results.json").read_text())
     cfg = yaml.safe_load((ROOT / "configs/demo.yaml").read_text())
     with np.load(run / "losses.npz") as z:
-        member, nonmember = z["member_losses"], z["nonmember_losses"]
         assert bool(z["synthetic"])
         assert len(z["eval_member_losses"]) == cfg["eval_pairs"]
-    assert member.shape == nonmember.shape == (cfg["n_iterations"],)
-    # results.json agrees with the loss arrays it came from.
-    again = ref.summarize(member.astype(np.float64), nonmember.astype(np.float64), cfg["alpha"])
-    for key in ("threshold", "power", "fpr", "auc", "member_loss_mean", "nonmember_loss_mean"):
-        assert res[key] == pytest.approx(again[key], rel=1e-6), key
-    with np.load(run / "losses.npz") as z:  # the logits the other scores come from
         assert z["member_logits"].shape == (cfg["n_iterations"], cfg["num_classes"])
-        logp = log_softmax(z["member_logits"].astype(np.float64), axis=1)
-        ce = -logp[:, int(z["target_label"])]
+        label = int(z["target_label"])
+        device = z["member_losses"]
+        # The loss score comes from the logits in float64 (the saved float32 losses are
+        # what the device computed, kept beside them).
+        member = -log_softmax(z["member_logits"].astype(np.float64), axis=1)[:, label]
+        nonmember = -log_softmax(z["nonmember_logits"].astype(np.float64), axis=1)[:, label]
         # The device's float32 cross-entropy against float64 from the same logits:
         # absolute rounding of a few unit roundoffs of the logits' size.
-        assert_close(member, ce, 16 * F32_UNIT_ROUNDOFF, scale=np.abs(z["member_logits"]).max())
+        assert_close(device, member, 16 * F32_UNIT_ROUNDOFF, scale=np.abs(z["member_logits"]).max())
+    assert member.shape == nonmember.shape == (cfg["n_iterations"],)
+    # results.json agrees with the logits it came from.
+    again = ref.summarize(member, nonmember, cfg["alpha"])
+    for key in ("threshold", "power", "fpr", "auc", "member_loss_mean", "nonmember_loss_mean"):
+        assert res[key] == pytest.approx(again[key], rel=1e-9), key
     assert res["power"] == pytest.approx(np.mean(member < res["threshold"]))
     assert res["fpr"] <= cfg["alpha"]
     assert res["synthetic"] is True and res["dataset"] == "synthetic"

@@ -16,6 +16,8 @@ from jaxmia.errors import UserError
 from jaxmia.kinds.population import analysis as ap
 from jaxmia.kinds.population import figures as plots_population
 
+from reference_stats import naive_loss
+
 # ---------------------------------------------------------------- data
 
 
@@ -148,8 +150,9 @@ def test_metrics_equal_naive_reference(ties):
     assert [p["repetition"] for p in res["per_repetition"]] == [0, 1, 2]
     for p in res["per_repetition"]:
         r = p["repetition"]
-        m = arrays["member_losses"][r].astype(np.float64)
-        x = arrays["nonmember_losses"][r].astype(np.float64)
+        # The loss score comes from the logits in float64, not from the saved float32 losses.
+        m = naive_loss(arrays["member_logits"][r], arrays["member_labels"][r])
+        x = naive_loss(arrays["nonmember_logits"][r], arrays["nonmember_labels"][r])
         assert p["auc"] == pytest.approx(naive_auc(m, x), abs=1e-12)
         assert p["balanced_accuracy"] == pytest.approx(naive_balanced_accuracy(m, x), abs=1e-12)
         assert p["average_precision"] == pytest.approx(naive_average_precision(m, x), abs=1e-12)
@@ -161,7 +164,7 @@ def test_metrics_equal_naive_reference(ties):
         assert a["tpr"] == naive_tpr_at_fpr(m, x, 0.1)
         assert a["tpr"] == np.mean(m < a["threshold"])
         assert a["fpr"] == np.mean(x < a["threshold"])
-        assert a["k"] == 4 and a["threshold"] == np.sort(x)[4]
+        assert a["k"] == 4 and a["threshold"] == pytest.approx(np.sort(x)[4], rel=1e-14)
         assert a["expected_heldout_fpr"] == pytest.approx(5 / 41)
         # Yeom: threshold = mean member loss, counted directly.
         t, tpr, fpr, acc = naive_yeom(m.tolist(), x.tolist())
@@ -202,8 +205,8 @@ def test_logit_scores_come_from_the_logits_and_yeom_stays_on_the_loss(score):
         assert p["alpha_rule"]["threshold"] == np.sort(sn)[::-1][3]  # k = floor(0.1 * 30)
         assert p["alpha_rule"]["decision"].startswith(f"member iff {scores.SCORES[score].symbol} >")
         t, tpr, fpr, _ = naive_yeom(
-            arrays["member_losses"][r].astype(np.float64).tolist(),
-            arrays["nonmember_losses"][r].astype(np.float64).tolist(),
+            naive_loss(arrays["member_logits"][r], arrays["member_labels"][r]).tolist(),
+            naive_loss(arrays["nonmember_logits"][r], arrays["nonmember_labels"][r]).tolist(),
         )
         assert p["yeom"]["threshold"] == pytest.approx(t)
         assert (p["yeom"]["tpr"], p["yeom"]["fpr"]) == (tpr, fpr)
@@ -215,8 +218,8 @@ def test_other_threshold_rules_go_through_stats(rule):
     res = ap.population_results(arrays, Settings(alpha=0.05, threshold_rule=rule))
     for p in res["per_repetition"]:
         r = p["repetition"]
-        m = arrays["member_losses"][r].astype(np.float64)
-        x = arrays["nonmember_losses"][r].astype(np.float64)
+        m = naive_loss(arrays["member_logits"][r], arrays["member_labels"][r])
+        x = naive_loss(arrays["nonmember_logits"][r], arrays["nonmember_labels"][r])
         decision, _ = thresholds.choose_threshold(m, x, alpha=0.05, rule=rule, score="loss")
         assert p["alpha_rule"]["decision"] == decision.text()
         assert p["alpha_rule"]["tpr"] == np.mean(decision.predict(m))

@@ -74,11 +74,9 @@ def by_hand(arrays, t, score):
         for m in range(len(used)):
             if not used[m]:
                 continue
-            if score == "loss":
-                v = float(arrays[f"{prefix}losses"][m, t])
-            else:
-                z = np.asarray(arrays[f"{prefix}logits"][m, t], np.float64)
-                v = float(scores.compute(score, z[None, :], label)[0])
+            # Every score, the loss included, from the logits in float64.
+            z = np.asarray(arrays[f"{prefix}logits"][m, t], np.float64)
+            v = float(scores.compute(score, z[None, :], label)[0])
             side = "member" if arrays[f"{prefix}membership"][m, t] else "nonmember"
             out[prefix + side].append(v)
     return {k: np.array(v) for k, v in out.items()}

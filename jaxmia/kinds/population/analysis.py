@@ -116,14 +116,13 @@ def left_out(arrays) -> list[str]:
 def population_scores(arrays, score: str, r: int) -> tuple[np.ndarray, np.ndarray]:
     """(member float64[n], non-member float64[n]): native ``score`` values under model r.
 
-    The loss is the one the device computed (float32, as the pipeline reports it); the
-    logit-scale scores come from the saved logits in float64.
+    Every score, the loss included, comes from the saved logits in float64
+    (``attack.scores.from_outputs``).
     """
     out = []
     for who in ("member", "nonmember"):
-        logits, loss = arrays[f"{who}_logits"][r], arrays[f"{who}_losses"][r]
         labels = np.asarray(arrays[f"{who}_labels"][r]).astype(np.int64)
-        out.append(scores.from_outputs(score, logits, labels, loss))
+        out.append(scores.from_outputs(score, arrays[f"{who}_logits"][r], labels))
     return out[0], out[1]
 
 

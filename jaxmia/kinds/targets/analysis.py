@@ -110,9 +110,8 @@ def _label_name(a: dict, t: int) -> str:
 def target_scores(arrays, score: str) -> dict[str, np.ndarray]:
     """Native-scale scores of the used models for every target.
 
-    The loss is the one the device computed (float32, as the pipeline reports it,
-    widened to float64); ``lira`` and ``hinge`` come from the saved logits in
-    float64 (``scores.compute``), the convention of the single-target run.
+    Every score, the loss included, comes from the saved logits in float64
+    (``attack.scores.from_outputs``), as for a single target.
 
     Returns:
       calibration: float64[M_used, T]; membership: bool[M_used, T];
@@ -124,8 +123,7 @@ def target_scores(arrays, score: str) -> dict[str, np.ndarray]:
     for prefix, key in (("", "calibration"), ("eval_", "eval")):
         used = a[f"{prefix}model_used"]
         member = a[f"{prefix}membership"][used]
-        logits, loss = a[f"{prefix}logits"][used], a[f"{prefix}losses"][used]
-        out[key] = scores.from_outputs(score, logits, a["target_labels"], loss)
+        out[key] = scores.from_outputs(score, a[f"{prefix}logits"][used], a["target_labels"])
         out["membership" if key == "calibration" else "eval_membership"] = member
     return out
 
