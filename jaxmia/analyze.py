@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxmia.config import RULE_CHOICES, SCORE_CHOICES
-from jaxmia.errors import NonFiniteLoss, OneLineParser, UserError, show
+from jaxmia.errors import OneLineParser, UserError, show
 
 
 def build_parser() -> OneLineParser:
@@ -108,9 +108,6 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"jaxmia analyze: error: {e}", file=sys.stderr)
         return 2
-    except NonFiniteLoss as e:
-        print(f"jaxmia analyze: stopped: {e}", file=sys.stderr)
-        return 1
     print(format_summary(results))
     print(f"Rewrote the results and figures in {args.run_dir}")
     return 0

@@ -16,7 +16,7 @@ import pytest
 
 from jaxmia import experiment
 from jaxmia.config import Config
-from jaxmia.errors import UserError
+from jaxmia.errors import NothingToAnalyse, UserError
 from jaxmia.experiment import NonFiniteLoss, run_experiment
 from jaxmia.runs.plan import CALIBRATION, Job
 from jaxmia.training.chunk import ChunkTrainer
@@ -205,7 +205,7 @@ def test_no_finite_round_left_is_one_clear_stop(tmp_path, monkeypatch):
         return res
 
     monkeypatch.setattr(ChunkTrainer, "run", every_in_model_diverges)
-    with pytest.raises(NonFiniteLoss, match="every calibration round has a non-finite loss"):
+    with pytest.raises(NothingToAnalyse, match="nothing to analyse: no calibration round"):
         run(cfg(on_nonfinite="skip"), tmp_path)
 
 

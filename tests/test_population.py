@@ -291,7 +291,7 @@ def test_unused_models_are_left_out_of_everything():
     )
 
     arrays["model_used"][:] = False
-    with pytest.raises(UserError, match="non-finite"):
+    with pytest.raises(UserError, match="nothing to analyse: no target model has finite outputs"):
         ap.population_results(arrays, Settings(alpha=0.1))
 
 
@@ -460,3 +460,31 @@ def test_module_imports_no_jax():
         "sys.exit(1 if any(m == 'jax' or m.startswith('jax.') for m in sys.modules) else 0)"
     )
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+@pytest.mark.parametrize("rule", ["empirical", "conformal", "confident", "gaussian", "lira"])
+@pytest.mark.parametrize("score", ["loss", "lira", "hinge"])
+def test_identical_scores_call_nobody_a_member(score, rule):
+    # Every point of every model has the same logits and label: neither the alpha rule
+    # nor Yeom's (whose mean of equal losses can round above them) calls a member.
+    arrays = make_arrays(r=2, n=60, seed=3)
+    for who in ("member", "nonmember"):
+        arrays[f"{who}_logits"][:] = arrays["member_logits"][0, 0]
+        arrays[f"{who}_labels"][:] = arrays["member_labels"][0, 0]
+    res = ap.population_results(arrays, Settings(alpha=0.1, score=score, threshold_rule=rule))
+    for p in res["per_repetition"]:
+        assert p["alpha_rule"]["threshold"] is None
+        assert p["alpha_rule"]["tpr"] == p["alpha_rule"]["fpr"] == 0.0
+        assert p["yeom"]["tpr"] == p["yeom"]["fpr"] == 0.0
+        assert p["auc"] == 0.5
+    assert any("zero spread" in w for w in res["warnings"])
+
+
+def test_yeom_rule_on_equal_losses_calls_nobody():
+    # np.mean of 68 copies of this loss rounds one ulp above it: a cut there would call
+    # every point a member.
+    v = 0.9764821873565186
+    same = np.full(68, v)
+    assert np.mean(same) > v
+    y = ap.yeom_rule(same, same)
+    assert y["threshold"] == v and y["tpr"] == y["fpr"] == 0.0

@@ -350,3 +350,23 @@ def test_scores_from_logits_in_steps_equal_one_step(monkeypatch):
     label = arrays["target_labels"][3]
     expect = scores.lira_from_logits(arrays["logits"][arrays["model_used"], 3], label)
     np.testing.assert_array_equal(whole["calibration"][:, 3], expect)
+
+
+@pytest.mark.parametrize("rule", ["empirical", "conformal", "confident", "gaussian", "lira"])
+@pytest.mark.parametrize("score", ["loss", "lira", "hinge"])
+def test_identical_models_call_nobody_a_member(score, rule):
+    # Every model gave every target the same logits: no rule may call anyone a member.
+    arrays = make_arrays(n_targets=3, n_models=20, n_eval=4)
+    for key in ("logits", "eval_logits"):
+        arrays[key][:] = arrays[key][:1]
+    results, rows = at.targets_results(
+        arrays, Settings(alpha=0.25, score=score, threshold_rule=rule)
+    )
+    for row in rows:
+        assert row["threshold"] is None and row["power"] == row["calibration_fpr"] == 0.0
+        assert row["eval_true_positives"] == row["eval_false_positives"] == 0
+        assert row["gaussian_threshold"] is None and row["gaussian_power"] == 0.0
+    ev = results["evaluation"]
+    assert ev["true_positives"] == ev["false_positives"] == 0
+    assert any("zero spread" in w for w in results["warnings"])
+    assert not any("n_iterations" in w for w in results["warnings"])

@@ -27,7 +27,7 @@ import numpy as np
 
 from jaxmia.attack import metrics, scores, thresholds
 from jaxmia.attack.summary import Settings
-from jaxmia.errors import UserError
+from jaxmia.errors import NothingToAnalyse
 from jaxmia.kinds.population.arrays import SCHEMA
 from jaxmia.runs import schema
 
@@ -143,7 +143,9 @@ def yeom_rule(member_loss, nonmember_loss) -> dict:
     """
     mem = scores.check_scores(member_loss, "member losses")
     non = scores.check_scores(nonmember_loss, "non-member losses")
-    t = float(np.mean(mem))
+    # Equal losses have exactly their value as mean (np.mean of 68 copies of 0.97648...
+    # rounds one ulp above it, and the strict rule would then call every point a member).
+    t = float(np.mean(mem)) if np.ptp(mem) > 0 else float(mem[0])
     tp = int(np.count_nonzero(mem < t))
     fp = int(np.count_nonzero(non < t))
     tpr, fpr = tp / mem.size, fp / non.size
@@ -283,7 +285,7 @@ def population_results(arrays, settings: Settings) -> dict:
 
     Raises:
       ValueError: malformed arrays (``check_population_arrays``) or settings.
-      UserError: no model with finite losses is left.
+      NothingToAnalyse: no model with finite outputs is left (a UserError).
     """
     scores.get(settings.score)
     thresholds.check_rule(settings.threshold_rule)
@@ -296,10 +298,7 @@ def population_results(arrays, settings: Settings) -> dict:
     used = [int(r) for r in np.flatnonzero(ok)]
     dropped = [int(r) for r in np.flatnonzero(~ok)]
     if not used:
-        raise UserError(
-            f"all {n_rep} target models had non-finite losses: nothing to analyse "
-            "(lower lr, or check the data)"
-        )
+        raise NothingToAnalyse(f"no target model has finite outputs (0 of {n_rep} used)")
 
     warnings: list[str] = []
     if dropped:

@@ -14,7 +14,7 @@ import numpy as np
 
 from jaxmia.attack import scores
 from jaxmia.attack.summary import Settings, summarize
-from jaxmia.errors import NonFiniteLoss
+from jaxmia.errors import NothingToAnalyse
 
 
 def single_target_scores(arrays: dict, score: str) -> dict[str, np.ndarray]:
@@ -42,7 +42,10 @@ def single_target_results(arrays: dict, settings: Settings) -> dict:
     """Every statistic of a single-target run, JSON-ready, from its arrays alone."""
     ok = np.asarray(arrays["round_used"], bool)
     if not ok.any():
-        raise NonFiniteLoss("every calibration round has a non-finite loss; nothing to fit")
+        raise NothingToAnalyse(
+            f"no calibration round has finite outputs from both its IN and its OUT model "
+            f"(0 of {ok.size} rounds used)"
+        )
     s = single_target_scores(arrays, settings.score)
     summary = summarize(
         s["member"],

@@ -25,6 +25,7 @@ from jaxmia import fileio
 from jaxmia.attack import bounds, metrics, scores
 from jaxmia.attack.summary import Settings, summarize
 from jaxmia.attack.thresholds import Decision, GaussianFit
+from jaxmia.errors import NothingToAnalyse
 from jaxmia.kinds.targets.arrays import SCHEMA
 from jaxmia.runs import schema
 
@@ -151,6 +152,7 @@ def target_summary(arrays, settings: Settings, t: int, *, items: bool = True) ->
         delta=settings.delta,
         confidence=settings.confidence,
         items=items,
+        more_models="n_models",
     )
 
 
@@ -235,6 +237,10 @@ def targets_results(arrays, settings: Settings) -> tuple[dict, list[dict]]:
       eval_n_nonmember, eval_true_positives, eval_false_negatives,
       eval_false_positives, eval_true_negatives.  A target without IN or without OUT
       models has None in every statistic.
+
+    Raises:
+      ValueError: arrays that do not fit their schema.
+      NothingToAnalyse: no target has both an IN and an OUT model among the used ones.
     """
     a = check_targets_arrays(arrays)
     score, rule, alpha = settings.score, settings.threshold_rule, settings.alpha
@@ -273,6 +279,7 @@ def targets_results(arrays, settings: Settings) -> tuple[dict, list[dict]]:
             delta=settings.delta,
             confidence=settings.confidence,
             items=False,
+            more_models="n_models",
         )
         per_target_warnings.append(
             [w for w in summary["warnings"] if not w.startswith(_NO_EVAL_WARNING)]
@@ -333,6 +340,11 @@ def targets_results(arrays, settings: Settings) -> tuple[dict, list[dict]]:
                 expected_fp += summary["expected_heldout_fpr"] * ev_out.size
         rows.append(row)
 
+    if len(no_stats) == n_targets:
+        raise NothingToAnalyse(
+            f"no target has both an IN and an OUT model among the {int(a['model_used'].sum())} "
+            f"of {m_all} models used (a model with non-finite outputs is left out)"
+        )
     # Every row has every column (None where a target has no statistics).
     columns = dict.fromkeys(k for r in rows for k in r)
     rows = [{c: r.get(c) for c in columns} for r in rows]
