@@ -176,11 +176,11 @@ def test_summary_over_targets():
     json.dumps([results, rows], allow_nan=False)  # JSON-ready as they are
 
 
-def test_pooled_evaluation_equals_a_naive_loop():
+def test_pooled_evaluation_equals_a_naive_loop_with_the_model_as_the_unit():
     arrays = make_arrays(seed=3, n_targets=9, n_models=16, n_eval=10)
     settings = Settings(alpha=0.25, score="lira", threshold_rule="empirical", confidence=0.9)
     results, _ = at.targets_results(arrays, settings)
-    tp = fn = fp = tn = 0
+    counts = np.zeros((10, 4), np.int64)  # per evaluation model: TP, FN, FP, TN
     for t in range(9):
         label = int(arrays["target_labels"][t])
         phi = scores.lira_from_logits(arrays["logits"][:, t].astype(np.float64), label)
@@ -192,20 +192,30 @@ def test_pooled_evaluation_equals_a_naive_loop():
             z = arrays["eval_logits"][e, t].astype(np.float64)
             called = scores.lira_from_logits(z[None, :], label)[0] > cut
             if arrays["eval_membership"][e, t]:
-                tp, fn = tp + called, fn + (not called)
+                counts[e] += [called, not called, 0, 0]
             else:
-                fp, tn = fp + called, tn + (not called)
+                counts[e] += [0, 0, called, not called]
+    tp, fn, fp, tn = counts.sum(0)
     ev = results["evaluation"]
     assert (ev["true_positives"], ev["false_negatives"]) == (tp, fn)
     assert (ev["false_positives"], ev["true_negatives"]) == (fp, tn)
-    assert ev["n_member"] == ev["n_nonmember"] == 45
+    assert ev["n_member"] == ev["n_nonmember"] == 45 and ev["n_models"] == 10
     assert ev["tpr"] == tp / 45 and ev["fpr"] == fp / 45
-    assert ev["tpr_ci"] == list(metrics.clopper_pearson(tp, 45, 0.9))
-    assert ev["fpr_ci"] == list(metrics.clopper_pearson(fp, 45, 0.9))
-    eps = bounds.epsilon_lower_bound(fp, 45, fn, 45, confidence=0.9)
-    assert results["epsilon_lower_bound"]["value"] == float(eps[0])
+    # Intervals and epsilon with the evaluation model as the unit (one model's decisions
+    # on different targets are not independent trials).
+    n_in, n_out = counts[:, 0] + counts[:, 1], counts[:, 2] + counts[:, 3]
+    assert ev["tpr_ci"] == list(metrics.rate_over_models(counts[:, 0], n_in, 0.9)[1:])
+    assert ev["fpr_ci"] == list(metrics.rate_over_models(counts[:, 2], n_out, 0.9)[1:])
+    fnr_upper = metrics.rate_over_models(counts[:, 1], n_in, 0.9)[2]
+    eps = results["epsilon_lower_bound"]
+    assert eps["fpr_upper"] == ev["fpr_ci"][1] and eps["fnr_upper"] == fnr_upper
+    assert eps["value"] == float(bounds.epsilon_from_upper_bounds(ev["fpr_ci"][1], fnr_upper))
+    assert "evaluation model as the unit" in eps["method"]
+    assert "evaluation model as the unit" in ev["method"]
     # k = 2 of 8 for every target: the expected held-out FPR is (k+1)/(l+1) = 1/3.
     assert ev["expected_fpr"] == pytest.approx(3 / 9)
+    # Fewer than 16 evaluation models: said.
+    assert any("10 evaluation models" in w and "16" in w for w in results["warnings"])
 
 
 def test_unused_models_are_left_out():

@@ -43,6 +43,8 @@ __all__ = [
 
 CSV_FILE = "targets.csv"
 N_EXTREMES = 16  # most and least vulnerable targets listed and drawn
+# Below this many evaluation models the intervals over models are said to be rough.
+MIN_EVAL_MODELS = 16
 # summarize says this once per target when it gets no evaluation scores; the
 # evaluation here is pooled over targets and warned about once.
 _NO_EVAL_WARNING = "no evaluation models of both kinds"
@@ -253,7 +255,9 @@ def targets_results(arrays, settings: Settings) -> tuple[dict, list[dict]]:
     per_target_warnings: list[list[str]] = []
     rows: list[dict] = []
     no_stats: list[int] = []
-    tally = np.zeros(4, np.int64)  # pooled TP, FN, FP, TN
+    # Per used evaluation model: TP, FN, FP, TN over the targets (the model is the unit
+    # of the pooled intervals: its decisions on different targets share it).
+    per_model = np.zeros((s["eval"].shape[0], 4), np.int64)
     expected_fp = 0.0  # sum over targets of expected held-out FPR x OUT evaluation models
     expected_known = True
 
@@ -314,21 +318,15 @@ def targets_results(arrays, settings: Settings) -> tuple[dict, list[dict]]:
         if has_eval:
             # The summary's own decision, applied as summary.evaluate_decision applies it.
             decision = _decision(summary)
-            ev_in, ev_out = _column(s["eval"], s["eval_membership"], t)
-            p_in, p_out = decision.predict(ev_in), decision.predict(ev_out)
-            counts = np.array(
-                [
-                    np.count_nonzero(p_in),
-                    np.count_nonzero(~p_in),
-                    np.count_nonzero(p_out),
-                    np.count_nonzero(~p_out),
-                ],
-                np.int64,
-            )
-            tally += counts
+            called = decision.predict(s["eval"][:, t])  # bool[E_used]
+            inside = s["eval_membership"][:, t]
+            cells = np.stack([called & inside, ~called & inside, called & ~inside], 1)
+            cells = np.concatenate([cells, (~called & ~inside)[:, None]], 1)
+            per_model += cells
+            counts = cells.sum(0)
             row.update(
-                eval_n_member=int(ev_in.size),
-                eval_n_nonmember=int(ev_out.size),
+                eval_n_member=int(inside.sum()),
+                eval_n_nonmember=int((~inside).sum()),
                 eval_true_positives=int(counts[0]),
                 eval_false_negatives=int(counts[1]),
                 eval_false_positives=int(counts[2]),
@@ -337,7 +335,7 @@ def targets_results(arrays, settings: Settings) -> tuple[dict, list[dict]]:
             if summary["expected_heldout_fpr"] is None:
                 expected_known = False
             else:
-                expected_fp += summary["expected_heldout_fpr"] * ev_out.size
+                expected_fp += summary["expected_heldout_fpr"] * int((~inside).sum())
         rows.append(row)
 
     if len(no_stats) == n_targets:
@@ -434,27 +432,21 @@ def targets_results(arrays, settings: Settings) -> tuple[dict, list[dict]]:
         if key in a and m_used:
             results[key] = float(np.mean(a[key][a["model_used"]]))
 
-    tp, fn, fp, tn = (int(v) for v in tally)
+    tp, fn, fp, tn = (int(v) for v in per_model.sum(0))
     if has_eval and tp + fn + fp + tn:
         results["evaluation"] = _pooled_evaluation(
-            tp, fn, fp, tn, settings.confidence, expected_fp if expected_known else None
+            per_model, settings.confidence, expected_fp if expected_known else None
         )
-        if tp + fn and fp + tn:
-            e, e_sym, fpr_ub, fnr_ub = bounds.epsilon_lower_bound(
-                fp, fp + tn, fn, tp + fn, confidence=settings.confidence, delta=settings.delta
+        n_models = results["evaluation"]["n_models"]
+        if n_models < MIN_EVAL_MODELS:
+            warnings.append(
+                f"only {n_models} evaluation models: the pooled intervals and the epsilon "
+                "bound take the model as the unit (one model's decisions on different "
+                f"targets are not independent), and below {MIN_EVAL_MODELS} models they are "
+                "wide and their coverage rough; raise eval_models"
             )
-            results["epsilon_lower_bound"] = {
-                "value": float(e),
-                "symmetric": float(e_sym),
-                "fpr_upper": float(fpr_ub),
-                "fnr_upper": float(fnr_ub),
-                "confidence": settings.confidence,
-                "delta": float(settings.delta),
-                "method": "Clopper-Pearson (Jagielski et al. 2020) on the decisions pooled over "
-                "targets and evaluation models: log((1 - delta - FNR_ub) / FPR_ub), each bound "
-                "one-sided at 1 - (1 - confidence)/2; the decisions of one model on different "
-                "targets are not independent, so the confidence is nominal",
-            }
+        if tp + fn and fp + tn:
+            results["epsilon_lower_bound"] = _pooled_epsilon(per_model, settings)
     else:
         warnings.append(
             "no evaluation models (eval_models: 0, or none used): realised TPR/FPR and the "
@@ -481,26 +473,65 @@ def _decision(summary: dict) -> Decision:
     return Decision(score, rule, float(threshold), summary["k"], member, nonmember)
 
 
-def _pooled_evaluation(tp, fn, fp, tn, confidence, expected_fp) -> dict:
+_UNIT = (
+    "with the evaluation model as the unit: the rate pooled over targets and models, "
+    "and a cluster-robust interval over the models (attack.metrics.rate_over_models: "
+    "ratio-estimator sandwich on the logit scale with t_{E-1}, never narrower than "
+    "Clopper-Pearson on the pooled counts, exact at a rate of 0 or 1), since one model's "
+    "decisions on different targets are not independent"
+)
+
+
+def _pooled_evaluation(per_model: np.ndarray, confidence: float, expected_fp) -> dict:
+    """The evaluation pooled over targets, from int[E, 4] counts (TP, FN, FP, TN) per model."""
+    tp, fn, fp, tn = (int(v) for v in per_model.sum(0))
     n_mem, n_non = tp + fn, fp + tn
+    n_in, n_out = per_model[:, 0] + per_model[:, 1], per_model[:, 2] + per_model[:, 3]
+    tpr, tpr_lo, tpr_hi = metrics.rate_over_models(per_model[:, 0], n_in, confidence)
+    fpr, fpr_lo, fpr_hi = metrics.rate_over_models(per_model[:, 2], n_out, confidence)
     return {
         "n_decisions": n_mem + n_non,
         "n_member": n_mem,
         "n_nonmember": n_non,
+        "n_models": int(np.count_nonzero(n_in + n_out)),
         "true_positives": tp,
         "false_negatives": fn,
         "false_positives": fp,
         "true_negatives": tn,
-        "tpr": tp / n_mem if n_mem else None,
-        "tpr_ci": list(metrics.clopper_pearson(tp, n_mem, confidence)) if n_mem else None,
-        "fpr": fp / n_non if n_non else None,
-        "fpr_ci": list(metrics.clopper_pearson(fp, n_non, confidence)) if n_non else None,
+        "tpr": tpr,
+        "tpr_ci": [tpr_lo, tpr_hi] if n_mem else None,
+        "fpr": fpr,
+        "fpr_ci": [fpr_lo, fpr_hi] if n_non else None,
         "accuracy": (tp + tn) / (n_mem + n_non),
         "expected_fpr": expected_fp / n_non if expected_fp is not None and n_non else None,
         "confidence": confidence,
+        "unit": "evaluation model",
         "method": "each target's own threshold applied to its evaluation models' scores; "
-        "counts pooled over targets; two-sided Clopper-Pearson intervals, which treat the "
-        "decisions as independent (one model's decisions on different targets are not)",
+        f"counts pooled over targets; two-sided intervals {_UNIT}",
+    }
+
+
+def _pooled_epsilon(per_model: np.ndarray, settings: Settings) -> dict:
+    """The ε lower bound (Jagielski et al. 2020) from upper bounds on the pooled FPR and FNR,
+    each one-sided at 1 - (1 - confidence)/2 with the evaluation model as the unit."""
+    conf, delta = settings.confidence, float(settings.delta)
+    bounds.epsilon_lower_bound(0, 1, 0, 1, confidence=conf, delta=delta)  # validates both
+    n_in, n_out = per_model[:, 0] + per_model[:, 1], per_model[:, 2] + per_model[:, 3]
+    fpr_ub = metrics.rate_over_models(per_model[:, 2], n_out, conf)[2]
+    fnr_ub = metrics.rate_over_models(per_model[:, 1], n_in, conf)[2]
+    value = float(bounds.epsilon_from_upper_bounds(fpr_ub, fnr_ub, delta))
+    reverse = float(bounds.epsilon_from_upper_bounds(fnr_ub, fpr_ub, delta))
+    return {
+        "value": value,
+        "symmetric": max(value, reverse),
+        "fpr_upper": fpr_ub,
+        "fnr_upper": fnr_ub,
+        "confidence": conf,
+        "delta": delta,
+        "unit": "evaluation model",
+        "method": "log((1 - delta - FNR_ub) / FPR_ub) (Jagielski et al. 2020) on the decisions "
+        "pooled over targets and evaluation models, each bound one-sided at "
+        f"1 - (1 - confidence)/2, {_UNIT}",
     }
 
 
