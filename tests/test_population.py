@@ -256,13 +256,37 @@ def test_summary_is_the_t_interval_of_the_per_repetition_values():
     arrays = make_arrays(r=4, n=30, seed=3)
     res = ap.population_results(arrays, Settings(alpha=0.1, confidence=0.9))
     per = res["per_repetition"]
+    by_construction = (("alpha_rule", "fpr"), ("alpha_rule", "expected_heldout_fpr"))
     for path, is_rate in ap.SUMMARY_METRICS:
         values = [ap._get(p, path) for p in per]
         want = metrics.t_interval(values, 0.9, bounds=(0.0, 1.0) if is_rate else None)
-        assert ap._get(res["summary"], path) == want
+        got = ap._get(res["summary"], path)
+        if path in by_construction:
+            assert {k: got[k] for k in ("mean", "n")} == {k: want[k] for k in ("mean", "n")}
+        else:
+            assert got == want
     auc = res["summary"]["auc"]
     assert auc["mean"] == pytest.approx(np.mean([p["auc"] for p in per]))
     assert auc["ci"][0] < auc["mean"] < auc["ci"][1]
+
+
+def test_in_sample_fpr_is_said_to_be_so_not_given_a_zero_width_interval():
+    # The alpha rule's FPR on the non-members it was chosen on is k/n by construction
+    # (3/30 here in every repetition): a t-interval over the repetitions is [0.1, 0.1].
+    from jaxmia.kinds import format_summary
+
+    arrays = make_arrays(r=4, n=30, seed=3)
+    res = ap.population_results(arrays, Settings(alpha=0.1))
+    fpr = res["summary"]["alpha_rule"]["fpr"]
+    assert fpr["mean"] == 0.1 and fpr["ci"] is None
+    assert fpr["note"].startswith("in sample, by construction")
+    law = res["summary"]["alpha_rule"]["expected_heldout_fpr"]
+    assert law["mean"] == pytest.approx(4 / 31) and law["ci"] is None
+    assert "Beta(4, 27)" in law["note"]
+    text = format_summary({**res, "dataset": "synthetic"})
+    assert "FPR 0.1000 (in sample, by construction)" in text
+    assert "[0.1000, 0.1000]" not in text
+    assert "on fresh non-members 0.1290" in text
 
 
 # ---------------------------------------------------------------- models left out, R = 1

@@ -269,6 +269,40 @@ def _which(reps: list[int], used: list[int]) -> str:
     return ("repetition " if len(reps) == 1 else "repetitions ") + ", ".join(map(str, reps))
 
 
+def _by_construction(summary: dict, per_rep: list[dict], n: int) -> None:
+    """Replaces the t-intervals of the alpha rule's numbers that are not estimates.
+
+    An order-statistic rule puts its cut so that at most k of the n non-members it was
+    chosen on lie beyond it: the in-sample FPR is k/n (less on ties) in every
+    repetition, and a t-interval over them reads [k/n, k/n], which says nothing about
+    fresh non-members.  What does is the law of the held-out FPR (Beta(k+1, n-k) for
+    those rules, Student t for the gaussian one), which depends on the rule, alpha and
+    n alone: the same for every model, a law and not an estimate with a spread.
+    """
+    ks = {p["alpha_rule"]["k"] for p in per_rep}
+    rule = summary["alpha_rule"]
+    law = rule["expected_heldout_fpr"]
+    law["ci"] = None
+    if len(ks) == 1 and None not in ks:
+        k = ks.pop()
+        rule["fpr"].update(
+            ci=None,
+            note=f"in sample, by construction: the cut lets at most k = {k} of the {n} "
+            "non-members it was chosen on lie beyond it; expected_heldout_fpr is the FPR "
+            "on fresh non-members",
+        )
+        law["note"] = (
+            f"the law of the held-out FPR, Beta(k+1, n-k) = Beta({k + 1}, {n - k}), the same "
+            "for every model (its 95% quantile: per_repetition's expected_heldout_fpr_upper95)"
+        )
+    else:
+        rule["fpr"]["note"] = "in sample: on the non-members the threshold was fitted on"
+        law["note"] = (
+            "what the rule promises on fresh non-members (see expected_heldout_fpr_method), "
+            "set by the rule, alpha and n: not an estimate with a spread over models"
+        )
+
+
 def population_results(arrays, settings: Settings) -> dict:
     """Every statistic of a population run, JSON-ready, from its arrays alone.
 
@@ -350,6 +384,7 @@ def population_results(arrays, settings: Settings) -> dict:
         _put(
             summary, path, metrics.t_interval(values, conf, bounds=(0.0, 1.0) if is_rate else None)
         )
+    _by_construction(summary, per_rep, n)
 
     return {
         "experiment": "population",
