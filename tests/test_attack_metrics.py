@@ -229,3 +229,37 @@ def test_rates_over_models_keep_their_confidence_at_scale():
     assert 0.925 <= cover_fpr / runs <= 0.975
     assert both / runs >= 0.925
     assert over / runs <= 0.05 + 0.02
+
+
+# ---------------------------------------------------------------- an AUC's interval
+
+
+def test_auc_interval_is_clopper_pearson_on_the_binomial_equivalent():
+    # m = 3 n_in n_out / (n_in + n_out + 1): a binomial proportion of m trials has the
+    # Mann-Whitney statistic's variance (n_in + n_out + 1) / (12 n_in n_out) at AUC 1/2.
+    lo, hi = metrics.auc_interval([0.5, 1.0, 0.0], [8, 8, 8], [8, 8, 8], 0.95)
+    m = 3 * 64 / 17
+    assert 0.25 / m == pytest.approx(17 / (12 * 64), rel=1e-12)
+    assert lo[0] == pytest.approx(sps.beta.ppf(0.025, 0.5 * m, 0.5 * m + 1), rel=1e-12)
+    assert hi[0] == pytest.approx(sps.beta.ppf(0.975, 0.5 * m + 1, 0.5 * m), rel=1e-12)
+    # Complete separation still has a width: AUC 1 from 8 IN and 8 OUT models.
+    assert hi[1] == 1.0 and lo[1] == pytest.approx(0.025 ** (1 / m), rel=1e-12)
+    assert lo[2] == 0.0 and hi[2] == pytest.approx(1 - 0.025 ** (1 / m), rel=1e-12)
+    # No models of a kind: no interval.
+    lo, hi = metrics.auc_interval([0.7], [0], [8], 0.95)
+    assert np.isnan(lo[0]) and np.isnan(hi[0])
+
+
+def test_auc_interval_covers_at_least_its_level_with_eight_models_a_side():
+    # Binormal scores, 8 IN and 8 OUT models (the case, where an AUC's standard
+    # error is about 0.11), true AUC from 0.5 to 0.98, where the observed AUC is often 1.
+    rng = np.random.default_rng(8)
+    runs = 400
+    for shift in (0.0, 1.0, 3.0):
+        true = sps.norm.cdf(shift / math.sqrt(2))
+        mem = rng.normal(shift, 1.0, (runs, 8))
+        non = rng.normal(0.0, 1.0, (runs, 8))
+        auc = np.array([metrics.auc(m, x) for m, x in zip(mem, non, strict=True)])
+        lo, hi = metrics.auc_interval(auc, np.full(runs, 8), np.full(runs, 8), 0.95)
+        # 400 runs: a coverage of 0.95 has a Monte Carlo standard error of 0.011.
+        assert np.mean((lo <= true) & (true <= hi)) >= 0.93, shift

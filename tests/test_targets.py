@@ -305,7 +305,16 @@ def test_csv_round_trips(tmp_path):
     columns = list(dict.fromkeys(k for r in rows for k in r))
     assert back == [{c: r.get(c) for c in columns} for r in rows]
     header = path.read_text().splitlines()[0].split(",")
-    assert header[:6] == ["index", "label", "n_member", "n_nonmember", "auc", "balanced_accuracy"]
+    assert header[:8] == [
+        "index",
+        "label",
+        "n_member",
+        "n_nonmember",
+        "auc",
+        "auc_ci_low",
+        "auc_ci_high",
+        "balanced_accuracy",
+    ]
     assert "power" in header and "member_loss_mean" in header and "nonmember_loss_mean" in header
     assert back[1]["label"] == "10" and back[0]["label"] == 'ap,ple "x"'
 
@@ -380,3 +389,36 @@ def test_identical_models_call_nobody_a_member(score, rule):
     assert ev["true_positives"] == ev["false_positives"] == 0
     assert any("zero spread" in w for w in results["warnings"])
     assert not any("n_iterations" in w for w in results["warnings"])
+
+
+def test_every_target_auc_comes_with_its_interval(tmp_path):
+    # 8 IN / 8 OUT models: a per-target AUC is uncertain by about 0.11; targets.csv, the
+    # lists of the most and least vulnerable and the figure all show its interval.
+    arrays = make_arrays(n_targets=40, n_models=16, n_eval=4)
+    results, rows = at.targets_results(arrays, Settings(alpha=0.25, confidence=0.9))
+    auc = np.array([r["auc"] for r in rows])
+    lo, hi = metrics.auc_interval(
+        auc, [r["n_member"] for r in rows], [r["n_nonmember"] for r in rows], 0.9
+    )
+    assert [r["auc_ci_low"] for r in rows] == lo.tolist()
+    assert [r["auc_ci_high"] for r in rows] == hi.tolist()
+    assert list(rows[0])[list(rows[0]).index("auc") + 1 : list(rows[0]).index("auc") + 3] == [
+        "auc_ci_low",
+        "auc_ci_high",
+    ]
+    by_index = {r["index"]: r for r in rows}
+    for entry in results["most_vulnerable"] + results["least_vulnerable"]:
+        row = by_index[entry["index"]]
+        assert entry["auc_ci"] == [row["auc_ci_low"], row["auc_ci_high"]]
+    assert "binomial" in results["auc_interval_method"]
+    # The figure: one bar per target, ranked by AUC, spanning its interval.
+    fig = plots_targets.vulnerability_figure(rows, arrays["target_images"], results)
+    bars = [c for ax in fig.axes for c in ax.collections if c.get_label() == "auc_intervals"]
+    assert len(bars) == 1
+    segments = bars[0].get_segments()
+    assert len(segments) == 40
+    order = sorted(range(40), key=lambda i: -auc[i])
+    spans = sorted((round(s[0][1], 12), round(s[1][1], 12)) for s in segments)
+    assert spans == sorted((round(lo[i], 12), round(hi[i], 12)) for i in order)
+    captions = [t.get_text() for ax in fig.axes for t in [ax.title] if "AUC" in t.get_text()]
+    assert any("[" in c and "]" in c for c in captions)

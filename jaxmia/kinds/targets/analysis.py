@@ -232,7 +232,8 @@ def targets_results(arrays, settings: Settings) -> tuple[dict, list[dict]]:
     Returns:
       (results, rows): ``results`` is the JSON-ready summary (README, many targets);
       ``rows`` holds one dict per target, in the order of ``targets``, with index,
-      label, n_member, n_nonmember, auc, balanced_accuracy, power, calibration_fpr,
+      label, n_member, n_nonmember, auc, auc_ci_low, auc_ci_high (``AUC_INTERVAL_METHOD``
+      at settings.confidence), balanced_accuracy, power, calibration_fpr,
       threshold, k, expected_heldout_fpr(_upper95), tpr_at_fpr_<f>, gaussian_threshold,
       gaussian_power, member/nonmember_loss_mean/std, for scores other than the loss
       member/nonmember_score_mean/std, and with evaluation models eval_n_member,
@@ -290,6 +291,8 @@ def targets_results(arrays, settings: Settings) -> tuple[dict, list[dict]]:
         )
         row.update(
             auc=summary["auc"],
+            auc_ci_low=None,  # filled below, for every target at once
+            auc_ci_high=None,
             balanced_accuracy=summary["balanced_accuracy"],
             power=summary["power"],
             calibration_fpr=summary["calibration_fpr"],
@@ -346,6 +349,7 @@ def targets_results(arrays, settings: Settings) -> tuple[dict, list[dict]]:
     # Every row has every column (None where a target has no statistics).
     columns = dict.fromkeys(k for r in rows for k in r)
     rows = [{c: r.get(c) for c in columns} for r in rows]
+    _auc_intervals(rows, settings.confidence)
 
     # ---- the summary over targets
     m_used = int(a["model_used"].sum())
@@ -377,6 +381,7 @@ def targets_results(arrays, settings: Settings) -> tuple[dict, list[dict]]:
                 "index": rows[i]["index"],
                 "label": rows[i]["label"],
                 "auc": rows[i]["auc"],
+                "auc_ci": [rows[i]["auc_ci_low"], rows[i]["auc_ci_high"]],
                 "power": rows[i]["power"],
             }
             for i in positions
@@ -407,6 +412,7 @@ def targets_results(arrays, settings: Settings) -> tuple[dict, list[dict]]:
         "threshold_rule": rule,
         "threshold_scale": "log likelihood ratio" if rule == "lira" else score,
         "alpha": float(alpha),
+        "confidence": float(settings.confidence),
         "decision": "each target its own threshold, chosen on its own IN and OUT models",
         "auc_median": auc_q["median"],
         "auc_q1": auc_q["q1"],
@@ -414,6 +420,7 @@ def targets_results(arrays, settings: Settings) -> tuple[dict, list[dict]]:
         "auc_mean": auc_q["mean"],
         "auc_min": auc_q["min"],
         "auc_max": auc_q["max"],
+        "auc_interval_method": AUC_INTERVAL_METHOD,
         "power_mean": float(np.mean(power)) if power.size else None,
         "power_median": float(np.median(power)) if power.size else None,
         "n_power_at_least_half": n_strong,
@@ -454,6 +461,28 @@ def targets_results(arrays, settings: Settings) -> tuple[dict, list[dict]]:
         )
     results["warnings"] = warnings
     return results, rows
+
+
+AUC_INTERVAL_METHOD = (
+    "per target, two-sided at confidence: Clopper-Pearson on the binomial equivalent of "
+    "the Mann-Whitney statistic, AUC x m successes in m = 3 l_in l / (l_in + l + 1) trials "
+    "(attack.metrics.auc_interval); conservative towards AUC 0 and 1"
+)
+
+
+def _auc_intervals(rows: list[dict], confidence: float) -> None:
+    """Fills auc_ci_low and auc_ci_high of every row with statistics (one vectorised call)."""
+    have = [i for i, r in enumerate(rows) if r.get("auc") is not None]
+    if not have:
+        return
+    lo, hi = metrics.auc_interval(
+        [rows[i]["auc"] for i in have],
+        [rows[i]["n_member"] for i in have],
+        [rows[i]["n_nonmember"] for i in have],
+        confidence,
+    )
+    for i, a, b in zip(have, lo.tolist(), hi.tolist(), strict=True):
+        rows[i]["auc_ci_low"], rows[i]["auc_ci_high"] = a, b
 
 
 def _decision(summary: dict) -> Decision:
