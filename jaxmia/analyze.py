@@ -65,7 +65,7 @@ def _load(run_dir: Path):
             old = json.loads(with_results.read_text())
         except (OSError, ValueError):
             old = {}
-    return cfg, arrays, old
+    return cfg, arrays, old, identity
 
 
 def analyze(run_dir, **overrides) -> dict:
@@ -78,13 +78,13 @@ def analyze(run_dir, **overrides) -> dict:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"run folder not found: {show(str(run_dir))}")
-    cfg, arrays, old = _load(run_dir)
+    cfg, arrays, old, identity = _load(run_dir)
     changes = {k: v for k, v in overrides.items() if v is not None}
     cfg = config_from_dict({**cfg.to_dict(), **changes}, source="the command line")
     fd = lock_folder(run_dir)
     try:
         run_info = {k: old[k] for k in RUN_KEYS if k in old}
-        meta = metadata(cfg.kind, cfg, bool(arrays["synthetic"]))
+        meta = metadata(cfg.kind, cfg, bool(arrays["synthetic"]), identity.get("data_fingerprint"))
         return write_run(cfg.kind, run_dir, cfg, meta, arrays, run_info, write_arrays=False)
     finally:
         os.close(fd)

@@ -118,7 +118,7 @@ def run_experiment(
             "results_hash": run_hash,
             "jaxmia_version": __version__,
         }
-        meta = metadata(kind, cfg, dataset.synthetic)
+        meta = metadata(kind, cfg, dataset.synthetic, dataset.fingerprint)
         return write_run(kind, run_dir, cfg, meta, arrays, run_info)
     finally:
         if store is not None:

@@ -3,6 +3,7 @@ done: one line and exit code 2 for what it cannot use, and a true report of what
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -72,3 +73,51 @@ def test_nothing_to_analyse_is_one_line_and_exit_2_in_every_kind(tmp_path, capsy
     line = one_line(capsys, 2, run)
     assert line.startswith("jaxmia analyze: error: nothing to analyse: "), line
     assert "lower lr" in line
+
+
+# ---------------------------------------------------------------- unverified data
+
+
+def _titles(fig) -> list[str]:
+    """Every title text of a figure: its suptitle, its subfigures' and its axes'."""
+    out = []
+    for part in [fig, *fig.subfigs]:
+        if getattr(part, "_suptitle", None) is not None:
+            out.append(part._suptitle.get_text())
+    out += [ax.get_title() for ax in fig.axes]
+    return out
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_unverified_data_is_said_everywhere_synthetic_data_is(tmp_path, capsys, monkeypatch, kind):
+    # A run on a copy made with JAXMIA_UNVERIFIED_DATA=1: its run.json's fingerprint says
+    # so, and so must the console, results.json and every figure's title.
+    from jaxmia import plotting
+
+    run = golden_run(kind, tmp_path)
+    ident = json.loads((run / "run.json").read_text())
+    fingerprint = "cifar100:unverified:sha256=" + "ab" * 32
+    ident["data_fingerprint"] = fingerprint
+    (run / "run.json").write_text(json.dumps(ident))
+    a = load(run, kind)
+    a["synthetic"] = np.array(False)
+    save(run, kind, a)
+    drawn = []
+    real_save = plotting.save_png
+
+    def keep(fig, path):
+        drawn.append((path, _titles(fig)))
+        return real_save(fig, path)
+
+    monkeypatch.setattr(plotting, "save_png", keep)
+    for module in ("single_target", "targets", "population"):
+        monkeypatch.setattr(f"jaxmia.kinds.{module}.figures.save_png", keep, raising=False)
+    assert analyze.main([str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "[UNVERIFIED DATA]" in out
+    res = json.loads((run / "results.json").read_text())
+    assert res["unverified"] is True and res["data_fingerprint"] == fingerprint
+    assert drawn
+    for path, titles in drawn:
+        assert any("[UNVERIFIED DATA]" in t for t in titles), (path.name, titles)
+    assert (run / "config.yaml").read_text().startswith("# UNVERIFIED DATA")

@@ -32,6 +32,7 @@ from jaxmia.runs.plan import Job, Plan
 
 __all__ = [
     "SYNTHETIC_SUFFIX",
+    "UNVERIFIED_SUFFIX",
     "Analysis",
     "Kind",
     "KindBase",
@@ -42,6 +43,7 @@ __all__ = [
 ]
 
 SYNTHETIC_SUFFIX = " [SYNTHETIC DATA]"  # added to every figure title of a synthetic run
+UNVERIFIED_SUFFIX = " [UNVERIFIED DATA]"  # ... and of a run on data taken on the user's word
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,10 +124,12 @@ class KindBase:
 
     def figures(self, arrays: dict, **extra) -> Callable[[Path, dict], list]:
         """``draw(folder, results)``: the kind's ``figures.write_figures`` on these arrays,
-        each title ending in SYNTHETIC_SUFFIX for a synthetic run."""
+        each title ending in SYNTHETIC_SUFFIX for a synthetic run and UNVERIFIED_SUFFIX
+        for a run on unverified data."""
 
         def draw(folder, results):
             suffix = SYNTHETIC_SUFFIX if results.get("synthetic") else ""
+            suffix += UNVERIFIED_SUFFIX if results.get("unverified") else ""
             write = self._module("figures").write_figures
             return write(folder, arrays, results, suffix=suffix, **extra)
 
@@ -152,9 +156,22 @@ def product_files(kind) -> tuple[str, ...]:
     return ("config.yaml", "results.json", kind.arrays_file, *kind.table_files, *kind.figure_files)
 
 
-def metadata(kind, cfg, synthetic: bool) -> dict:
-    """The results.json keys that describe the experiment (not computed from outputs)."""
-    meta = {"experiment": cfg.experiment, "dataset": cfg.dataset, "synthetic": bool(synthetic)}
+def metadata(kind, cfg, synthetic: bool, fingerprint: str | None = None) -> dict:
+    """The results.json keys that describe the experiment (not computed from outputs).
+
+    ``fingerprint`` is the data's (``Dataset.fingerprint``, run.json's
+    ``data_fingerprint``); ``unverified`` says whether it is of data taken on the
+    user's word (JAXMIA_UNVERIFIED_DATA=1), which every product then says.
+    """
+    from jaxmia.data import fingerprint_unverified
+
+    meta = {
+        "experiment": cfg.experiment,
+        "dataset": cfg.dataset,
+        "synthetic": bool(synthetic),
+        "unverified": fingerprint_unverified(fingerprint),
+        "data_fingerprint": fingerprint,
+    }
     return {**meta, **{k: getattr(cfg, k) for k in kind.metadata_keys}}
 
 
@@ -180,6 +197,7 @@ def write_run(kind, run_dir, cfg, meta: dict, arrays: dict, run_info: dict, *, w
         figures=draw,
         figure_files=kind.figure_files,
         synthetic=meta["synthetic"],
+        unverified=bool(meta.get("unverified")),
         arrays_name=kind.arrays_file,
         tables=analysis.tables,
     )

@@ -48,6 +48,7 @@ RUN_KEYS = (
 
 
 SYNTHETIC_NOTE = "# SYNTHETIC DATA: not CIFAR\n"
+UNVERIFIED_NOTE = "# UNVERIFIED DATA: not checked against the official checksums\n"
 
 
 def write_products(
@@ -61,6 +62,7 @@ def write_products(
     synthetic: bool,
     arrays_name: str,
     tables: Callable[[Path], None] | None = None,
+    unverified: bool = False,
 ) -> dict:
     """Writes the set in the order above; returns ``results`` with ``losses_sha256``.
 
@@ -73,9 +75,8 @@ def write_products(
     try:
         (run_dir / "results.json").unlink(missing_ok=True)
         text = yaml.safe_dump(config, sort_keys=False)
-        fileio.atomic_write_text(
-            run_dir / "config.yaml", (SYNTHETIC_NOTE if synthetic else "") + text
-        )
+        notes = (UNVERIFIED_NOTE if unverified else "") + (SYNTHETIC_NOTE if synthetic else "")
+        fileio.atomic_write_text(run_dir / "config.yaml", notes + text)
         if arrays is None:
             data = (run_dir / arrays_name).read_bytes()
         else:
