@@ -41,15 +41,21 @@ def build_parser() -> OneLineParser:
 
 
 def _load(run_dir: Path):
+    """(config, arrays, results.json's old dict, run.json's identity, notes) of a run folder,
+    after every check of the arrays: the config's model counts are the arrays' own."""
     from jaxmia.config import config_from_dict
     from jaxmia.runs.store import read_identity
 
-    identity = read_identity(run_dir)
+    identity = read_identity(run_dir, hint=_FOLDER_HINT)
     cfg = config_from_dict(identity["config"], source=f"{run_dir}/run.json")
     kind = cfg.kind
     npz = run_dir / kind.arrays_file
     if not npz.is_file():
-        raise UserError(f"{run_dir} holds no {kind.arrays_file} yet; finish the run first")
+        raise UserError(
+            f"{run_dir} holds no {kind.arrays_file}: its run has not written its products "
+            "(it was stopped, or is still running); run the same jaxmia command again to "
+            "finish it"
+        )
     try:
         with np.load(npz, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
@@ -57,7 +63,19 @@ def _load(run_dir: Path):
         raise UserError(
             f"{npz} cannot be read ({show(str(e))}); rerun the run to rewrite it"
         ) from None
-    kind.check_arrays(arrays, str(npz))
+    kind.check_arrays(arrays, str(npz), cfg)
+    # The arrays say how many models there are: a run that grew and was killed before
+    # its products keeps the arrays of the run before it, and run.json the new counts.
+    counts = kind.counts(arrays)
+    asked = cfg.to_dict()
+    notes = [
+        f"{kind.arrays_file} holds {n} for {key}, run.json asks for {asked[key]} (a run that "
+        "changed its size and did not finish): these are the results of the arrays; run the "
+        "same jaxmia command again to finish it"
+        for key, n in counts.items()
+        if asked[key] != n
+    ]
+    cfg = config_from_dict({**asked, **counts}, source=str(npz))
     old = {}
     with_results = run_dir / "results.json"
     if with_results.is_file():
@@ -65,27 +83,53 @@ def _load(run_dir: Path):
             old = json.loads(with_results.read_text())
         except (OSError, ValueError):
             old = {}
-    return cfg, arrays, old, identity
+    return cfg, arrays, old if isinstance(old, dict) else {}, identity, notes
+
+
+_FOLDER_HINT = "give jaxmia analyze a run folder (<output-dir>/<run-name>)"
+
+
+def _check_folder(run_dir: Path) -> None:
+    """One line for a path that is not a folder to analyse."""
+    if run_dir.is_symlink() and not run_dir.exists():
+        raise UserError(
+            f"{show(str(run_dir))} is a symbolic link to {show(os.readlink(run_dir))}, which "
+            "does not exist"
+        )
+    if not run_dir.exists():
+        raise UserError(f"run folder not found: {show(str(run_dir))}")
+    if not run_dir.is_dir():
+        raise UserError(f"{show(str(run_dir))} is a file, not a run folder; {_FOLDER_HINT}")
 
 
 def analyze(run_dir, **overrides) -> dict:
-    """Recomputes and rewrites the products of ``run_dir``; returns the new results."""
+    """Recomputes and rewrites the products of ``run_dir``; returns the new results.
+
+    Raises:
+      UserError: a path that is not a jaxmia run folder, arrays this jaxmia cannot use
+        (damaged, edited, another run's), settings out of range, nothing to analyse.
+    """
     from jaxmia.config import config_from_dict
     from jaxmia.kinds.base import metadata, write_run
     from jaxmia.runs.products import RUN_KEYS
     from jaxmia.runs.store import lock_folder
 
     run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise UserError(f"run folder not found: {show(str(run_dir))}")
-    cfg, arrays, old, identity = _load(run_dir)
+    _check_folder(run_dir)
+    cfg, arrays, old, identity, notes = _load(run_dir)
     changes = {k: v for k, v in overrides.items() if v is not None}
     cfg = config_from_dict({**cfg.to_dict(), **changes}, source="the command line")
     fd = lock_folder(run_dir)
     try:
         run_info = {k: old[k] for k in RUN_KEYS if k in old}
+        # Without results.json the run's record still knows what made these models.
+        for key in ("results_hash", "jaxmia_version"):
+            if key not in run_info and key in identity:
+                run_info[key] = identity[key]
         meta = metadata(cfg.kind, cfg, bool(arrays["synthetic"]), identity.get("data_fingerprint"))
-        return write_run(cfg.kind, run_dir, cfg, meta, arrays, run_info, write_arrays=False)
+        return write_run(
+            cfg.kind, run_dir, cfg, meta, arrays, run_info, write_arrays=False, notes=notes
+        )
     finally:
         os.close(fd)
 

@@ -98,6 +98,7 @@ def test_unverified_data_is_said_everywhere_synthetic_data_is(tmp_path, capsys, 
     ident = json.loads((run / "run.json").read_text())
     fingerprint = "cifar100:unverified:sha256=" + "ab" * 32
     ident["data_fingerprint"] = fingerprint
+    ident["config"]["save_plots"] = True  # the golden runs draw none
     (run / "run.json").write_text(json.dumps(ident))
     a = load(run, kind)
     a["synthetic"] = np.array(False)
@@ -121,3 +122,138 @@ def test_unverified_data_is_said_everywhere_synthetic_data_is(tmp_path, capsys, 
     for path, titles in drawn:
         assert any("[UNVERIFIED DATA]" in t for t in titles), (path.name, titles)
     assert (run / "config.yaml").read_text().startswith("# UNVERIFIED DATA")
+
+
+# ---------------------------------------------------------------- saved arrays are input too
+
+
+def _set(key, index, value):
+    def damage(a):
+        a[key] = a[key].copy()
+        a[key][index] = value
+
+    return damage
+
+
+def _replace(key, make):
+    def damage(a):
+        a[key] = make(a[key])
+
+    return damage
+
+
+def _drop(key):
+    def damage(a):
+        del a[key]
+
+    return damage
+
+
+def _both(*damages):
+    def damage(a):
+        for d in damages:
+            d(a)
+
+    return damage
+
+
+# (kind, what was done to the arrays, words the one line must hold)
+DAMAGES = [
+    ("single_target", _replace("member_losses", lambda v: v[:5]), "member_losses"),
+    ("single_target", _set("member_logits", (0, 1), np.nan), "member_logits has a non-finite"),
+    ("single_target", _set("eval_nonmember_losses", 1, np.inf), "eval_nonmember_losses"),
+    ("single_target", _replace("target_label", lambda v: np.array(5, v.dtype)), "target_label"),
+    ("single_target", _set("round_used", 2, False), "round_used"),
+    ("single_target", _replace("finite", lambda v: v.astype(np.float32)), "finite must be bool"),
+    ("single_target", _drop("eval_used"), "lack eval_used"),
+    (
+        "single_target",
+        _both(
+            _replace("member_logits", lambda v: v[:, :4]),
+            _replace("nonmember_logits", lambda v: v[:, :4]),
+            _replace("eval_member_logits", lambda v: v[:, :4]),
+            _replace("eval_nonmember_logits", lambda v: v[:, :4]),
+            _replace("class_names", lambda v: v[:4]),
+        ),
+        "C=5",  # run.json's num_classes
+    ),
+    ("single_target", _set("train_accuracy", (0, 0), 1.5), "train_accuracy"),
+    ("single_target", _replace("target_image", lambda v: v[..., :2]), "target_image"),
+    ("targets", _replace("targets", lambda v: v[::-1].copy()), "run.json"),
+    ("targets", _replace("membership", lambda v: v.astype(np.int8)), "membership must be bool"),
+    ("targets", _set("logits", (3, 1, 0), np.nan), "logits has a non-finite"),
+    ("targets", _set("target_labels", 0, -1), "target_labels"),
+    ("targets", _set("targets", 1, 0), "targets"),
+    ("targets", _set("eval_losses", (0, 0), np.nan), "eval_losses"),
+    ("population", _set("member_labels", (0, 3), 7), "member_labels"),
+    (
+        "population",
+        _set("nonmember_logits", (1, 2, 0), np.inf),
+        "nonmember_logits has a non-finite",
+    ),
+    ("population", _set("member_rows", (0, 0), -3), "member_rows"),
+    (
+        "population",
+        _replace("model_used", lambda v: v.astype(np.float32)),
+        "model_used must be bool",
+    ),
+    ("population", _set("test_accuracy", 1, -0.5), "test_accuracy"),
+]
+
+
+@pytest.mark.parametrize(
+    ("kind", "damage", "words"), DAMAGES, ids=[f"{k}-{w}" for k, _, w in DAMAGES]
+)
+def test_damaged_arrays_are_refused_with_one_line_naming_the_file(
+    tmp_path, capsys, kind, damage, words
+):
+    run = golden_run(kind, tmp_path)
+    a = load(run, kind)
+    damage(a)
+    save(run, kind, a)
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    line = one_line(capsys, 2, run, "--no-plots")
+    assert line.startswith(f"jaxmia analyze: error: {run / ARRAYS[kind]}: "), line
+    assert words in line, line
+    # Nothing of the folder was touched.
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.name != ".lock"} == before
+
+
+def test_another_runs_targets_are_refused(tmp_path, capsys):
+    # Another run's targets.npz with 3 other targets copied into this 4-target folder: it
+    # would give results for 3 targets while config.yaml lists 4.
+    run = golden_run("targets", tmp_path)
+    a = load(run, "targets")
+    for key in ("targets", "target_labels", "target_images"):
+        a[key] = a[key][:3]
+    a["targets"] = a["targets"] + 1
+    for key in ("membership", "losses", "logits", "eval_membership", "eval_losses", "eval_logits"):
+        a[key] = a[key][:, :3]
+    save(run, "targets", a)
+    line = one_line(capsys, 2, run, "--no-plots")
+    assert "T=4" in line and "run.json" in line, line
+
+
+def test_a_grown_run_killed_before_its_products_reports_what_its_arrays_hold(tmp_path, capsys):
+    # run.json asks for 16 rounds (a run that grew from 8 and was killed while training);
+    # losses.npz holds the 8 of the run before. The results are those of the 8, and say so.
+    run = golden_run("single_target", tmp_path)
+    ident = json.loads((run / "run.json").read_text())
+    ident["config"]["n_iterations"] = 16
+    (run / "run.json").write_text(json.dumps(ident))
+    assert analyze.main([str(run), "--no-plots"]) == 0
+    out = capsys.readouterr().out
+    res = json.loads((run / "results.json").read_text())
+    assert res["n_iterations"] == 8 and res["rounds_used"] == 8
+    assert "Rounds used" not in out
+    assert any("16" in w and "8" in w and "run.json" in w for w in res["warnings"])
+    assert "n_iterations: 8" in (run / "config.yaml").read_text()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_without_results_json_the_run_record_comes_from_run_json(tmp_path, kind):
+    run = golden_run(kind, tmp_path, with_results=False)
+    ident = json.loads((run / "run.json").read_text())
+    res = analyze.analyze(run, save_plots=False)
+    assert res["results_hash"] == ident["results_hash"]
+    assert res["jaxmia_version"] == ident["jaxmia_version"]

@@ -293,11 +293,15 @@ def test_in_sample_fpr_is_said_to_be_so_not_given_a_zero_width_interval():
 
 
 def test_unused_models_are_left_out_of_everything():
-    arrays = make_arrays(r=4, n=30, seed=4, used=[True, False, True, True])
+    arrays = make_arrays(r=4, n=30, seed=4, used=[True, False, True, False])
     arrays["member_losses"][1, 3] = np.nan  # what made it unused
+    arrays["member_logits"][1, 3] = np.nan
     arrays["train_accuracy"][1] = 0.0
-    # A model flagged used whose losses are not finite is left out as well.
     arrays["nonmember_losses"][3, 0] = np.inf
+    # A model flagged used whose outputs are not finite: a damaged file, refused.
+    flagged = dict(arrays, model_used=np.array([True, False, True, True]))
+    with pytest.raises(ValueError, match="nonmember_losses has a non-finite value at \\(3,\\)"):
+        ap.population_results(flagged, Settings(alpha=0.1))
     res = ap.population_results(arrays, Settings(alpha=0.1))
     assert res["repetitions"] == 4 and res["repetitions_used"] == 2
     assert res["repetitions_left_out"] == [1, 3]

@@ -97,8 +97,15 @@ class Kind(Protocol):
     def arrays(self, cfg, plan: Plan, dataset, outputs: ModelOutputs) -> dict:
         """The arrays file's contents from the trained models' outputs."""
 
-    def check_arrays(self, arrays: dict, where: str) -> None:
-        """Refuses (UserError naming ``where``) arrays this jaxmia cannot analyse."""
+    def check_arrays(self, arrays: dict, where: str, cfg=None) -> None:
+        """Refuses (UserError naming ``where``) arrays this jaxmia cannot analyse: not of
+        the schema, out of range, non-finite where used, or (with ``cfg``, the run's own
+        config from run.json) not of this run (classes, targets, ...)."""
+
+    def counts(self, arrays: dict) -> dict:
+        """The config keys that count models (n_iterations, ...), as the arrays hold them:
+        a run that grew and was killed before its products keeps the arrays of the run
+        before, and its results must say what those hold."""
 
     def analyze(self, arrays: dict, cfg, meta: dict) -> Analysis:
         """Every number, figure and table of a run, from its arrays alone."""
@@ -175,14 +182,19 @@ def metadata(kind, cfg, synthetic: bool, fingerprint: str | None = None) -> dict
     return {**meta, **{k: getattr(cfg, k) for k in kind.metadata_keys}}
 
 
-def write_run(kind, run_dir, cfg, meta: dict, arrays: dict, run_info: dict, *, write_arrays=True):
+def write_run(
+    kind, run_dir, cfg, meta: dict, arrays: dict, run_info: dict, *, write_arrays=True, notes=()
+):
     """Analyses ``arrays`` and writes the kind's products; returns results.json's dict.
 
     The one path for a finished run, ``jaxmia analyze`` (``write_arrays=False``:
-    the arrays file stays as it is) and the PyTorch baseline.
+    the arrays file stays as it is) and the PyTorch baseline.  ``notes``: lines put
+    first among the results' warnings (what ``jaxmia analyze`` found about the folder).
     """
     analysis = kind.analyze(arrays, cfg, meta)
     results = {**analysis.results, **run_info}
+    if notes:
+        results["warnings"] = [*notes, *results.get("warnings", [])]
     draw = None
     if cfg.save_plots:
 

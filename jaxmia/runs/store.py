@@ -107,13 +107,18 @@ def _describe_change(old: dict, new: dict) -> str:
     return "its identity differs"
 
 
-def read_identity(run_dir: Path) -> dict:
-    """The identity recorded in a jaxmia run folder; UserError for any other folder."""
+_RUN_HINT = "jaxmia will not write into it: choose another --run-name or --output-dir"
+
+
+def read_identity(run_dir: Path, hint: str = _RUN_HINT) -> dict:
+    """The identity recorded in a jaxmia run folder; UserError for any other folder.
+
+    ``hint`` ends the message: what to do instead (the run's advice by default).
+    """
     meta = run_dir / "run.json"
     if not meta.is_file():
         raise UserError(
-            f"{show(str(run_dir))} exists and is not a jaxmia run folder (no run.json); "
-            "jaxmia will not write into it: choose another --run-name or --output-dir"
+            f"{show(str(run_dir))} exists and is not a jaxmia run folder (no run.json); {hint}"
         )
     try:
         old = json.loads(meta.read_text())
@@ -124,7 +129,8 @@ def read_identity(run_dir: Path) -> dict:
     except (OSError, ValueError, UnicodeDecodeError):
         raise UserError(
             f"{meta} is not a jaxmia run's run.json (unreadable or foreign); jaxmia will "
-            "not touch this folder: choose another --run-name or --output-dir"
+            f"not touch this folder{'' if hint == _RUN_HINT else '; ' + hint}"
+            f"{': choose another --run-name or --output-dir' if hint == _RUN_HINT else ''}"
         ) from None
     return old
 

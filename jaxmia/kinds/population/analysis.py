@@ -28,7 +28,7 @@ import numpy as np
 from jaxmia.attack import metrics, scores, thresholds
 from jaxmia.attack.summary import Settings
 from jaxmia.errors import NothingToAnalyse
-from jaxmia.kinds.population.arrays import SCHEMA
+from jaxmia.kinds.population.arrays import MIN_SIZES, SCHEMA
 from jaxmia.runs import schema
 
 __all__ = [
@@ -74,23 +74,20 @@ INTERVAL_METHOD = (
 # ---------------------------------------------------------------- the arrays
 
 
-def check_population_arrays(arrays) -> tuple[int, int]:
-    """Checks the arrays' keys, shapes and row sets; returns (R, n).
+def check_population_arrays(arrays, sizes: dict | None = None) -> tuple[int, int]:
+    """Checks the arrays' keys, shapes, values and row sets; returns (R, n).
+
+    ``sizes``: symbol sizes known from run.json (C, n), which the arrays must agree with.
 
     Raises:
-      ValueError: a missing key, a shape that does not fit the others, labels out of
-        range, or a repetition whose member and non-member rows are not 2n distinct
-        training indices (the attack would compare a point with itself).
+      ValueError: a missing key, a shape that does not fit the others, values out of
+        range, a used model's non-finite output, or a repetition whose member and
+        non-member rows are not 2n distinct training indices (the attack would compare
+        a point with itself).
     """
-    sizes = schema.check(arrays, SCHEMA)
-    r, n, c = sizes["R"], sizes["n"], sizes["C"]
-    if r == 0 or n == 0:
-        raise ValueError(f"member_rows must be int[R, n] with R, n >= 1, got shape {(r, n)}")
+    sizes = schema.check(arrays, SCHEMA, sizes, minimum=MIN_SIZES)
+    r, n = sizes["R"], sizes["n"]
     rows = np.asarray(arrays["member_rows"])
-    for key in ("member_labels", "nonmember_labels"):
-        lab = np.asarray(arrays[key])
-        if lab.min() < 0 or lab.max() >= c:
-            raise ValueError(f"{key} must be class indices in [0, {c})")
     both = np.concatenate([rows, np.asarray(arrays["nonmember_rows"])], axis=1)
     for i in range(r):
         if np.unique(both[i]).size != 2 * n:
@@ -101,15 +98,13 @@ def check_population_arrays(arrays) -> tuple[int, int]:
 
 
 def used_repetitions(arrays) -> np.ndarray:
-    """bool[R]: the model is used (``model_used``) and its every loss is finite."""
-    ok = np.asarray(arrays["model_used"], bool).copy()
-    for key in ("member_losses", "nonmember_losses"):
-        ok &= np.isfinite(np.asarray(arrays[key], np.float64)).all(axis=1)
-    return ok
+    """bool[R]: the model is used (``model_used``: its outputs are finite; the arrays'
+    check refuses a used model whose outputs are not)."""
+    return np.asarray(arrays["model_used"], bool).copy()
 
 
 def left_out(arrays) -> list[str]:
-    """The target models left out (losses not finite), in words."""
+    """The target models left out (outputs not finite), in words."""
     return [f"repetition {int(r)}, target model" for r in np.flatnonzero(~used_repetitions(arrays))]
 
 

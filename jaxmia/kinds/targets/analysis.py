@@ -26,7 +26,7 @@ from jaxmia.attack import bounds, metrics, scores
 from jaxmia.attack.summary import Settings, summarize
 from jaxmia.attack.thresholds import Decision, GaussianFit
 from jaxmia.errors import NothingToAnalyse
-from jaxmia.kinds.targets.arrays import SCHEMA
+from jaxmia.kinds.targets.arrays import MIN_SIZES, SCHEMA
 from jaxmia.runs import schema
 
 __all__ = [
@@ -56,17 +56,20 @@ _NUMBER = re.compile(r"\d+(?:\.\d+)?(?:e[-+]?\d+)?")
 # ---------------------------------------------------------------- the arrays
 
 
-def check_targets_arrays(arrays) -> dict[str, np.ndarray]:
+def check_targets_arrays(arrays, sizes: dict | None = None) -> dict[str, np.ndarray]:
     """The arrays as numpy arrays of the documented dtypes and shapes; raises ValueError.
 
-    ``eval_*`` may be missing or have E = 0 (no evaluation models).
+    ``eval_*`` may be missing or have E = 0 (no evaluation models).  ``sizes``: symbol
+    sizes known from run.json (C, T), which the arrays must agree with.
     """
     evals = ("eval_membership", "eval_losses", "eval_logits", "eval_model_used")
     given = [k for k in evals if k in arrays]
     if given and len(given) < len(evals):
         missing = ", ".join(k for k in evals if k not in arrays)
         raise ValueError(f"lack {missing} (the evaluation arrays come together)")
-    sizes = schema.check(arrays, SCHEMA)
+    sizes = schema.check(arrays, SCHEMA, sizes, minimum=MIN_SIZES)
+    if np.unique(np.asarray(arrays["targets"])).size != sizes["T"]:
+        raise ValueError("targets must be distinct training-set indices")
     m, t, c = sizes["M"], sizes["T"], sizes["C"]
     a = {}
     a["targets"] = np.asarray(arrays["targets"]).astype(np.int64)
@@ -87,8 +90,6 @@ def check_targets_arrays(arrays) -> dict[str, np.ndarray]:
         a["eval_model_used"] = np.zeros(0, bool)
     if c < 2:
         raise ValueError(f"logits must be float[M, T, C] with C >= 2, got {a['logits'].shape}")
-    if ((a["target_labels"] < 0) | (a["target_labels"] >= c)).any():
-        raise ValueError(f"target_labels must be classes in [0, {c})")
     names = arrays.get("class_names")
     a["class_names"] = (
         np.asarray([str(n) for n in np.asarray(names).tolist()])
