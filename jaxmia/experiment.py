@@ -75,7 +75,7 @@ def run_experiment(
             k = _models_per_chunk(cfg, setup, devices, len(wanted), n_proc, run_dir, run_hash)
             identity = _identity(cfg, dataset, run_hash, setup, platform, k // len(devices))
             store = RunStore.open(
-                run_dir, identity, fresh=fresh, product_files=kinds.all_product_files()
+                run_dir, identity, fresh=fresh, product_files=_product_files(run_dir, kind)
             )
             done = store.load()
         except UserError as e:
@@ -123,6 +123,19 @@ def run_experiment(
     finally:
         if store is not None:
             store.close()
+
+
+def _product_files(run_dir, kind) -> tuple[str, ...]:
+    """The files at the top of the run folder that are jaxmia's to replace: the products of
+    the kind its run.json records and of this run's kind (``--fresh`` deletes these and
+    no other kind's: a targets.csv in a single-target folder is the user's)."""
+    names = list(kinds.product_files(kind))
+    old = RunStore.peek(run_dir)
+    if old is not None:
+        recorded = (old.get("config") or {}).get("experiment") or kinds.DEFAULT
+        if recorded in kinds.names():
+            names += kinds.product_files(kinds.get(recorded))
+    return tuple(dict.fromkeys(names))
 
 
 def _identity(cfg, dataset, run_hash, setup, platform, models_per_device) -> dict:

@@ -257,3 +257,67 @@ def test_without_results_json_the_run_record_comes_from_run_json(tmp_path, kind)
     res = analyze.analyze(run, save_plots=False)
     assert res["results_hash"] == ident["results_hash"]
     assert res["jaxmia_version"] == ident["jaxmia_version"]
+
+
+# ---------------------------------------------------------------- the folder's own safety
+
+
+def test_a_read_only_run_folder_is_one_line(tmp_path, capsys, monkeypatch):
+    import errno
+    import os
+
+    from jaxmia.runs import store
+
+    run = golden_run("single_target", tmp_path)
+    real_open = os.open
+
+    def read_only(path, flags, *a, **kw):
+        if str(path).endswith(".lock"):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+        return real_open(path, flags, *a, **kw)
+
+    monkeypatch.setattr(store.os, "open", read_only)
+    line = one_line(capsys, 2, run)
+    assert "cannot lock" in line and "Read-only file system" in line
+
+
+def test_analyze_never_writes_through_a_link_out_of_the_folder(tmp_path, capsys):
+    run = golden_run("targets", tmp_path)
+    ident = json.loads((run / "run.json").read_text())
+    ident["config"]["save_plots"] = True
+    (run / "run.json").write_text(json.dumps(ident))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    names = ("results.json", "config.yaml", "targets.csv", "vulnerability.png", "targets_roc.png")
+    for name in names:
+        (elsewhere / name).write_bytes(b"the user's own bytes")
+        (run / name).unlink(missing_ok=True)
+        (run / name).symlink_to(elsewhere / name)
+    assert analyze.main([str(run)]) == 0
+    for name in names:
+        assert (elsewhere / name).read_bytes() == b"the user's own bytes", name
+        assert (run / name).is_file() and not (run / name).is_symlink(), name
+    (run / ".lock").unlink()
+    (run / ".lock").symlink_to(elsewhere / "results.json")
+    capsys.readouterr()
+    line = one_line(capsys, 2, run)
+    assert ".lock is a symbolic link" in line
+    assert (elsewhere / "results.json").read_bytes() == b"the user's own bytes"
+
+
+@pytest.mark.parametrize("kind", ["targets", "population"])
+def test_a_folder_without_its_arrays_names_the_kinds_file(tmp_path, capsys, kind):
+    run = golden_run(kind, tmp_path)
+    (run / ARRAYS[kind]).unlink()
+    line = one_line(capsys, 2, run)
+    assert f"holds no {ARRAYS[kind]}" in line and "losses.npz" not in line
+    assert "run the same jaxmia command again" in line
+
+
+def test_paths_that_are_not_run_folders_say_what_they_are(tmp_path, capsys):
+    f = tmp_path / "file"
+    f.write_text("x")
+    assert "is a file, not a run folder" in one_line(capsys, 2, f)
+    (tmp_path / "link").symlink_to(tmp_path / "gone")
+    assert "symbolic link to" in one_line(capsys, 2, tmp_path / "link")
+    assert "run folder not found" in one_line(capsys, 2, tmp_path / "nothing")

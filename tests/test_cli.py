@@ -251,7 +251,7 @@ def test_fresh_with_an_impossible_value_touches_nothing(tmp_path, changes, fragm
 def test_an_over_long_output_path_is_one_line(tmp_path):
     deep = tmp_path.joinpath(*["d" * 250] * 20)
     proc = jaxmia("--config", write_config(tmp_path), "--output-dir", deep)
-    assert_one_line_exit_2(proc, "under 4000 bytes")
+    assert_one_line_exit_2(proc, "keep --output-dir and --run-name within 3974 bytes")
     proc = jaxmia("--config", write_config(tmp_path), "--output-dir", tmp_path / ("n" * 300))
     assert_one_line_exit_2(proc, "over 255 bytes")
 

@@ -479,3 +479,28 @@ def csv_rows(path):
 
     with open(path, newline="") as f:
         yield from csv.DictReader(f)
+
+
+def test_fresh_replaces_the_recorded_and_the_new_kinds_products_only(tmp_path):
+    # --fresh in a single-target folder must leave the user's own targets.csv,
+    # vulnerability.png and population.npz (names other kinds write) alone.
+    from jaxmia import kinds
+    from jaxmia.runs.store import RunStore
+
+    run = tmp_path / "run"
+    ident = {
+        "results_hash": "h",
+        "jaxmia_version": "v",
+        "config": {"experiment": "single_target"},
+        "execution": {},
+    }
+    RunStore.open(run, ident, product_files=()).close()
+    same = experiment._product_files(run, kinds.get("single_target"))
+    assert set(same) == set(kinds.product_files(kinds.get("single_target")))
+    assert not {"targets.csv", "vulnerability.png", "population.npz"} & set(same)
+    switched = experiment._product_files(run, kinds.get("targets"))
+    assert {"losses.npz", "roc.png", "targets.csv", "targets.npz"} <= set(switched)
+    assert "population.npz" not in switched
+    assert experiment._product_files(tmp_path / "new", kinds.get("population")) == (
+        kinds.product_files(kinds.get("population"))
+    )
