@@ -102,8 +102,10 @@ def _check_folder(run_dir: Path) -> None:
         raise UserError(f"{show(str(run_dir))} is a file, not a run folder; {_FOLDER_HINT}")
 
 
-def analyze(run_dir, **overrides) -> dict:
+def analyze(run_dir, *, stop=None, **overrides) -> dict:
     """Recomputes and rewrites the products of ``run_dir``; returns the new results.
+
+    ``stop`` (an ``interrupt.StopFlag``) is checked before each file is written.
 
     Raises:
       UserError: a path that is not a jaxmia run folder, arrays this jaxmia cannot use
@@ -128,14 +130,31 @@ def analyze(run_dir, **overrides) -> dict:
                 run_info[key] = identity[key]
         meta = metadata(cfg.kind, cfg, bool(arrays["synthetic"]), identity.get("data_fingerprint"))
         return write_run(
-            cfg.kind, run_dir, cfg, meta, arrays, run_info, write_arrays=False, notes=notes
+            cfg.kind,
+            run_dir,
+            cfg,
+            meta,
+            arrays,
+            run_info,
+            write_arrays=False,
+            notes=notes,
+            between=None if stop is None else stop.check,
         )
     finally:
         os.close(fd)
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # only before the stop flag is installed (start-up)
+        print("jaxmia analyze: interrupted while starting; nothing was written", file=sys.stderr)
+        return 130
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
+    from jaxmia.interrupt import StopFlag, StopRequested
     from jaxmia.kinds import format_summary
 
     overrides = {
@@ -147,11 +166,24 @@ def main(argv: list[str] | None = None) -> int:
     }
     if args.no_plots:
         overrides["save_plots"] = False
-    try:
-        results = analyze(args.run_dir, **overrides)
-    except UserError as e:
-        print(f"jaxmia analyze: error: {e}", file=sys.stderr)
-        return 2
+    stop = StopFlag(again=f"rerun jaxmia analyze {args.run_dir} to write the products again")
+    with stop.installed():
+        try:
+            results = analyze(args.run_dir, stop=stop, **overrides)
+        except UserError as e:
+            print(f"jaxmia analyze: error: {e}", file=sys.stderr)
+            return 2
+        except StopRequested as e:
+            if getattr(e, "products_begun", False):
+                print(
+                    f"jaxmia analyze: interrupted ({e}) while rewriting the products: "
+                    "results.json is removed until the set is whole again; run jaxmia analyze "
+                    f"{args.run_dir} again to write it",
+                    file=sys.stderr,
+                )
+            else:
+                print(f"jaxmia analyze: interrupted ({e}); nothing was written", file=sys.stderr)
+            return e.exit_code
     print(format_summary(results))
     print(f"Rewrote the results and figures in {args.run_dir}")
     return 0

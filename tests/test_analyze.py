@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from jaxmia import analyze
+from jaxmia.runs.products import RUN_KEYS
 
 GOLDEN = Path(__file__).resolve().parent / "data" / "golden"
 ARRAYS = {"single_target": "losses.npz", "targets": "targets.npz", "population": "population.npz"}
@@ -321,3 +322,74 @@ def test_paths_that_are_not_run_folders_say_what_they_are(tmp_path, capsys):
     (tmp_path / "link").symlink_to(tmp_path / "gone")
     assert "symbolic link to" in one_line(capsys, 2, tmp_path / "link")
     assert "run folder not found" in one_line(capsys, 2, tmp_path / "nothing")
+
+
+# ---------------------------------------------------------------- Ctrl-C
+
+
+def _interrupt_during(monkeypatch, where: str):
+    """Sends this process SIGINT from inside ``where``: "analysis" (before anything is
+    written) or "figures" (after results.json was removed and config.yaml rewritten)."""
+    import os
+    import signal
+
+    from jaxmia.kinds import base
+
+    if where == "analysis":
+        real = base.KindBase.figures
+
+        def figures(self, arrays, **extra):
+            os.kill(os.getpid(), signal.SIGINT)
+            return real(self, arrays, **extra)
+
+        monkeypatch.setattr(base.KindBase, "figures", figures)
+    else:
+        from jaxmia.runs import products
+
+        real_write = products.fileio.atomic_write_text
+
+        def write_text(path, text, *a, **kw):
+            out = real_write(path, text, *a, **kw)
+            if path.name == "config.yaml":
+                os.kill(os.getpid(), signal.SIGINT)
+            return out
+
+        monkeypatch.setattr(products.fileio, "atomic_write_text", write_text)
+
+
+@pytest.mark.parametrize("where", ["analysis", "figures"])
+def test_ctrl_c_says_what_is_true_exits_130_and_a_rerun_restores_the_set(
+    tmp_path, capsys, monkeypatch, where
+):
+    run = golden_run("single_target", tmp_path)
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    with monkeypatch.context() as m:
+        _interrupt_during(m, where)
+        line = one_line(capsys, 130, run)
+    if where == "analysis":
+        assert line == "jaxmia analyze: interrupted (SIGINT); nothing was written"
+        assert {p.name: p.read_bytes() for p in run.iterdir() if p.name != ".lock"} == before
+    else:
+        assert "while rewriting the products" in line and "results.json" in line
+        assert f"jaxmia analyze {run}" in line
+        assert not (run / "results.json").exists()
+    assert analyze.main([str(run)]) == 0
+    got = json.loads((run / "results.json").read_text())
+    want = json.loads(before["results.json"])
+    if where == "figures":
+        # results.json was gone: the run's timing record with it (results_hash and
+        # jaxmia_version come back from run.json); every statistic is restored.
+        timing = set(RUN_KEYS) - {"results_hash", "jaxmia_version"}
+        got = {k: v for k, v in got.items() if k not in timing}
+        want = {k: v for k, v in want.items() if k not in timing}
+    assert got == want
+
+
+def test_ctrl_c_while_starting_is_one_line(capsys, monkeypatch):
+    def interrupted(*a, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(analyze, "build_parser", interrupted)
+    assert analyze.main(["anywhere"]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["jaxmia analyze: interrupted while starting; nothing was written"]

@@ -305,3 +305,71 @@ def test_cpu_devices_split_the_chunk_and_change_no_result(tmp_path):
         assert_close(b["member_logits"], a["member_logits"], 1e-4, what="member_logits")
     proc = jaxmia("--config", cfg, "--output-dir", tmp_path / "x", "--cpu-devices", "0")
     assert_one_line_exit_2(proc, "--cpu-devices must be in [1, 1024]")
+
+
+# ---------------------------------------------------------------- an unreachable coordinator
+
+
+def _coordinator_args(tmp_path, timeout):
+    # Only ever 127.0.0.1: port 1 has nobody listening, so process 1 waits for a
+    # coordinator that never answers.
+    return (
+        "--config",
+        write_config(tmp_path),
+        "--output-dir",
+        tmp_path / "out",
+        "--coordinator",
+        "127.0.0.1:1",
+        "--num-processes",
+        "2",
+        "--process-id",
+        "1",
+        "--coordinator-timeout",
+        str(timeout),
+    )
+
+
+def _jaxmia_lines(stderr: str) -> list[str]:
+    # XLA's own runtime may log to stderr too; jaxmia's lines start with "jaxmia:".
+    return [line for line in stderr.splitlines() if line.startswith("jaxmia:")]
+
+
+@pytest.mark.slow
+def test_an_unreachable_coordinator_says_what_it_waits_for_and_ends_with_one_line(tmp_path):
+    proc = jaxmia(*_coordinator_args(tmp_path, 3))
+    lines = _jaxmia_lines(proc.stderr)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr and "Check failure" not in proc.stderr
+    assert len(lines) == 2, proc.stderr
+    assert "waiting up to 3 s for the coordinator at 127.0.0.1:1" in lines[0]
+    assert lines[1].startswith("jaxmia: error: no contact with the coordinator at 127.0.0.1:1")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_waiting_for_the_coordinator_stops_at_once(tmp_path):
+    import signal
+    import time
+
+    env = {**os.environ, "JAXMIA_NO_DOWNLOAD": "1"}
+    env.pop("XLA_FLAGS", None)
+    args = [sys.executable, "-m", "jaxmia.run", "--no-progress"]
+    args += [str(a) for a in _coordinator_args(tmp_path, 300)]
+    proc = subprocess.Popen(args, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        first = proc.stderr.readline()  # the waiting line, once JAX has started
+        assert "waiting up to 300 s" in first, first
+        time.sleep(1.0)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        rc = proc.wait(timeout=30)
+        rest = proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert rc == 130, rest
+    assert time.monotonic() - t0 < 10
+    lines = _jaxmia_lines(rest)
+    assert lines == [
+        "jaxmia: interrupted while waiting for the coordinator at 127.0.0.1:1; nothing was written"
+    ], rest

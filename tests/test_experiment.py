@@ -504,3 +504,29 @@ def test_fresh_replaces_the_recorded_and_the_new_kinds_products_only(tmp_path):
     assert experiment._product_files(tmp_path / "new", kinds.get("population")) == (
         kinds.product_files(kinds.get("population"))
     )
+
+
+def test_a_chunk_is_never_larger_than_the_models_left_under_map(capsys):
+    # models_per_chunk 64 for 16 models trained 48 copies of the last one (39.6 s and
+    # 3.0 GB against 15.7 s and 0.9 GB, identical results).
+    assert experiment._fit_chunk(64, 16, 1, 1, "map") == 16
+    assert experiment._fit_chunk(64, 6, 4, 1, "map") == 8  # a multiple of the devices
+    assert experiment._fit_chunk(64, 10, 2, 2, "map") == 6  # each process's share
+    assert experiment._fit_chunk(4, 100, 4, 1, "map") == 4
+    assert experiment._fit_chunk(8, 0, 4, 1, "map") == 4  # nothing left: no work, any size
+    assert capsys.readouterr().err == ""
+    # Under vmap the width is part of every loss's bits: kept, and said.
+    assert experiment._fit_chunk(64, 16, 1, 1, "vmap") == 64
+    err = capsys.readouterr().err
+    assert "48 copies" in err and "models_per_chunk to 16" in err
+
+
+@pytest.mark.slow
+def test_no_progress_still_says_a_line_per_chunk(tmp_path, capsys):
+    res = run(cfg(models_per_chunk=64), tmp_path)
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("jaxmia: chunk ")]
+    n_models = 2 * TINY["n_iterations"] + 2 * TINY.get("eval_pairs", 1)
+    assert res["models_per_chunk"] == -(-n_models // 4) * 4  # 4 devices (conftest)
+    assert len(lines) == 1
+    assert lines[0].startswith(f"jaxmia: chunk 1 of 1 done: {n_models} of {n_models} models")

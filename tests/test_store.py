@@ -383,3 +383,19 @@ def test_the_path_check_leaves_room_for_the_longest_name_jaxmia_writes(tmp_path)
     longest = run / "chunks" / store_module.longest_names()[-1]
     longest.write_bytes(b"")
     assert len(os.fsencode(os.path.abspath(longest))) == store_module.PATH_MAX_BYTES
+
+
+def test_a_changed_computation_says_which_keys_restore_it():
+    # The execution record's fields are not config keys: each change says what to set.
+    run_ex = {"conv": "xla", "strategy": "vmap", "backend": "gpu", "models_per_device": 16}
+    old = {**IDENTITY, "execution": {**run_ex, "jax": "0.7.0"}}
+    new = {**IDENTITY, "execution": {**run_ex, "jax": "0.7.0", "models_per_device": 8}}
+    from jaxmia.runs.store import _describe_change
+
+    text = _describe_change(old, new)
+    assert "models_per_device" not in text
+    assert "models_per_chunk" in text and "16" in text
+    text = _describe_change(old, {**IDENTITY, "execution": {**run_ex, "jax": "0.8.0"}})
+    assert "install jax 0.7.0" in text
+    text = _describe_change(old, {**IDENTITY, "execution": {**old["execution"], "conv": "im2col"}})
+    assert "conv: xla" in text

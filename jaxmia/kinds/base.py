@@ -183,13 +183,23 @@ def metadata(kind, cfg, synthetic: bool, fingerprint: str | None = None) -> dict
 
 
 def write_run(
-    kind, run_dir, cfg, meta: dict, arrays: dict, run_info: dict, *, write_arrays=True, notes=()
+    kind,
+    run_dir,
+    cfg,
+    meta: dict,
+    arrays: dict,
+    run_info: dict,
+    *,
+    write_arrays=True,
+    notes=(),
+    between=None,
 ):
     """Analyses ``arrays`` and writes the kind's products; returns results.json's dict.
 
     The one path for a finished run, ``jaxmia analyze`` (``write_arrays=False``:
     the arrays file stays as it is) and the PyTorch baseline.  ``notes``: lines put
     first among the results' warnings (what ``jaxmia analyze`` found about the folder).
+    ``between``: called before each file is written, may raise to stop (Ctrl-C).
     """
     analysis = kind.analyze(arrays, cfg, meta)
     results = {**analysis.results, **run_info}
@@ -212,6 +222,7 @@ def write_run(
         unverified=bool(meta.get("unverified")),
         arrays_name=kind.arrays_file,
         tables=analysis.tables,
+        between=between,
     )
     for what in out.get("skipped") or []:
         print(f"jaxmia: warning: non-finite loss for {what}; left out", file=sys.stderr)

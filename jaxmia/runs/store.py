@@ -129,13 +129,32 @@ def _describe_change(old: dict, new: dict) -> str:
     changed = [k for k in sorted(set(old_ex) | set(new_ex)) if old_ex.get(k) != new_ex.get(k)]
     if changed:
         shown = ", ".join(
-            f"{k}: {show(old_ex.get(k), 20)} -> {show(new_ex.get(k), 20)}" for k in changed[:3]
+            f"{_EXECUTION_WORDS.get(k, k)}: {show(old_ex.get(k), 20)} -> {show(new_ex.get(k), 20)}"
+            for k in changed[:3]
         )
+        advice = "; ".join(_restore(k, old_ex.get(k)) for k in changed[:3])
         return (
             f"the computation changed ({shown}), which changes the last bits of the losses; "
-            "set these keys to the old values to resume"
+            f"to resume: {advice}"
         )
     return "its identity differs"
+
+
+# The execution record's fields, in words, and how a user gets the old value back:
+# only some of them are config keys.
+_EXECUTION_WORDS = {"models_per_device": "models per device under vmap"}
+
+
+def _restore(field: str, old) -> str:
+    if field in ("conv", "strategy", "compute_dtype"):
+        return f"set {field}: {old}"
+    if field == "models_per_device":
+        return f"set models_per_chunk to {old} times the number of devices"
+    if field == "backend":
+        return f"run it on a {old} machine"
+    if field in ("jax", "jaxlib"):
+        return f"install {field} {old}"
+    return f"restore {field} {show(old, 20)}"
 
 
 _RUN_HINT = "jaxmia will not write into it: choose another --run-name or --output-dir"
