@@ -331,12 +331,20 @@ def test_figures_are_written(tmp_path):
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
 
 
-def test_pooled_roc_own_thresholds_is_the_mean_tpr_at_fpr():
+def test_pooled_roc_own_thresholds_sit_at_their_expected_heldout_fpr():
+    # Each target's own cut is drawn at its expected held-out FPR (k+1)/(l+1), not at its
+    # calibration FPR k/l: at FPR f the curve is the mean power of the cuts whose held-out
+    # FPR is at most f, the conformal rule's at alpha = f.
     arrays = make_arrays(n_targets=7, n_models=20, n_eval=0)
-    _, rows = at.targets_results(arrays, Settings(alpha=0.1))
     roc = at.pooled_roc(arrays, "loss")
-    at_01 = roc["own_tpr"][np.searchsorted(roc["fpr"], 0.1)]  # 10 OUT models: k = 1
-    assert at_01 == pytest.approx(np.mean([r["tpr_at_fpr_0.1"] for r in rows]))
+    for f in (0.1, 0.2, 0.35):
+        _, rows = at.targets_results(arrays, Settings(alpha=f, threshold_rule="conformal"))
+        i = np.searchsorted(roc["fpr"], f, side="right") - 1
+        assert roc["fpr"][i] <= f
+        want = np.mean([r["power"] for r in rows])
+        assert roc["own_tpr"][i] == pytest.approx(want, abs=1e-12), f
+    # 10 OUT models: the smallest held-out FPR is 1/11; below it no cut exists.
+    assert roc["own_tpr"][roc["fpr"] < 1 / 11].max(initial=0.0) == 0.0
     assert roc["own_tpr"][-1] == 1.0 and roc["min_nonmember"] == 10
 
 

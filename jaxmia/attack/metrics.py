@@ -23,6 +23,7 @@ __all__ = [
     "balanced_accuracy",
     "clopper_pearson",
     "ks_test",
+    "precision_recall",
     "rate_over_models",
     "roc",
     "t_interval",
@@ -109,12 +110,14 @@ def tpr_at_fpr(member_stat, nonmember_stat, fpr: float) -> float | None:
     return float(np.count_nonzero(mem > cut) / mem.size)
 
 
-def average_precision(member_stat, nonmember_stat) -> float:
-    """Sum over the ROC's cuts of (recall step) x precision, members as the positives.
+def precision_recall(member_stat, nonmember_stat) -> tuple[np.ndarray, np.ndarray]:
+    """(recall, precision) at every cut of the ROC that calls someone a member.
 
-    Precision at a cut is TP / (TP + FP) in counts, so it holds for unequal sample
-    sizes; recall is the TPR. The step-wise sum of scikit-learn's
-    average_precision_score, without interpolation.
+    Members are the positives; precision at a cut is TP / (TP + FP) in counts, so it
+    holds for unequal sample sizes; recall is the TPR.  Recall is non-decreasing.
+
+    Returns:
+      float64[k] each.
 
     Raises:
       ValueError: either sample not 1-D, non-empty and finite.
@@ -123,8 +126,19 @@ def average_precision(member_stat, nonmember_stat) -> float:
     fpr, tpr, _ = roc(mem, non)
     tp, fp = tpr * mem.size, fpr * non.size
     keep = tp + fp > 0
-    precision = tp[keep] / (tp[keep] + fp[keep])
-    recall = tpr[keep]
+    return tpr[keep], tp[keep] / (tp[keep] + fp[keep])
+
+
+def average_precision(member_stat, nonmember_stat) -> float:
+    """Sum over the cuts of (recall step) x precision (``precision_recall``).
+
+    The step-wise sum of scikit-learn's average_precision_score, without
+    interpolation: precision P_n counts on the recall interval (R_{n-1}, R_n].
+
+    Raises:
+      ValueError: either sample not 1-D, non-empty and finite.
+    """
+    recall, precision = precision_recall(member_stat, nonmember_stat)
     return float(np.sum(np.diff(np.concatenate([[0.0], recall])) * precision))
 
 

@@ -618,15 +618,22 @@ def read_targets_csv(path) -> list[dict]:
 def pooled_roc(arrays, score: str) -> dict:
     """Two ROCs of the calibration models, pooled over targets (attack scale, high = member).
 
-    own:    each target its own threshold: at each FPR f, the mean over targets of the TPR
-            of the empirical threshold at FPR <= f (the target's tpr_at_fpr(f)); on the
-            grid ``fpr`` (float64[G]).
+    own:    each target its own threshold, at the FPR it promises on fresh models: for a
+            target with l OUT models the cut s_(k+1) (k + 1 OUT models at or beyond it)
+            has expected held-out FPR (k+1)/(l+1) (Beta(k+1, l-k)); at each f of the grid
+            ``fpr`` the curve is the mean over targets of the TPR of the most powerful cut
+            whose expected held-out FPR is at most f (k = floor(f (l+1)) - 1: the
+            ``conformal`` rule at alpha = f), 0 where no cut promises that little.  Plotted
+            at its calibration FPR k/l instead, the curve overstated what the cuts do on
+            fresh models (issue 17: TPR 0.48 at FPR <= 0.0625 for cuts whose expected
+            held-out FPR was 0.111, and 0.172 realised).
     global: one threshold for every target: the ROC of all (model, target) scores at once
             (``metrics.roc`` of the pooled IN and OUT scores).
 
     Returns:
       {"fpr": float64[G], "own_tpr": float64[G], "global_fpr", "global_tpr",
-       "min_nonmember": the fewest OUT models of a target}
+       "min_nonmember": the fewest OUT models of a target, "lo": the smallest non-zero
+       FPR either curve has}
     """
     s = target_scores(arrays, score)
     stat = scores.to_attack(s["calibration"], score)
@@ -635,8 +642,11 @@ def pooled_roc(arrays, score: str) -> dict:
     n_in = member.sum(0)
     n_out = member.shape[0] - n_in
     ok = (n_in > 0) & (n_out > 0)
-    lo = 0.5 / max(int(n_out[ok].max()) if ok.any() else 1, 1)
-    grid = np.unique(np.concatenate([np.geomspace(lo, 1.0, 200), [1.0]]))
+    l_max = int(n_out[ok].max()) if ok.any() else 1
+    # Every held-out FPR (k+1)/(l+1) of every target is a point of the grid, and a
+    # geometric grid between them, so the staircase is drawn exactly.
+    steps = [(np.arange(1, int(n) + 2) / (int(n) + 1)) for n in np.unique(n_out[ok])]
+    grid = np.unique(np.concatenate([np.geomspace(1.0 / (l_max + 1), 1.0, 200), *steps, [1.0]]))
     own = np.zeros(grid.size)
     count = 0
     for t in range(n_targets):
@@ -647,8 +657,9 @@ def pooled_roc(arrays, score: str) -> dict:
         n = s_out.size
         cuts = np.append(s_out, -np.inf)  # cut s_(k+1) for k = 0 .. n
         tpr_k = (s_in[None, :] > cuts[:, None]).mean(1)
-        k = np.floor(grid * n + 1e-9).astype(np.int64).clip(0, n)
-        own += tpr_k[k]
+        # The largest k with (k+1)/(n+1) <= f (a hair of slack for the grid's rounding).
+        k = np.floor(grid * (n + 1) + 1e-9).astype(np.int64) - 1
+        own += np.where(k >= 0, tpr_k[k.clip(0, n)], 0.0)
         count += 1
     own = own / max(count, 1)
     pooled_in = stat[member & ok[None, :]]
@@ -657,10 +668,12 @@ def pooled_roc(arrays, score: str) -> dict:
         g_fpr, g_tpr, _ = metrics.roc(pooled_in, pooled_out)
     else:
         g_fpr = g_tpr = np.zeros(0)
+    positive = [grid[0], *g_fpr[g_fpr > 0], *g_tpr[g_tpr > 0], *own[own > 0]]
     return {
         "fpr": grid,
         "own_tpr": own,
         "global_fpr": g_fpr,
         "global_tpr": g_tpr,
         "min_nonmember": int(n_out[ok].min()) if ok.any() else 0,
+        "lo": float(min(positive)),
     }

@@ -15,7 +15,14 @@ from matplotlib.ticker import MaxNLocator
 from jaxmia.attack import scores
 from jaxmia.kinds.targets.analysis import check_targets_arrays, extremes, pooled_roc
 from jaxmia.kinds.targets.files import FIGURES, ROC_FILE, VULNERABILITY_FILE
-from jaxmia.plotting import interval_point, log_roc_axes, new_figure, save_png
+from jaxmia.plotting import (
+    alpha_line,
+    interval_point,
+    log_roc_axes,
+    new_figure,
+    on_log,
+    save_png,
+)
 
 __all__ = [
     "FIGURES",
@@ -181,37 +188,38 @@ def vulnerability_figure(rows: list[dict], images, results: dict, *, title_suffi
 
 
 def plot_targets_roc(path, roc: dict, results: dict, *, title_suffix="") -> Path:
-    """Log-log ROC pooled over targets: each target its own threshold (mean TPR at each FPR)
-    and one threshold for all; the realised evaluation point with its intervals.
+    """Log-log ROC pooled over targets: each target its own threshold (the mean TPR of the
+    cuts whose expected held-out FPR is at most f, at f) and one threshold for all (the ROC
+    of every calibration score at once); the realised evaluation point with its intervals.
 
     Args:
       roc: ``analysis.pooled_roc``; results: the run's summary.
     """
-    lo = float(roc["fpr"][0])
+    lo = float(roc["lo"])
     fig = new_figure((6.6, 6.2))
     ax = fig.add_subplot()
     sym = scores.SCORES[results["score"]].symbol
     ax.step(
-        roc["fpr"],
-        np.maximum(roc["own_tpr"], lo),
+        on_log(roc["fpr"], lo),
+        on_log(roc["own_tpr"], lo),
         where="post",
         color="tab:blue",
         lw=2,
-        label=f"each target its own threshold\n(mean TPR at FPR ≤ f; median AUC "
-        f"{results['auc_median']:.3f})",
+        label="each target its own threshold (mean TPR; each cut at its\nexpected held-out "
+        f"FPR (k+1)/(l+1), median AUC {results['auc_median']:.3f})",
     )
     if roc["global_fpr"].size:
         ax.step(
-            np.maximum(roc["global_fpr"], lo),
-            np.maximum(roc["global_tpr"], lo),
+            on_log(roc["global_fpr"], lo),
+            on_log(roc["global_tpr"], lo),
             where="post",
             color="tab:green",
             lw=1.5,
-            label=f"one {sym} threshold for all targets",
+            label=f"one {sym} threshold for all targets\n(ROC of the calibration models)",
         )
     log_roc_axes(ax, lo)
     alpha = results["alpha"]
-    ax.axvline(alpha, color="gray", ls=":", lw=1, label=f"alpha = {alpha:g}")
+    off = alpha_line(ax, alpha, lo, f"alpha = {alpha:g}")
     ev = results.get("evaluation")
     if ev and ev.get("fpr") is not None and ev.get("tpr") is not None:
         interval_point(
@@ -223,14 +231,14 @@ def plot_targets_roc(path, roc: dict, results: dict, *, title_suffix="") -> Path
             lo=lo,
             label=f"{results['threshold_rule']} rule on {results['eval_models_used']} "
             f"evaluation models:\nTPR {ev['tpr']:.3f}, FPR {ev['fpr']:.3f} "
-            f"({ev['confidence'] * 100:g}% Clopper–Pearson)",
+            f"({ev['confidence'] * 100:g}% intervals over the models)",
         )
     n_out = roc["min_nonmember"]
     ax.text(
         0.03,
         0.97,
-        f"per target ≥ {n_out} OUT models: FPRs below 1/{n_out} = {1 / max(n_out, 1):.2g}\n"
-        "are not resolved for a single target's own threshold",
+        f"per target ≥ {n_out} OUT models: no cut of a target's own has an expected\n"
+        f"held-out FPR below 1/({n_out}+1) = {1 / (n_out + 1):.2g}" + (f"\n{off}" if off else ""),
         transform=ax.transAxes,
         va="top",
         fontsize=8,
