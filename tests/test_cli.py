@@ -373,3 +373,48 @@ def test_ctrl_c_while_waiting_for_the_coordinator_stops_at_once(tmp_path):
     assert lines == [
         "jaxmia: interrupted while waiting for the coordinator at 127.0.0.1:1; nothing was written"
     ], rest
+
+
+# ---------------------------------------------------------------- every model diverged
+
+
+KIND_CHANGES = {
+    "single_target": {},
+    "targets": {
+        "experiment": "targets",
+        "n_targets": 4,
+        "n_models": 4,
+        "eval_models": 2,
+        "target_index": None,
+        "n_iterations": 100,
+        "eval_pairs": 1,
+    },
+    "population": {
+        "experiment": "population",
+        "repetitions": 2,
+        "target_index": None,
+        "n_iterations": 100,
+        "eval_pairs": 1,
+    },
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", sorted(KIND_CHANGES))
+def test_every_model_diverging_is_one_line_and_exit_2_in_every_kind(tmp_path, kind):
+    # lr 1e6 under on_nonfinite: skip: every model diverges; many targets used to end in
+    # KeyError: 'auc' after training, single target exited 1 and population 2.
+    changes = {**KIND_CHANGES[kind], "lr": 1e6, "on_nonfinite": "skip", "save_plots": False}
+    config = write_config(tmp_path, **{k: v for k, v in changes.items() if v is not None})
+    if None in changes.values():  # keys the kind does not take: left out of the file
+        raw = yaml.safe_load(config.read_text())
+        for key, value in changes.items():
+            if value is None:
+                raw.pop(key, None)
+        config.write_text(yaml.safe_dump(raw))
+    proc = jaxmia("--config", config, "--output-dir", tmp_path / "out")
+    # Besides the line per trained chunk (--no-progress), one line: the error.
+    lines = [ln for ln in proc.stderr.splitlines() if not ln.startswith("jaxmia: chunk ")]
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert len(lines) == 1 and lines[0].startswith("jaxmia: error: nothing to analyse: ")
+    assert "lower lr" in lines[0]
