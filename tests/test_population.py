@@ -260,7 +260,8 @@ def test_summary_is_the_t_interval_of_the_per_repetition_values():
     by_construction = (("alpha_rule", "fpr"), ("alpha_rule", "expected_heldout_fpr"))
     for path, is_rate in ap.SUMMARY_METRICS:
         values = [ap._get(p, path) for p in per]
-        want = metrics.t_interval(values, 0.9, bounds=(0.0, 1.0) if is_rate else None)
+        bounds = ap.summary_bounds(path, is_rate, Settings(alpha=0.1))
+        want = metrics.t_interval(values, 0.9, bounds=bounds)
         got = ap._get(res["summary"], path)
         if path in by_construction:
             assert {k: got[k] for k in ("mean", "n")} == {k: want[k] for k in ("mean", "n")}
@@ -520,3 +521,20 @@ def test_yeom_rule_on_equal_losses_calls_nobody():
     assert np.mean(same) > v
     y = ap.yeom_rule(same, same)
     assert y["threshold"] == v and y["tpr"] == y["fpr"] == 0.0
+
+
+def test_loss_valued_intervals_stay_at_or_above_zero():
+    # Members with losses near 0: a t-interval of the Yeom threshold (a mean loss) read
+    # [-0.0235, 0.0649] on population_demo.yaml; a loss is never below 0.
+    arrays = make_arrays(r=3, n=30, seed=11)
+    for r, lift in enumerate((30.0, 12.0, 31.0)):  # confident members: losses near 0
+        arrays["member_logits"][r, np.arange(30), arrays["member_labels"][r]] += lift
+    res = ap.population_results(arrays, Settings(alpha=0.1))
+    for path in (("yeom", "threshold"), ("member_loss_mean",)):
+        entry = ap._get(res["summary"], path)
+        raw = metrics.t_interval([ap._get(p, path) for p in res["per_repetition"]], 0.95)
+        assert raw["ci"][0] < 0.0  # what the interval said before
+        assert entry["ci"] == [0.0, raw["ci"][1]], path
+    lira = ap.population_results(arrays, Settings(alpha=0.1, score="lira"))
+    assert ap.summary_bounds(("alpha_rule", "threshold"), False, Settings(0.1, "lira")) is None
+    assert lira["summary"]["alpha_rule"]["threshold"]["ci"] is not None

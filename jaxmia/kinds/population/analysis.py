@@ -37,6 +37,7 @@ __all__ = [
     "left_out",
     "population_results",
     "population_scores",
+    "summary_bounds",
     "repetition_metrics",
     "used_repetitions",
     "yeom_rule",
@@ -65,9 +66,26 @@ SUMMARY_METRICS = (
     (("generalization_gap",), False),
 )
 
+# Summaries on the loss scale, which has no value below 0: their intervals stop there
+# (the alpha rule's threshold too when the rule cuts the loss itself).
+_LOSSES = (("yeom", "threshold"), ("member_loss_mean",), ("nonmember_loss_mean",))
+
+
+def summary_bounds(path: tuple, is_rate: bool, settings: Settings):
+    """(lo, hi) an entry's interval is clipped to: [0, 1] for a rate, [0, inf) for a loss,
+    None for a value of any sign (a threshold on φ or on the log likelihood ratio)."""
+    if is_rate:
+        return (0.0, 1.0)
+    loss_cut = settings.score == "loss" and settings.threshold_rule != "lira"
+    if path in _LOSSES or (path == ("alpha_rule", "threshold") and loss_cut):
+        return (0.0, math.inf)
+    return None
+
+
 INTERVAL_METHOD = (
     "Student t over the repetitions: mean ± t_{(1+confidence)/2, R-1} · s / sqrt(R), s the "
-    "sample std (ddof 1) of the R values; intervals of rates clipped to [0, 1]"
+    "sample std (ddof 1) of the R values; intervals of rates clipped to [0, 1], of losses "
+    "to [0, inf)"
 )
 
 
@@ -376,9 +394,8 @@ def population_results(arrays, settings: Settings) -> dict:
     summary: dict = {}
     for path, is_rate in SUMMARY_METRICS:
         values = [_get(p, path) for p in per_rep]
-        _put(
-            summary, path, metrics.t_interval(values, conf, bounds=(0.0, 1.0) if is_rate else None)
-        )
+        bounds = summary_bounds(path, is_rate, settings)
+        _put(summary, path, metrics.t_interval(values, conf, bounds=bounds))
     _by_construction(summary, per_rep, n)
 
     return {
