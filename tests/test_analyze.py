@@ -263,21 +263,8 @@ def test_without_results_json_the_run_record_comes_from_run_json(tmp_path, kind)
 # ---------------------------------------------------------------- the folder's own safety
 
 
-def test_a_read_only_run_folder_is_one_line(tmp_path, capsys, monkeypatch):
-    import errno
-    import os
-
-    from jaxmia.runs import store
-
+def test_a_read_only_run_folder_is_one_line(tmp_path, capsys, read_only_lock):
     run = golden_run("single_target", tmp_path)
-    real_open = os.open
-
-    def read_only(path, flags, *a, **kw):
-        if str(path).endswith(".lock"):
-            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
-        return real_open(path, flags, *a, **kw)
-
-    monkeypatch.setattr(store.os, "open", read_only)
     line = one_line(capsys, 2, run)
     assert "cannot lock" in line and "Read-only file system" in line
 

@@ -271,26 +271,17 @@ def test_gaussian_rule_needs_a_spread_of_the_nonmembers():
 
 
 def test_lira_rule_without_a_spread_says_so_and_keeps_the_score_scale():
-    res = summary.summarize(
-        [0.5, 0.5, 0.5],
-        [0.9, 1.0, 1.1],
-        eval_member=[0.5],
-        eval_nonmember=[1.0],
-        alpha=0.34,
-        rule="lira",
-    )
+    def lira(member):
+        return summary.summarize(
+            member, [0.9, 1.0, 1.1], eval_member=[0.5], eval_nonmember=[1.0], alpha=0.34,
+            rule="lira",
+        )  # fmt: skip
+
+    res = lira([0.5, 0.5, 0.5])
     assert res["threshold"] is None and "zero spread" in res["decision"]
     best = res["epsilon_lower_bound"]["max_over_calibration_thresholds"]
     assert best["threshold_scale"] == "loss" and best["threshold"] > 0  # a loss, never -loss
-    with_fits = summary.summarize(
-        [0.4, 0.5, 0.6],
-        [0.9, 1.0, 1.1],
-        eval_member=[0.5],
-        eval_nonmember=[1.0],
-        alpha=0.34,
-        rule="lira",
-    )
-    best = with_fits["epsilon_lower_bound"]["max_over_calibration_thresholds"]
+    best = lira([0.4, 0.5, 0.6])["epsilon_lower_bound"]["max_over_calibration_thresholds"]
     assert best["threshold_scale"] == "log likelihood ratio"
 
 

@@ -340,23 +340,9 @@ def test_a_dangling_link_as_the_run_folder_is_one_clear_line(tmp_path):
         open_store(tmp_path / "run")
 
 
-def test_a_read_only_run_folder_is_one_line(tmp_path, monkeypatch):
-    import errno
-
-    from jaxmia.runs import store as store_module
-
-    run = tmp_path / "run"
-    open_store(run).close()
-    real_open = os.open
-
-    def read_only(path, flags, *a, **kw):
-        if str(path).endswith(".lock"):
-            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
-        return real_open(path, flags, *a, **kw)
-
-    monkeypatch.setattr(store_module.os, "open", read_only)
+def test_a_read_only_run_folder_is_one_line(tmp_path, read_only_lock):
     with pytest.raises(UserError, match="cannot lock .*Read-only file system"):
-        store_module.lock_folder(run)
+        open_store(tmp_path / "run")
 
 
 def test_the_path_check_leaves_room_for_the_longest_name_jaxmia_writes(tmp_path):
