@@ -385,3 +385,18 @@ def test_a_changed_computation_says_which_keys_restore_it():
     assert "install jax 0.7.0" in text
     text = _describe_change(old, {**IDENTITY, "execution": {**old["execution"], "conv": "im2col"}})
     assert "conv: xla" in text
+
+
+def test_run_json_as_a_link_is_replaced_never_written_through(tmp_path):
+    run = tmp_path / "run"
+    open_store(run).close()
+    outside = tmp_path / "elsewhere" / "run.json"
+    outside.parent.mkdir()
+    outside.write_bytes((run / "run.json").read_bytes())
+    (run / "run.json").unlink()
+    (run / "run.json").symlink_to(outside)
+    before = outside.read_bytes()
+    open_store(run, {**IDENTITY, "config": {**IDENTITY["config"], "alpha": 0.1}}).close()
+    assert outside.read_bytes() == before
+    assert (run / "run.json").is_file() and not (run / "run.json").is_symlink()
+    assert json.loads((run / "run.json").read_text())["config"]["alpha"] == 0.1

@@ -102,6 +102,7 @@ def check(
         raise ValueError(f"lack {', '.join(missing)}")
     given = dict(sizes or {})
     known = dict(given)
+    source = dict.fromkeys(given, given_by)  # symbol -> what set its size
     values = {}
     for f in schema:
         if f.name not in arrays:
@@ -114,12 +115,14 @@ def check(
                 f"{f.name} must have shape {_describe(f.shape, known)}, got {tuple(a.shape)}"
             )
         for axis, (sym, n) in enumerate(zip(f.shape, a.shape, strict=True)):
-            want = sym if isinstance(sym, int) else known.setdefault(sym, n)
+            if isinstance(sym, str) and sym not in known:
+                known[sym], source[sym] = n, f.name
+            want = sym if isinstance(sym, int) else known[sym]
             if n != want:
-                source = f"; {sym}={want} from {given_by}" if sym in given else ""
+                whence = f"; {sym}={want} from {source[sym]}" if isinstance(sym, str) else ""
                 raise ValueError(
                     f"{f.name} must have shape {_describe(f.shape, known)}, got "
-                    f"{tuple(a.shape)} (axis {axis}{source})"
+                    f"{tuple(a.shape)} (axis {axis}{whence})"
                 )
         values[f.name] = a
     for sym, least in (minimum or {}).items():
