@@ -438,3 +438,16 @@ def naive_cp_upper(k, n, level):
         cdf = sum(math.comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(k + 1))
         lo, hi = (p, hi) if cdf > 1 - level else (lo, p)
     return (lo + hi) / 2
+
+
+def naive_loss(logits, labels) -> np.ndarray:
+    """Cross-entropy of each row's true class, in Python floats: -log p_y with
+    p_y = 1 / sum_c exp(z_c - z_y), summed with math.fsum and taken through log1p
+    where the other classes are a small share (float64[n] from float[n, C], int[n])."""
+    z = np.asarray(logits, np.float64).reshape(-1, np.shape(logits)[-1])
+    y = np.broadcast_to(np.asarray(labels), z.shape[:1])
+    out = []
+    for row, label in zip(z.tolist(), y.tolist(), strict=True):
+        others = math.fsum(math.exp(v - row[label]) for i, v in enumerate(row) if i != label)
+        out.append(math.log1p(others))
+    return np.array(out).reshape(np.shape(logits)[:-1])

@@ -147,15 +147,16 @@ def test_expected_heldout_fpr_of_each_kind_of_decision():
     assert thresholds.expected_heldout_fpr(d, non, 0.1) == thresholds.gaussian_heldout_fpr(0.1, 24)
 
 
-def test_expected_heldout_fpr_of_a_point_mass_is_unknown():
-    # np.std of three 0.7s is 1.1e-16, not 0: the gaussian rule sees a point mass (its
-    # fit has std 0, and it warns that the FPR cannot be estimated), so the held-out
-    # law must not be computed as if there were a spread to extrapolate from.
+def test_a_point_mass_of_nonmembers_gives_the_gaussian_rule_no_threshold():
+    # np.std of three 0.7s is 1.1e-16, not 0: the gaussian rule must see a point mass (std
+    # 0) and set no cut, rather than one at their mean (which can round below them).
     non = np.full(3, 0.7)
     assert np.std(non) > 0
     d, warnings = thresholds.choose_threshold([0.1, 0.2, 0.3], non, alpha=0.1, rule="gaussian")
-    assert d.threshold == pytest.approx(0.7) and any("std 0" in w for w in warnings)
-    assert thresholds.expected_heldout_fpr(d, non, 0.1) == (None, None)
+    assert d.threshold is None and any("zero spread" in w for w in warnings)
+    assert "zero spread" in d.text()
+    assert thresholds.expected_heldout_fpr(d, non, 0.1) == (0.0, 0.0)  # nobody is called
+    d, _ = thresholds.choose_threshold([0.1, 0.2, 0.3], [0.6, 0.8], alpha=0.1, rule="gaussian")
     assert thresholds.expected_heldout_fpr(d, [0.7], 0.1) == (None, None)  # l = 1
 
 

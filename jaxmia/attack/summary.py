@@ -138,6 +138,7 @@ def summarize(
     confidence: float = 0.95,
     items: bool = True,
     lira_variance: str = "auto",
+    more_models: str = "n_iterations",
 ) -> dict:
     """Every number of the attack on one target, JSON-ready, for results.json.
 
@@ -151,6 +152,8 @@ def summarize(
       delta, confidence: of the ε lower bound (and the evaluation intervals).
       items: include the per-model evaluation list (off for many-target runs).
       lira_variance: the ``lira`` rule's variance (thresholds.choose_threshold).
+      more_models: the config key that adds calibration models, for the warning when
+        there is only one on a side.
 
     Returns:
       dict of floats, ints, None, strings, lists and dicts (no numpy, no NaN). See the
@@ -172,8 +175,8 @@ def summarize(
     warnings: list[str] = []
     if mem.size == 1 or n == 1:
         warnings.append(
-            f"only {min(mem.size, n)} calibration model(s) on one side (n_iterations: 1?): "
-            "power, AUC and std carry no information"
+            f"only {min(mem.size, n)} calibration model(s) on one side: power, AUC and std "
+            f"carry no information (raise {more_models})"
         )
     if thresholds.order_statistic_k("empirical", n, a) == 0:
         warnings.append(
@@ -304,7 +307,7 @@ def summarize(
         "alpha": a,
         "decision": decision.text(),
         "threshold": decision.threshold,
-        "threshold_scale": "log likelihood ratio" if rule == "lira" else score,
+        "threshold_scale": thresholds.LR_SCALE if rule == "lira" else score,
         "member_region": (
             thresholds.likelihood_ratio_region(
                 decision.member_fit, decision.nonmember_fit, decision.cut
@@ -377,6 +380,7 @@ def _epsilon_best_calibration_cut(
     cal_eps, _, _, _ = bounds.epsilon_lower_bound(fp, n, fn, l_in, confidence=conf, delta=delta)
     best = int(np.argmax(cal_eps))
     cut = float(cuts[best])
+    # The cut is on the statistic the ROC was computed on: the decision's own.
     best_decision = Decision(
         decision.score, decision.rule, cut, None, decision.member_fit, decision.nonmember_fit
     )
@@ -390,6 +394,7 @@ def _epsilon_best_calibration_cut(
     return {
         "value": float(e),
         "threshold": best_decision.threshold,
+        "threshold_scale": best_decision.scale,
         "calibration_value": float(cal_eps[best]),
     }
 

@@ -80,6 +80,13 @@ __all__ = [
 ]
 
 RULES = ("empirical", "conformal", "confident", "gaussian", "lira")
+LR_SCALE = "log likelihood ratio"  # the scale of the lira rule's cut
+# Why a rule gives no threshold, for ``Decision.text``.
+TOO_FEW = "too few calibration models for this rule at this alpha"
+NO_SPREAD = (
+    "every calibration model gave the same score (zero spread): no threshold can tell "
+    "members from non-members"
+)
 # How a LiRA fit sets its σ: one per example (and side), one for all, or by the
 # number of models (fixed below AUTO_PER_EXAMPLE_FROM); attack/lira.py too.
 VARIANCES = ("auto", "per_example", "fixed")
@@ -339,14 +346,15 @@ class Decision:
     Attributes:
       score: a key of scores.SCORES.
       rule: one of RULES.
-      cut: the cut on the rule's statistic: the attack statistic s for every rule
-        but ``lira``, the log likelihood ratio for ``lira``. +inf: nobody is called a
+      cut: the cut on the rule's statistic: the attack statistic s, or for ``lira``
+        with its two fits the log likelihood ratio. +inf: nobody is called a
         member (the data cannot support the rule).
       k: non-members allowed beyond the cut for order-statistic rules, else None.
       member_fit, nonmember_fit: for ``lira``, the Gaussians on the native scale.
       n_cut: the non-members the order statistic was taken over (l; ``lira``: l_c,
         the half the Gaussians were not fitted on), None for the other rules.
       variance: for ``lira``, ``per_example`` or ``fixed``.
+      reason: why there is no cut (with cut = +inf), in words for ``text``.
     """
 
     score: str
@@ -357,10 +365,21 @@ class Decision:
     nonmember_fit: GaussianFit | None = None
     n_cut: int | None = None
     variance: str | None = None
+    reason: str | None = None
+
+    @property
+    def on_ratio(self) -> bool:
+        """Whether the statistic is the log likelihood ratio of the two fits."""
+        return self.rule == "lira" and self.member_fit is not None
+
+    @property
+    def scale(self) -> str:
+        """The scale ``threshold`` is on: "log likelihood ratio" or the score's name."""
+        return LR_SCALE if self.on_ratio else self.score
 
     def statistic(self, native) -> np.ndarray:
         """The rule's statistic (high = member) of native score values, float64 like them."""
-        if self.rule == "lira" and self.member_fit is not None:
+        if self.on_ratio:
             return log_likelihood_ratio(native, self.member_fit, self.nonmember_fit)
         return scores.to_attack(native, self.score)
 
@@ -371,18 +390,18 @@ class Decision:
 
     @property
     def threshold(self) -> float | None:
-        """The cut on the native scale (the log LR for ``lira``); None if there is none."""
+        """The cut on ``scale``: the score's native scale, or the log LR; None if there is none."""
         if not math.isfinite(self.cut):
             return None
-        if self.rule == "lira":
+        if self.on_ratio:
             return float(self.cut)
         return float(scores.from_attack(self.cut, self.score))
 
     def text(self) -> str:
         """The rule in words, on the native scale."""
         if not math.isfinite(self.cut):
-            return "never member (too few calibration models for this rule at this alpha)"
-        if self.rule == "lira":
+            return f"never member ({self.reason or TOO_FEW})"
+        if self.on_ratio:
             sym = scores.get(self.score).symbol
             m, n = self.member_fit, self.nonmember_fit
             return (
@@ -436,6 +455,12 @@ def choose_threshold(
     n = non.size
     warnings: list[str] = []
     never = math.inf
+    if max(np.ptp(mem), np.ptp(non)) == 0 and mem[0] == non[0]:
+        # One value for every model: whatever the rule, "s > u" cannot be true of members
+        # and false of non-members, and a cut placed at (a rounded mean of) that value
+        # could call all of them members.
+        warnings.append(f"{rule}: {NO_SPREAD}; nobody is called a member")
+        return Decision(score, rule, never, reason=NO_SPREAD), warnings
     if rule in ("empirical", "conformal", "confident"):
         k = order_statistic_k(rule, n, a)
         if k is None:
@@ -452,19 +477,17 @@ def choose_threshold(
                     f"alpha={a:g} with 95% probability (needs l >= {need}); no threshold, "
                     "nobody is called a member"
                 )
-            return Decision(score, rule, never), warnings
+            return Decision(score, rule, never, reason=TOO_FEW), warnings
         return Decision(score, rule, cut_at_order_statistic(s_non, k), k=k), warnings
     if rule == "gaussian":
         fit = fit_gaussian(s_non)
-        if fit.std > 0:
-            cut = fit.mean + fit.std * float(sps.norm.isf(a))
-        else:
-            cut = fit.mean  # a point mass: nothing strictly beyond it
-            warnings.append(
-                "gaussian: the non-member scores have std 0; the threshold is their common "
-                "value and its FPR cannot be estimated"
-            )
-        return Decision(score, rule, float(cut)), warnings
+        if fit.std == 0:
+            # A point mass has no width to extrapolate an alpha tail from, and a cut at
+            # its (rounded) mean can fall one ulp below the value itself.
+            why = "the non-member scores have zero spread: a normal fit has no width to cut at"
+            warnings.append(f"gaussian: {why}; no threshold, nobody is called a member")
+            return Decision(score, rule, never, reason=why), warnings
+        return Decision(score, rule, fit.mean + fit.std * float(sps.norm.isf(a))), warnings
     # rule == "lira": the likelihood ratio of Gaussians fitted on the members and one
     # half of the non-members, cut at alpha on the other half.
     var = resolve_variance(variance, int(mem.size + n))
@@ -473,19 +496,19 @@ def choose_threshold(
             f"lira: l={n} non-member model(s); the rule needs 2 (one to fit its Gaussian, one "
             "to set its cut on); no threshold, nobody is called a member"
         )
-        return Decision(score, rule, never, variance=var), warnings
+        return Decision(score, rule, never, variance=var, reason=TOO_FEW), warnings
     cut_at, fit_at = lira_split(n)
     m_fit, n_fit = fit_gaussian(mem), fit_gaussian(non[fit_at])
     if var == "fixed":
         # One σ for both sides: the members' (the reference code's choice of side).
         n_fit = GaussianFit(n_fit.mean, m_fit.std)
     if m_fit.std <= 0 or n_fit.std <= 0:
-        warnings.append(
-            f"lira ({var} variance): a likelihood ratio needs a non-zero std of the member "
-            f"and the fitted non-member scores (got {m_fit.std:.3g} and {n_fit.std:.3g}); "
-            "no threshold, nobody is called a member"
+        side = " and ".join(
+            who for who, fit in (("member", m_fit), ("fitted non-member", n_fit)) if fit.std <= 0
         )
-        return Decision(score, rule, never, variance=var), warnings
+        why = f"the {side} scores have zero spread: a likelihood ratio needs both spreads"
+        warnings.append(f"lira ({var} variance): {why}; no threshold, nobody is called a member")
+        return Decision(score, rule, never, variance=var, reason=why), warnings
     lr_cut = log_likelihood_ratio(non[cut_at], m_fit, n_fit)
     k = order_statistic_k("lira", cut_at.size, a)
     cut = cut_at_order_statistic(lr_cut, k)
@@ -510,9 +533,7 @@ def expected_heldout_fpr(decision: Decision, nonmember, alpha: float):
         l = ``decision.n_cut`` (for ``lira`` the non-members its Gaussians were not
         fitted on: exact too);
       * for ``gaussian``, the Student t / noncentral t law (``gaussian_heldout_fpr``),
-        or (None, None) when the non-member scores are all equal: the rule's fit is
-        then a point mass with nothing to extrapolate from (``fit_gaussian``'s std 0,
-        the very test the rule itself warns on), and for l < 2.
+        or (None, None) for l < 2 (a point mass of non-members gives no cut at all).
 
     Raises:
       ValueError: ``nonmember`` not 1-D, non-empty and finite; alpha outside (0, 1).
@@ -522,9 +543,7 @@ def expected_heldout_fpr(decision: Decision, nonmember, alpha: float):
         return 0.0, 0.0
     if decision.k is not None:
         return heldout_fpr_law(decision.k, decision.n_cut or int(non.size))
-    if fit_gaussian(non).std > 0:
-        return gaussian_heldout_fpr(alpha, int(non.size))
-    return None, None
+    return gaussian_heldout_fpr(alpha, int(non.size))
 
 
 def lira_rule_note(decision: Decision, n: int) -> str:

@@ -9,6 +9,10 @@ protocol papers report (attacks.py).
 
 from __future__ import annotations
 
+from functools import partial
+
+import numpy as np
+
 from jaxmia.attack import lira, rmia
 from jaxmia.errors import UserError, show
 from jaxmia.keys import Key, choice, integer, integer_list, number
@@ -148,12 +152,32 @@ class Targets(KindBase):
 
         return assemble(cfg, plan, dataset, outputs)
 
-    def check_arrays(self, arrays: dict, where: str) -> None:
+    def check_arrays(self, arrays: dict, where: str, cfg=None) -> None:
         from jaxmia.kinds.targets.analysis import check_targets_arrays
         from jaxmia.kinds.targets.attacks import check_attack_arrays
 
-        refuse_bad_arrays(check_targets_arrays, arrays, where)
+        sizes = None
+        if cfg is not None:
+            sizes = {"C": cfg.num_classes}
+            if cfg.targets is not None:
+                sizes["T"] = len(cfg.targets)
+        a = refuse_bad_arrays(partial(check_targets_arrays, sizes=sizes), arrays, where)
         refuse_bad_arrays(check_attack_arrays, arrays, where)
+        if cfg is not None and cfg.targets is not None:
+            held = a["targets"].tolist()
+            if held != list(cfg.targets):
+                i = next(
+                    i for i, (x, y) in enumerate(zip(held, cfg.targets, strict=True)) if x != y
+                )
+                raise UserError(
+                    f"{where}: holds other targets than run.json lists (target {i}: "
+                    f"{held[i]} in the file, {cfg.targets[i]} in run.json); it is another "
+                    "run's: rerun the run to rewrite it"
+                )
+
+    def counts(self, arrays: dict) -> dict:
+        e = arrays["eval_membership"] if "eval_membership" in arrays else np.zeros((0, 0))
+        return {"n_models": int(np.shape(arrays["membership"])[0]), "eval_models": len(e)}
 
     def analyze(self, arrays: dict, cfg, meta: dict) -> Analysis:
         from jaxmia.attack.summary import Settings

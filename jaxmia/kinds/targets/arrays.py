@@ -39,21 +39,24 @@ from jaxmia.runs.schema import Field
 
 __all__ = ["SCHEMA", "assemble"]
 
+_USED = {"finite_where": "model_used"}
+_RATE = {"at_least": 0.0, "at_most": 1.0, "finite_where": "model_used"}
+
 SCHEMA = (
-    Field("targets", "int", ("T",), "training-set indices of the targets"),
-    Field("target_labels", "int", ("T",)),
-    Field("target_images", "uint8", ("T", "H", "W", "channels"), required=False),
+    Field("targets", "int", ("T",), "training-set indices of the targets", at_least=0),
+    Field("target_labels", "int", ("T",), at_least=0, below="C"),
+    Field("target_images", "uint8", ("T", "H", "W", 3), required=False),
     Field("membership", "bool", ("M", "T"), "model m trained on target t"),
-    Field("losses", "float", ("M", "T")),
-    Field("logits", "float", ("M", "T", "C")),
+    Field("losses", "float", ("M", "T"), **_USED),
+    Field("logits", "float", ("M", "T", "C"), **_USED),
     Field("model_used", "bool", ("M",)),
     # A run without evaluation models may lack these (E = 0).
     Field("eval_membership", "bool", ("E", "T"), required=False),
-    Field("eval_losses", "float", ("E", "T"), required=False),
-    Field("eval_logits", "float", ("E", "T", "C"), required=False),
+    Field("eval_losses", "float", ("E", "T"), required=False, finite_where="eval_model_used"),
+    Field("eval_logits", "float", ("E", "T", "C"), required=False, finite_where="eval_model_used"),
     Field("eval_model_used", "bool", ("E",), required=False),
-    Field("train_accuracy", "float", ("M",), required=False),
-    Field("test_accuracy", "float", ("M",), required=False),
+    Field("train_accuracy", "float", ("M",), required=False, **_RATE),
+    Field("test_accuracy", "float", ("M",), required=False, **_RATE),
     Field("class_names", "str", ("C",), required=False),
     Field("synthetic", "bool", (), required=False),
     # Query views and population points (queries > 1, population_size > 0).
@@ -64,6 +67,7 @@ SCHEMA = (
     Field("population_logits", "float", ("M", "Z", "Q", "C"), "every query", False),
     Field("eval_population_logits", "float", ("E", "Z", "Q", "C"), required=False),
 )
+MIN_SIZES = {"T": 1, "M": 1}
 
 
 def assemble(cfg, plan, dataset, outputs) -> dict:

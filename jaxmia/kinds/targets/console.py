@@ -31,13 +31,21 @@ def format_summary(r: dict) -> str:
         lines.append(f"Targets with power >= 0.5 at alpha: {r['n_power_at_least_half']}")
     ev = r.get("evaluation")
     if isinstance(ev, dict):
+        level = ev.get("confidence", 0.95)
+        over = f", over {ev['n_models']} models" if is_number(ev.get("n_models")) else ""
         for key, name in (("tpr", "TPR"), ("fpr", "FPR")):
             if is_number(ev.get(key)):
                 ci = ev.get(f"{key}_ci")
                 lines.append(
                     f"Evaluation {name} (pooled over targets): {fmt(ev[key])}"
-                    + (f"  95% CI {ci_text(ci)}" if ci else "")
+                    + (f"  {level * 100:g}% CI {ci_text(ci)}{over}" if ci else "")
                 )
+    eps = r.get("epsilon_lower_bound")
+    if isinstance(eps, dict) and is_number(eps.get("value")):
+        lines.append(
+            f"Epsilon lower bound ({eps.get('confidence', 0.95) * 100:g}% confidence, delta "
+            f"{eps.get('delta', 0):g}, the evaluation model as the unit): {fmt(eps['value'])}"
+        )
     lines += _attack_lines(r.get("attacks"))
     return "\n".join(lines + footer(r))
 
