@@ -291,6 +291,23 @@ def test_in_sample_fpr_is_said_to_be_so_not_given_a_zero_width_interval():
     assert "on fresh non-members 0.1290" in text
 
 
+def test_the_lira_rules_law_is_over_the_non_members_its_cut_was_set_on():
+    # lira fits its Gaussians on half of the n = 30 non-members and cuts on the other
+    # 15: the held-out law is Beta(k+1, 15-k), and the FPR over all 30 is not k/n.
+    arrays = make_arrays(r=4, n=30, seed=3)
+    res = ap.population_results(arrays, Settings(alpha=0.2, threshold_rule="lira", score="lira"))
+    per = res["per_repetition"]
+    ks = {p["alpha_rule"]["k"] for p in per}
+    assert len(ks) == 1
+    k = ks.pop()
+    law = res["summary"]["alpha_rule"]["expected_heldout_fpr"]
+    assert f"Beta({k + 1}, {15 - k}) over the 15 non-members" in law["note"]
+    assert law["mean"] == pytest.approx((k + 1) / 16)
+    assert all(f"Beta({k + 1}, {15 - k})" in res["expected_heldout_fpr_method"] for _ in per)
+    fpr = res["summary"]["alpha_rule"]["fpr"]
+    assert fpr["note"].startswith("in sample: over all 30 non-members")
+
+
 # ---------------------------------------------------------------- models left out, R = 1
 
 

@@ -298,17 +298,32 @@ def _by_construction(summary: dict, per_rep: list[dict], n: int) -> None:
     rule = summary["alpha_rule"]
     law = rule["expected_heldout_fpr"]
     law["ci"] = None
+    lira = bool(per_rep) and per_rep[0]["alpha_rule"].get("rule") == "lira"
     if len(ks) == 1 and None not in ks:
         k = ks.pop()
-        rule["fpr"].update(
-            ci=None,
-            note=f"in sample, by construction: the cut lets at most k = {k} of the {n} "
-            "non-members it was chosen on lie beyond it; expected_heldout_fpr is the FPR "
-            "on fresh non-members",
-        )
+        # The lira rule sets its cut on one part of the non-members and fits its
+        # Gaussians on the rest (thresholds.lira_split): its order statistic, and so
+        # its law, is over that part, and the FPR over all n is not fixed by k.
+        n_cut = thresholds.lira_split(n)[0].size if lira else n
+        if lira:
+            rule["fpr"].update(
+                ci=None,
+                note=f"in sample: over all {n} non-members; the cut lets at most k = {k} of "
+                f"the {n_cut} it was set on lie beyond it (the Gaussians were fitted on the "
+                f"other {n - n_cut}); expected_heldout_fpr is the FPR on fresh non-members",
+            )
+        else:
+            rule["fpr"].update(
+                ci=None,
+                note=f"in sample, by construction: the cut lets at most k = {k} of the {n} "
+                "non-members it was chosen on lie beyond it; expected_heldout_fpr is the FPR "
+                "on fresh non-members",
+            )
         law["note"] = (
-            f"the law of the held-out FPR, Beta(k+1, n-k) = Beta({k + 1}, {n - k}), the same "
-            "for every model (its 95% quantile: per_repetition's expected_heldout_fpr_upper95)"
+            f"the law of the held-out FPR, Beta(k+1, n-k) = Beta({k + 1}, {n_cut - k})"
+            + (f" over the {n_cut} non-members the cut was set on" if lira else "")
+            + ", the same for every model (its 95% quantile: per_repetition's "
+            "expected_heldout_fpr_upper95)"
         )
     else:
         rule["fpr"]["note"] = "in sample: on the non-members the threshold was fitted on"
