@@ -36,6 +36,9 @@ class Key:
         split, or how the outputs are analysed: those can change between runs of
         one folder (a run can grow, or be analysed again).
       doc: one line for error messages and the README.
+      hashed_at_default: False for a hashed key added after run folders existed
+        (``dp``, ``canary``): it enters the run hash only when it differs from its
+        default, so that a folder written before the key existed keeps its hash.
     """
 
     name: str
@@ -43,6 +46,7 @@ class Key:
     check: Callable[[str, Any], None]
     hashed: bool = True
     doc: str = ""
+    hashed_at_default: bool = True
 
 
 def _is_int(v) -> bool:

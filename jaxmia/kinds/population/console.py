@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from jaxmia.console import footer, header, mean_ci
+from jaxmia.console import footer, header, mean_ci, privacy_lines
 
 __all__ = ["format_summary"]
 
@@ -30,4 +30,4 @@ def format_summary(r: dict) -> str:
             f"{name}: threshold {mean_ci(part.get('threshold'))}; TPR {mean_ci(part.get('tpr'))}"
             f"; FPR {mean_ci(part.get('fpr'))}"
         )
-    return "\n".join(lines + footer(r))
+    return "\n".join(lines + privacy_lines(r) + footer(r))

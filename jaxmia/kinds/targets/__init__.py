@@ -7,6 +7,7 @@ evaluation models test each target's threshold.
 
 from __future__ import annotations
 
+from jaxmia import privacy
 from jaxmia.errors import UserError
 from jaxmia.keys import Key, integer, integer_list, number
 from jaxmia.kinds.base import Analysis, KindBase, refuse_bad_arrays
@@ -95,10 +96,26 @@ class Targets(KindBase):
     def examples_per_model(self, cfg) -> float:
         return cfg.subset_size + cfg.inclusion * len(cfg.targets)
 
+    def noise_group(self, cfg, job: Job) -> int:
+        # The b models of a block share their targets' memberships: one level for
+        # the block, so each target's IN and OUT models are at the same sigma.
+        return job.round // inclusion_block(cfg.inclusion)[1]
+
+    def canaries(self, cfg) -> tuple[int, ...]:
+        return tuple(cfg.targets)
+
     def arrays(self, cfg, plan, dataset, outputs) -> dict:
         from jaxmia.kinds.targets.arrays import assemble
 
-        return assemble(cfg, plan, dataset, outputs)
+        arrays = assemble(cfg, plan, dataset, outputs)
+        if cfg.dp is not None:  # the sigma of each model (a block's models share it)
+            arrays["noise_multiplier"] = privacy.noise_multipliers(
+                cfg, self.jobs(cfg)[: cfg.n_models]
+            )
+            arrays["eval_noise_multiplier"] = privacy.noise_multipliers(
+                cfg, self.jobs(cfg)[cfg.n_models :]
+            )
+        return arrays
 
     def check_arrays(self, arrays: dict, where: str) -> None:
         from jaxmia.kinds.targets.analysis import check_targets_arrays
@@ -112,6 +129,13 @@ class Targets(KindBase):
         settings = Settings.from_config(cfg)
         summary, rows = analysis.targets_results(arrays, settings)
         results = {**meta, **summary}
+        if cfg.canary != "none":
+            results["canary"] = {"kind": cfg.canary, "n_targets": len(arrays["targets"])}
+        if cfg.dp is not None:
+            results["privacy"], warnings = analysis.privacy_audit(
+                arrays, privacy.mechanism(cfg), settings
+            )
+            results["warnings"] = results["warnings"] + warnings
 
         def tables(folder):
             analysis.write_targets_csv(folder / files.CSV_FILE, rows)

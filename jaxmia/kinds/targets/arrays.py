@@ -17,12 +17,17 @@ be 0), T targets, C classes:
     train_accuracy, test_accuracy  float32[M]
     class_names              str[C]
     synthetic                bool[]
+    original_labels          int32[T]          the targets' own classes (canary: mislabeled only;
+                                               target_labels are then the canaries')
+    noise_multiplier         float32[M]        DP-SGD sigma of each model (dp only)
+    eval_noise_multiplier    float32[E]
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from jaxmia import privacy
 from jaxmia.runs.plan import CALIBRATION, EVALUATION, Job
 from jaxmia.runs.schema import Field
 
@@ -45,6 +50,9 @@ SCHEMA = (
     Field("test_accuracy", "float", ("M",), required=False),
     Field("class_names", "str", ("C",), required=False),
     Field("synthetic", "bool", (), required=False),
+    Field("original_labels", "int", ("T",), "the targets' own classes", required=False),
+    Field("noise_multiplier", "float", ("M",), "DP-SGD sigma of each model", required=False),
+    Field("eval_noise_multiplier", "float", ("E",), required=False),
 )
 
 
@@ -60,9 +68,10 @@ def assemble(cfg, plan, dataset, outputs) -> dict:
 
     member, cal, used = part(CALIBRATION, cfg.n_models)
     e_member, ev, e_used = part(EVALUATION, cfg.eval_models)
-    return {
+    own = np.asarray(dataset.train_labels[targets], np.int32)
+    arrays = {
         "targets": targets,
-        "target_labels": np.asarray(dataset.train_labels[targets], np.int32),
+        "target_labels": privacy.trained_labels(cfg, targets, own, len(dataset.class_names)),
         "target_images": np.asarray(dataset.train_images[targets], np.uint8),
         "membership": member,
         "losses": cal.loss,
@@ -77,3 +86,6 @@ def assemble(cfg, plan, dataset, outputs) -> dict:
         "class_names": np.array(dataset.class_names),
         "synthetic": np.array(bool(dataset.synthetic)),
     }
+    if cfg.canary != "none":
+        arrays["original_labels"] = own
+    return arrays

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from jaxmia.console import ci_text, fmt, footer, header, is_number
+from jaxmia.console import ci_text, fmt, footer, header, is_number, privacy_lines
 
 __all__ = ["format_summary"]
 
@@ -38,4 +38,4 @@ def format_summary(r: dict) -> str:
                     f"Evaluation {name} (pooled over targets): {fmt(ev[key])}"
                     + (f"  95% CI {ci_text(ci)}" if ci else "")
                 )
-    return "\n".join(lines + footer(r))
+    return "\n".join(lines + privacy_lines(r) + footer(r))

@@ -12,6 +12,7 @@ import numpy as np
 from matplotlib.ticker import MaxNLocator
 
 from jaxmia.attack import scores
+from jaxmia.audit_figures import write_privacy_audit
 from jaxmia.kinds.targets.analysis import check_targets_arrays, extremes, pooled_roc
 from jaxmia.kinds.targets.files import FIGURES, ROC_FILE, VULNERABILITY_FILE
 from jaxmia.plotting import interval_point, log_roc_axes, new_figure, save_png
@@ -224,4 +225,4 @@ def write_figures(folder, arrays, results: dict, *, rows: list[dict], suffix: st
                 title_suffix=suffix,
             )
         )
-    return written
+    return written + write_privacy_audit(folder, results, suffix=suffix)

@@ -1,9 +1,11 @@
 """The file names a many-targets run writes besides the shared ones (run.json, config.yaml,
 results.json), named once here for the figures module, the kind and the run folder alike."""
 
+from jaxmia.privacy import AUDIT_FIGURE  # a DP-SGD run's privacy_audit.png
+
 ARRAYS_FILE = "targets.npz"
 CSV_FILE = "targets.csv"
 VULNERABILITY_FILE = "vulnerability.png"
 ROC_FILE = "targets_roc.png"
-FIGURES = (VULNERABILITY_FILE, ROC_FILE)
+FIGURES = (VULNERABILITY_FILE, ROC_FILE, AUDIT_FIGURE)
 TABLES = (CSV_FILE,)
