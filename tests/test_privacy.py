@@ -304,3 +304,96 @@ def test_with_very_large_noise_the_bounds_are_zero():
             one["per_model"][0]["epsilon_lb"] == 0
         )
     assert zeros >= 2 * reps - _violations_allowed(2 * reps, 0.95)
+
+
+def test_readme_pairs_and_canaries_tables_are_computed():
+    """The README's tables of the best bounds per pair or canary count are what the code gives."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    lines = [ln.strip() for ln in readme.splitlines()]
+
+    def table(head):
+        start = next(i for i, ln in enumerate(lines) if ln.startswith(head))
+        rows = []
+        for ln in lines[start:]:
+            if not ln.startswith("|"):
+                break
+            rows.append([c.strip().replace(",", "") for c in ln.strip("|").split("|")])
+        return [int(c) for c in rows[0][1:]], {r[0]: [float(c) for c in r[1:]] for r in rows[2:]}
+
+    d = 1e-5
+    pairs, rows = table("| pairs per level E |")
+    for e, cp, gdp, gdp10 in zip(pairs, *rows.values(), strict=True):
+        assert float(bounds.epsilon_lower_bound(0, e, 0, e, delta=d)[0]) == pytest.approx(
+            cp, abs=0.005
+        )
+        mu = float(bounds.gdp_mu_lower_bound(0, e, 0, e)[0])
+        assert bounds.gdp_epsilon(mu, d) == pytest.approx(gdp, abs=0.005)
+        mu = float(bounds.gdp_mu_lower_bound(e // 10, e, e // 10, e)[0])
+        assert bounds.gdp_epsilon(mu, d) == pytest.approx(gdp10, abs=0.005)
+    canaries, rows = table("| canaries m")
+    for m, right, most in zip(canaries, *rows.values(), strict=True):
+        assert bounds.one_run_epsilon_lower_bound(m, m, m, delta=d) == pytest.approx(
+            right, abs=0.005
+        )
+        got = bounds.one_run_epsilon_lower_bound(m, m, int(0.9 * m), delta=d)
+        assert got == pytest.approx(most, abs=0.005)
+
+
+def test_console_table_says_each_level_and_the_canary():
+    from jaxmia.console import privacy_lines
+
+    cfg = tiny_config(dp={"noise_multiplier": [0.5, 2.0]}, subset_size=40, batch_size=16, epochs=3)
+    block, _ = privacy.privacy_block(privacy.mechanism(cfg), 0.95)
+    block["levels"][0]["empirical"] = {
+        "clopper_pearson": {"epsilon_lb": 0.8125, "ratio": 0.05},
+        "gaussian_dp": {"epsilon_lb": 2.5, "ratio": 0.2},
+    }
+    r = {
+        "privacy": block,
+        "canary": {"kind": "mislabeled", "label": "cat", "original_label": "dog"},
+    }
+    lines = privacy_lines(r)
+    assert lines[0] == "Canary: mislabeled: x trained as cat (its own class: dog)"
+    assert "q = 0.3902, 9 steps, delta = 0.0122; epsilon_lb at 95% confidence" in lines[1]
+    assert lines[2].split() == [
+        "sigma",
+        "eps",
+        "RDP",
+        "eps",
+        "PLD",
+        "CP",
+        "eps_lb",
+        "GDP",
+        "eps_lb",
+        "ratio",
+        "CP",
+        "ratio",
+        "GDP",
+    ]
+    pld = block["levels"][0]["epsilon"]["pld"]
+    assert lines[3].split() == [
+        "0.5",
+        f"{block['levels'][0]['epsilon']['rdp']:.3f}",
+        f"{pld:.3f}",
+        "0.812",
+        "2.500",
+        "0.050",
+        "0.200",
+    ]
+    assert lines[4].split()[3:] == ["n/a"] * 4  # no empirical bound at that level
+    assert privacy_lines({}) == []
+
+
+def test_calibration_cut_maximises_the_bound_then_youden():
+    # Perfectly separated: the cut lies midway between the highest OUT and lowest IN score.
+    cut, value = audit.calibration_cut(
+        np.array([5.0, 6, 7]), np.array([1.0, 2, 3]), lambda *c: -c[0] - c[2]
+    )
+    assert cut == 4.0 and value == 0
+    # An objective that is 0 everywhere: the largest TPR - FPR decides (2 of 3 IN above, 0 OUT).
+    cut, _ = audit.calibration_cut(
+        np.array([0.5, 5.0, 6.0]), np.array([1.0, 2.0, 3.0]), lambda fp, n, fn, m: 0 * fp
+    )
+    assert cut == 4.0

@@ -39,15 +39,18 @@ ONE_RUN_GRID = (1 / 64, 1 / 32, 1 / 16, 1 / 8, 1 / 4, 1 / 2)
 def calibration_cut(stat_mem, stat_non, objective) -> tuple[float, float]:
     """(cut, its objective): the cut u of "member iff s > u" that maximises
     ``objective(fp, n_nonmember, fn, n_member)`` (vectorised over count arrays) on
-    the calibration statistics, moved midway to the next higher calibration
-    score so that it counts the same there and sits between the two classes.
+    the calibration statistics, ties (a few calibration models often show no
+    bound at any cut) broken by the largest TPR − FPR, then moved midway to the
+    next higher calibration score so that it counts the same there and sits
+    between the two classes.
     """
     fpr, tpr, cuts = metrics.roc(stat_mem, stat_non)
     l_in, n = len(stat_mem), len(stat_non)
     fp = np.rint(fpr * n).astype(np.int64)
     fn = l_in - np.rint(tpr * l_in).astype(np.int64)
     values = np.asarray(objective(fp, n, fn, l_in), np.float64)
-    best = int(np.argmax(values))
+    top = values == values.max()
+    best = int(np.argmax(np.where(top, tpr - fpr, -np.inf)))
     cut = float(cuts[best])
     if best > 0 and math.isfinite(cut):
         cut = (cut + float(cuts[best - 1])) / 2
