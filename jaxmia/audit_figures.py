@@ -21,9 +21,10 @@ from jaxmia.privacy import AUDIT_FIGURE
 
 __all__ = ["AUDIT_FIGURE", "plot_privacy_audit", "write_privacy_audit"]
 
-_METHODS = (  # (key in a level's "empirical", label, marker)
-    ("clopper_pearson", "Clopper-Pearson (multi-run)", "o"),
-    ("gaussian_dp", "Gaussian DP estimate (Nasr et al. 2023)", "s"),
+_METHODS = (  # (key in a level's "empirical", label, marker, size): a hollow ring around
+    # a smaller square, so that two equal bounds stay both visible
+    ("clopper_pearson", "Clopper-Pearson (multi-run)", "o", 13),
+    ("gaussian_dp", "Gaussian DP estimate (Nasr et al. 2023)", "s", 6),
 )
 
 
@@ -39,7 +40,7 @@ def plot_privacy_audit(path, block: dict, *, title_suffix: str = "") -> Path:
     lbs = []
     for lv in levels:
         emp = lv.get("empirical") or {}
-        for key, _, _ in _METHODS:
+        for key, *_ in _METHODS:
             if (emp.get(key) or {}).get("epsilon_lb") is not None:
                 lbs.append(emp[key]["epsilon_lb"])
         one = emp.get("one_run")
@@ -55,7 +56,7 @@ def plot_privacy_audit(path, block: dict, *, title_suffix: str = "") -> Path:
     for lv in levels:
         x = _x(lv, right)
         emp = lv.get("empirical") or {}
-        for key, label, marker in _METHODS:
+        for i, (key, label, marker, size) in enumerate(_METHODS):
             e = (emp.get(key) or {}).get("epsilon_lb")
             if e is None:
                 continue
@@ -64,8 +65,10 @@ def plot_privacy_audit(path, block: dict, *, title_suffix: str = "") -> Path:
                 e,
                 marker=marker,
                 ls="none",
-                ms=8,
-                color=f"C{_METHODS.index((key, label, marker))}",
+                ms=size,
+                mfc="none" if i == 0 else f"C{i}",
+                mew=2,
+                color=f"C{i}",
                 label=label if key not in drawn else None,
             )
             drawn.add(key)
