@@ -23,7 +23,7 @@ import yaml
 
 from jaxmia import kinds, privacy
 from jaxmia.attack.scores import SCORES
-from jaxmia.attack.thresholds import RULES
+from jaxmia.attack.thresholds import RULES, VARIANCES
 from jaxmia.errors import UserError, show
 from jaxmia.keys import Key, choice, flag, integer, number
 from jaxmia.models import MODELS
@@ -93,6 +93,8 @@ COMMON_KEYS = (
     Key("threshold_rule", "empirical", choice(RULE_CHOICES), hashed=False),
     Key("delta", 0.0, number(0, 1, lo_open=False, hi_open=True), hashed=False),
     Key("confidence", 0.95, number(0.5, 1, lo_open=False, hi_open=True), hashed=False),
+    # LiRA's σ (the lira threshold rule; the many-targets kind's LiRA attacks too).
+    Key("lira_variance", "auto", choice(VARIANCES), hashed=False),
     # Data and training.
     Key("dataset", "cifar100", choice(DATASETS)),
     # The same images from any source: the data fingerprint decides.
@@ -103,9 +105,9 @@ COMMON_KEYS = (
     Key("test_samples", None, integer(1, 2**31 - 1, allow_none=True)),
     Key("compute_dtype", "float32", choice(DTYPE_CHOICES)),
     # DP-SGD (privacy.py): one nested mapping, null for non-private training.
-    Key("dp", None, privacy.check_dp, hashed_at_default=False),
+    Key("dp", None, privacy.check_dp, hash_default=False),
     # A worst-case target for an audit: x (or each target) gets another label.
-    Key("canary", "none", choice(privacy.CANARIES), hashed_at_default=False),
+    Key("canary", "none", choice(privacy.CANARIES), hash_default=False),
     # How the work is split and computed: results.json and run.json record the
     # resolved conv and strategy, and a run folder refuses another (store.py).
     Key("models_per_chunk", "auto", _models_per_chunk, hashed=False),
@@ -172,18 +174,14 @@ def _hashed_keys(self) -> list[str]:
     run never reads.  How the numbers are computed (conv, strategy, ...) is
     checked separately, with the values they resolve to (runs/store.py).
     """
-    own = {
-        k.name
-        for k in COMMON_KEYS + self.kind.keys
-        if k.hashed and (k.hashed_at_default or getattr(self, k.name) != k.default)
-    }
+    own = {k.name for k in COMMON_KEYS + self.kind.keys if k.hashed}
     return [name for name in KEYS if name in own]
 
 
 def _results_hash(self, data_fingerprint: str, version: str) -> str:
     """Hash of the hashed keys' values, the data's fingerprint and jaxmia's version."""
     d = self.to_dict()
-    keyed = {k: d[k] for k in self.hashed_keys()}
+    keyed = {k: d[k] for k in self.hashed_keys() if KEYS[k].hash_default or d[k] != KEYS[k].default}
     keyed["data"] = data_fingerprint
     keyed["jaxmia_version"] = version
     blob = json.dumps(keyed, sort_keys=True).encode()

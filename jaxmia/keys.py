@@ -35,10 +35,10 @@ class Key:
         False for keys that only say how many models there are, how the work is
         split, or how the outputs are analysed: those can change between runs of
         one folder (a run can grow, or be analysed again).
+      hash_default: False for a hashed key added after run folders existed whose
+        default keeps today's models: it enters the run hash only when it differs
+        from its default, so those folders keep their hash and resume.
       doc: one line for error messages and the README.
-      hashed_at_default: False for a hashed key added after run folders existed
-        (``dp``, ``canary``): it enters the run hash only when it differs from its
-        default, so that a folder written before the key existed keeps its hash.
     """
 
     name: str
@@ -46,7 +46,7 @@ class Key:
     check: Callable[[str, Any], None]
     hashed: bool = True
     doc: str = ""
-    hashed_at_default: bool = True
+    hash_default: bool = True
 
 
 def _is_int(v) -> bool:

@@ -98,3 +98,21 @@ def single_target_plan(cfg, dataset: Dataset, target: int) -> SingleTargetPlan:
 @pytest.fixture(scope="session")
 def tiny_dataset() -> Dataset:
     return make_tiny_dataset()
+
+
+@pytest.fixture
+def read_only_lock(monkeypatch):
+    """Makes creating a run folder's .lock fail as on a read-only file system (EROFS):
+    the tests run as root, for whom a chmod does not make a folder read-only."""
+    import errno
+
+    from jaxmia.runs import store
+
+    real_open = os.open
+
+    def read_only(path, flags, *a, **kw):
+        if str(path).endswith(store.LOCK_NAME):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+        return real_open(path, flags, *a, **kw)
+
+    monkeypatch.setattr(store.os, "open", read_only)

@@ -10,6 +10,8 @@ law: the violations of R repetitions are Bin(R, p <= 1 - confidence)).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 
 import numpy as np
@@ -18,7 +20,7 @@ from scipy import stats as sps
 
 from jaxmia import privacy
 from jaxmia.attack import accounting, audit, bounds
-from jaxmia.config import config_from_dict
+from jaxmia.config import KEYS, config_from_dict
 from jaxmia.errors import UserError
 
 from conftest import tiny_config
@@ -72,12 +74,17 @@ def test_dp_is_normalised_and_hashed_only_when_set():
     c = config_from_dict({"dp": {"noise_multiplier": 0, "l2_clip": math.inf}})
     assert c.dp["l2_clip"] is None
     # Without dp and canary the hash is the one runs had before these keys existed.
+    # Both are hashed keys (run.json lists them) that enter the hash only when set.
     plain = config_from_dict({})
-    assert "dp" not in plain.hashed_keys() and "canary" not in plain.hashed_keys()
-    assert {"dp", "canary"} <= set(
-        config_from_dict({"dp": {"noise_multiplier": 1}, "canary": "mislabeled"}).hashed_keys()
-    )
+    assert {"dp", "canary"} <= set(plain.hashed_keys())
+    assert not KEYS["dp"].hash_default and not KEYS["canary"].hash_default
+    d = plain.to_dict()
+    before = {k: d[k] for k in plain.hashed_keys() if KEYS[k].hash_default}
+    blob = json.dumps({**before, "data": "d", "jaxmia_version": "v"}, sort_keys=True).encode()
+    assert plain.results_hash("d", "v") == hashlib.sha256(blob).hexdigest()[:16]
+    canary = config_from_dict({"canary": "mislabeled", "target_index": 0})
     assert a.results_hash("d", "v") != plain.results_hash("d", "v")
+    assert canary.results_hash("d", "v") != plain.replace(target_index=0).results_hash("d", "v")
 
 
 def test_canary_and_dp_refusals():

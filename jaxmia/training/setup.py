@@ -44,6 +44,7 @@ class TrainSetup:
     score_batch: int  # scored images go through the network score_batch at a time
     score_batches: int  # S scored images padded to score_batches * score_batch
     dp: DPStep | None = None  # DP-SGD's step (training/dp.py); None: non-private training
+    queries: int = 1  # views of each scored image (queries.py); 1: the plain image only
 
     @property
     def slots(self) -> int:
@@ -122,6 +123,9 @@ def make_setup(cfg: Config, dataset: Dataset, platform: str, plan: Plan) -> Trai
         score_batch=score_batch,
         score_batches=-(-n_scored // score_batch),
         dp=_dp_step(cfg, slots, strategy),
+        # A plan that scores augmented views says how many (the many-targets
+        # plan's ``queries``); the others score the plain image.
+        queries=getattr(plan, "queries", 1),
     )
 
 
