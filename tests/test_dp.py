@@ -20,14 +20,12 @@ import numpy as np
 import optax
 import pytest
 
-from jaxmia import privacy
 from jaxmia.kinds.single_target.plan import calibration_jobs
 from jaxmia.training import dp
-from jaxmia.training.chunk import ChunkTrainer
 from jaxmia.training.one_model import init_state, make_model, model_inputs, model_key, put_data
 from jaxmia.training.setup import make_setup
 
-from conftest import TINY_TARGET, single_target_plan, tiny_config
+from conftest import TINY_TARGET, chunk_trainer, single_target_plan, tiny_config
 from numerics import assert_close, assert_tree_close
 
 pytest.importorskip("dp_accounting")
@@ -46,14 +44,7 @@ STEP_BOUND = 1e-5
 def _trainer(ds, cfg, k=4, strategy="map"):
     plan = single_target_plan(cfg, ds, TINY_TARGET)
     setup = make_setup(cfg.replace(strategy=strategy, conv="im2col"), ds, "cpu", plan)
-    return ChunkTrainer(
-        setup,
-        ds,
-        plan=plan,
-        models_per_chunk=k,
-        devices=jax.local_devices()[:1],
-        noise_multipliers=lambda jobs: privacy.noise_multipliers(cfg, jobs),
-    )
+    return chunk_trainer(cfg, ds, plan, setup, k)
 
 
 @pytest.mark.slow

@@ -47,7 +47,8 @@ def model_footprint_bytes(setup: TrainSetup) -> int:
     def nbytes(tree):
         return sum(a.size * jnp.dtype(a.dtype).itemsize for a in jax.tree.leaves(tree))
 
-    per_example = b * nbytes(state.params) if setup.dp is not None else 0
+    # The buffer's gradients, then the clipped sum and the noise draw: one tree each.
+    per_example = (b + 2) * nbytes(state.params) if setup.dp is not None else 0
     return nbytes(state) + nbytes(state.params) + nbytes((residuals, x, y)) + per_example
 
 

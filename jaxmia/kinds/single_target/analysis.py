@@ -90,12 +90,9 @@ def privacy_audit(arrays: dict, mech, settings: Settings) -> tuple[dict, list[st
     ev_sig = np.asarray(arrays.get("eval_noise_multiplier", np.zeros(n_ev)), np.float32)
     label = int(arrays["target_label"])
 
-    def stat(name, rows):
+    def stat(name, rows):  # every score from the saved logits in float64, as the attack's
         logits = np.asarray(arrays[f"{name}_logits"])[rows]
-        loss = np.asarray(arrays[f"{name}_losses"])[rows]
-        return scores.to_attack(
-            scores.from_outputs(settings.score, logits, label, loss), settings.score
-        )
+        return scores.to_attack(scores.from_outputs(settings.score, logits, label), settings.score)
 
     for level in block["levels"]:
         at = np.float32(level["noise_multiplier"])

@@ -704,9 +704,7 @@ def privacy_audit(arrays, mech, settings: Settings) -> tuple[dict, list[str]]:
     ev_sig = np.asarray(arrays.get("eval_noise_multiplier", np.zeros(e)), np.float32).reshape(e)
 
     def stat(prefix):
-        native = scores.from_outputs(
-            settings.score, a[f"{prefix}logits"], a["target_labels"], a[f"{prefix}losses"]
-        )
+        native = scores.from_outputs(settings.score, a[f"{prefix}logits"], a["target_labels"])
         return scores.to_attack(native, settings.score)
 
     cal_stat, ev_stat = stat(""), stat("eval_")
