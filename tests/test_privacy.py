@@ -404,3 +404,48 @@ def test_calibration_cut_maximises_the_bound_then_youden():
         np.array([0.5, 5.0, 6.0]), np.array([1.0, 2.0, 3.0]), lambda fp, n, fn, m: 0 * fp
     )
     assert cut == 4.0
+
+
+def test_single_target_audit_per_level_from_hand_made_arrays():
+    # Level 0.5 (rounds and pairs 0, 2, ...): x's loss separates IN from OUT, so every
+    # evaluation decision is right and Clopper-Pearson's epsilon is the all-right bound
+    # of 16 pairs; level 4 (1, 3, ...): IN and OUT score alike, so nothing is shown.
+    from jaxmia.attack.summary import Settings
+    from jaxmia.kinds.single_target.analysis import privacy_audit
+
+    cfg = tiny_config(dp={"noise_multiplier": [0.5, 4.0]}, n_iterations=8, eval_pairs=32)
+    mech = privacy.mechanism(cfg)
+
+    def side(n, low_member):  # x's logits under n IN or OUT models, alternating levels
+        sig = np.tile(np.float32([0.5, 4.0]), n // 2)
+        top = np.where(sig == 0.5, 6.0, 1.0) if low_member else np.ones(n)
+        # The two sides interleave at level 4 (and nothing ties).
+        top = top + (np.arange(n) + (0.0 if low_member else 0.5)) * 1e-3
+        return sig, np.stack([top, np.zeros(n), np.zeros(n)], axis=1)
+
+    sig, member = side(8, True)
+    _, nonmember = side(8, False)
+    ev_sig, ev_member = side(32, True)
+    _, ev_nonmember = side(32, False)
+    arrays = {
+        "round_used": np.ones(8, bool),
+        "eval_used": np.ones(32, bool),
+        "noise_multiplier": sig,
+        "eval_noise_multiplier": ev_sig,
+        "target_label": np.array(0),
+        "member_logits": member,
+        "nonmember_logits": nonmember,
+        "eval_member_logits": ev_member,
+        "eval_nonmember_logits": ev_nonmember,
+    }
+    block, _ = privacy_audit(arrays, mech, Settings(alpha=0.1, score="loss"))
+    low, high = block["levels"]
+    assert (low["rounds_used"], low["eval_pairs_used"]) == (4, 16)
+    cp = low["empirical"]["clopper_pearson"]
+    want = bounds.epsilon_lower_bound(0, 16, 0, 16, confidence=0.95, delta=mech.delta)[0]
+    assert cp["epsilon_lb"] == float(want) > 0
+    assert (cp["false_positives"], cp["false_negatives"]) == (0, 0)
+    assert cp["ratio"] == cp["epsilon_lb"] / low["epsilon"]["pld"]
+    assert low["empirical"]["gaussian_dp"]["epsilon_lb"] > 0
+    for method in ("clopper_pearson", "gaussian_dp"):
+        assert high["empirical"][method]["epsilon_lb"] == 0
