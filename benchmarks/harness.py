@@ -45,7 +45,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 BASELINE = ROOT / "benchmarks" / "pytorch_baseline.py"
-MODES = ("seed", "tuned", "func")
+MODES = ("seed", "tuned", "func", "opacus")  # pytorch_baseline's modes (opacus: dp: configs)
+DEFAULT_MODES = ("seed", "tuned", "func")
 CHILD_FLAG = "--jaxmia-child"
 
 # The smoke preset: every stage of the harness on a config small enough for a test.
@@ -655,7 +656,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--smoke", action="store_true", help="tiny built-in config, for the tests")
     p.add_argument("--gpu", action="store_true", help="GPU sizes; baseline on CUDA")
     p.add_argument("--reps", type=int, default=None, help="repetitions (default 3, quick 1)")
-    p.add_argument("--modes", type=_modes, default=list(MODES), help="baseline modes")
+    p.add_argument(
+        "--modes",
+        type=_modes,
+        default=list(DEFAULT_MODES),
+        help="baseline modes (opacus: DP-SGD, for a config with dp:)",
+    )
     p.add_argument("--sweep", type=_int_list, default=None, help="models_per_chunk values")
     p.add_argument(
         "--sweep-convs",

@@ -19,6 +19,12 @@ per-channel normalisation.  What differs is only how the work is organised:
 * ``func``:  ``torch.func.stack_module_state`` + ``functional_call`` + ``vmap``
   over a chunk of models (PyTorch's model-ensembling recipe), each model with its
   own batches, and an SGD-momentum update written in torch ops.
+* ``opacus``: DP-SGD with Opacus (``GradSampleModule`` + ``DPOptimizer``), model
+  after model, for a config with ``dp:``: the tuned mode's tensors, Poisson
+  sampling at jaxmia's q for jaxmia's steps, each model at jaxmia's sigma
+  (privacy.noise_multipliers), clipping to C, noise sigma*C, the noisy sum
+  divided by the expected batch size.  The DP peer of jaxmia's DP-SGD
+  (``pip install opacus``; the harness's ``pytorch-opacus``).
 
 Each model's data order comes from a torch generator seeded from
 (seed, stream, round, member), and its initial weights from another one, so the
@@ -40,6 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxmia import privacy
 from jaxmia.config import Config
 from jaxmia.errors import NonFiniteLoss, UserError
 from jaxmia.kinds import format_summary
@@ -61,7 +68,9 @@ try:
 except ImportError:  # the CLI says how to install it; tests skip
     torch = None
 
-MODES = ("seed", "tuned", "func")
+MODES = ("seed", "tuned", "func")  # the non-private modes
+DP_MODES = ("opacus",)  # modes for a config with dp:
+ALL_MODES = MODES + DP_MODES
 AUTO_MODELS_PER_CHUNK = 8
 _INIT, _ORDER = 0, 1  # the two purposes a job's seeds are drawn for
 
@@ -339,6 +348,60 @@ def _job_result(target_loss, logits, train_acc, test_acc, epoch_loss) -> dict:
 
 
 # --------------------------------------------------------------------------
+# DP-SGD with Opacus, model after model (opacus mode).
+
+
+def run_opacus(cfg, data: TensorData, jobs, sets, target, device):
+    """Each job trained with Opacus's DP-SGD at jaxmia's mechanism (privacy.mechanism).
+
+    Poisson sampling with the job's order generator: each step takes every real
+    example with probability q, for ceil(n / B) steps per epoch.  An empty sample
+    (probability (1 - q)^n per step, e^-B at most) is skipped: Opacus cannot
+    hook a batch of none.
+    """
+    from opacus import GradSampleModule
+    from opacus.optimizers import DPOptimizer
+
+    mech = privacy.mechanism(cfg)
+    if mech is None:
+        raise UserError("--mode opacus trains DP-SGD: the config needs a dp: section")
+    sigmas = privacy.noise_multipliers(cfg, jobs)
+    eval_batch = max(cfg.batch_size, 500)
+    out = {}
+    for job, rows, sigma in zip(jobs, sets, sigmas.tolist(), strict=True):
+        model = init_model(cfg.num_classes, job_seed(cfg.seed, job, _INIT)).to(device)
+        gsm = GradSampleModule(model, loss_reduction="mean")
+        opt = DPOptimizer(
+            make_sgd(cfg, gsm.parameters()),
+            noise_multiplier=float(sigma),
+            max_grad_norm=mech.l2_clip,
+            expected_batch_size=mech.batch_size,
+            loss_reduction="mean",
+        )
+        g = order_generator(cfg, job)
+        rows_t = torch.as_tensor(rows, device=data.x.device)
+        epoch_loss = []
+        gsm.train()
+        for _ in range(cfg.epochs):
+            total, seen = 0.0, 0
+            for _ in range(mech.steps_per_epoch):
+                take = torch.rand(len(rows), generator=g) < mech.sampling_rate
+                batch = rows_t[take.to(rows_t.device)]
+                if len(batch) == 0:
+                    continue
+                loss = F.cross_entropy(gsm(data.x[batch]), data.y[batch])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total += float(loss.detach()) * len(batch)
+                seen += len(batch)
+            epoch_loss.append(total / max(seen, 1))
+        loss, logits, train_acc, test_acc = evaluate_tuned(model, data, rows, target, eval_batch)
+        out[job] = _job_result(loss, logits, train_acc, test_acc, epoch_loss)
+    return out
+
+
+# --------------------------------------------------------------------------
 # A chunk of models at once with torch.func (func mode).
 
 
@@ -458,8 +521,8 @@ def train_jobs(cfg, dataset, mode, jobs, target, device="cpu", channels_last=Tru
     (here: the normalised tensors of tuned and func) and one-off start-up costs
     (here: torch.optim's lazy import of torch._dynamo on the first optimizer).
     """
-    if mode not in MODES:
-        raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
+    if mode not in ALL_MODES:
+        raise ValueError(f"unknown mode {mode!r}; expected one of {ALL_MODES}")
     sets = training_sets(cfg, jobs, len(dataset.train_labels), target)
     dev = torch.device(device)
     make_sgd(cfg, [torch.zeros(1, requires_grad=True)])
@@ -470,6 +533,8 @@ def train_jobs(cfg, dataset, mode, jobs, target, device="cpu", channels_last=Tru
         done = run_seed(cfg, dataset, jobs, sets, target, dev)
     elif mode == "tuned":
         done = run_tuned(cfg, data, jobs, sets, target, dev, channels_last)
+    elif mode == "opacus":
+        done = run_opacus(cfg, data, jobs, sets, target, dev)
     else:
         done = run_func(cfg, data, jobs, sets, target, dev, resolve_models_per_chunk(cfg))
     if dev.type == "cuda":
@@ -505,8 +570,8 @@ def run_baseline(
     With ``max_jobs`` only the first max_jobs jobs are trained (for timing):
     results.json then holds the timing and per-job losses but no statistics.
     """
-    if mode not in MODES:
-        raise UserError(f"--mode must be one of {', '.join(MODES)}; got {mode!r}")
+    if mode not in ALL_MODES:
+        raise UserError(f"--mode must be one of {', '.join(ALL_MODES)}; got {mode!r}")
     n_train, n_test = len(dataset.train_labels), len(dataset.test_labels)
     cfg.check_against(n_train, n_test)
     target = resolve_target(cfg.target_index, cfg.seed, n_train)
@@ -522,7 +587,9 @@ def run_baseline(
     complete = max_jobs is None or max_jobs >= len(jobs)
     if not complete:
         jobs = jobs[:max_jobs]
-    done, seconds = train_jobs(cfg, dataset, mode, jobs, target, device, channels_last)
+    # The models train on the canaries' labels (privacy.mislabel); the arrays record both.
+    trained_on = privacy.mislabel(cfg, dataset)
+    done, seconds = train_jobs(cfg, trained_on, mode, jobs, target, device, channels_last)
 
     outputs = outputs_of(jobs, done)
     ok = outputs.finite()
@@ -592,7 +659,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="jaxmia's experiment as the sequential PyTorch pipeline runs it.",
     )
     p.add_argument("--config", required=True, help="jaxmia YAML config")
-    p.add_argument("--mode", default="tuned", choices=MODES)
+    p.add_argument("--mode", default="tuned", choices=ALL_MODES)
     p.add_argument("--data-dir", default="./datasets")
     p.add_argument("--output-dir", default="./outputs")
     p.add_argument("--seed", type=int, default=None, help="overrides the config's seed")

@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from jaxmia import kinds
+from jaxmia import kinds, privacy
 from jaxmia.attack.scores import SCORES
 from jaxmia.attack.thresholds import RULES, VARIANCES
 from jaxmia.errors import UserError, show
@@ -104,6 +104,10 @@ COMMON_KEYS = (
     Key("weight_decay", 0.0, number(0, math.inf, lo_open=False, hi_open=True, what=">= 0")),
     Key("test_samples", None, integer(1, 2**31 - 1, allow_none=True)),
     Key("compute_dtype", "float32", choice(DTYPE_CHOICES)),
+    # DP-SGD (privacy.py): one nested mapping, null for non-private training.
+    Key("dp", None, privacy.check_dp, hash_default=False),
+    # A worst-case target for an audit: x (or each target) gets another label.
+    Key("canary", "none", choice(privacy.CANARIES), hash_default=False),
     # How the work is split and computed: results.json and run.json record the
     # resolved conv and strategy, and a run folder refuses another (store.py).
     Key("models_per_chunk", "auto", _models_per_chunk, hashed=False),
@@ -122,6 +126,9 @@ FLOAT_KEYS = tuple(k.name for k in ALL_KEYS if isinstance(k.default, float))
 
 def _post_init(self):
     _validate(self)
+    # One spelling of the dp mapping (every sub-key, floats): two spellings of one
+    # mechanism are one run.
+    object.__setattr__(self, "dp", privacy.normalize_dp(self.dp))
 
 
 def _replace(self, **changes):
@@ -223,6 +230,11 @@ def _validate(cfg) -> None:
     for key in ALL_KEYS:  # every key's own check, whatever the kind
         key.check(key.name, getattr(cfg, key.name))
     cfg.kind.validate(cfg)  # the kind's checks that relate its keys
+    if cfg.dp is not None and MODELS[cfg.model].has_batch_stats:
+        raise UserError(
+            f"dp: model {cfg.model} keeps batch statistics, which mix the examples of a "
+            "batch: per-example gradients (DP-SGD) need a model without them"
+        )
     if cfg.dataset == "cifar100" and cfg.num_classes != 100:
         raise UserError(f"num_classes must be 100 for dataset cifar100, got {cfg.num_classes}")
     if cfg.dataset == "cifar10" and cfg.num_classes != 10:

@@ -16,7 +16,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from jaxmia import __version__, kinds
+from jaxmia import __version__, kinds, privacy
 from jaxmia.config import Config
 from jaxmia.data import load_dataset
 from jaxmia.errors import NonFiniteLoss, UserError
@@ -64,6 +64,8 @@ def run_experiment(
     platform = devices[0].platform
     plan = kind.plan(cfg, n_train)
     setup = make_setup(cfg, dataset, platform, plan)
+    # The models train (and score) on the canaries' labels; the arrays record both.
+    train_data = privacy.mislabel(cfg, dataset)
     wanted = kind.jobs(cfg)
     run_hash = cfg.results_hash(dataset.fingerprint, __version__)
     stop.check()
@@ -95,7 +97,7 @@ def run_experiment(
 
     try:
         trained, compile_seconds, train_seconds = _train(
-            cfg, setup, plan, dataset, devices, k, todo, store, _show(progress, lead), stop
+            cfg, setup, plan, train_data, devices, k, todo, store, _show(progress, lead), stop
         )
         if not lead:
             return None
@@ -213,7 +215,14 @@ def _train(cfg, setup, plan, dataset, devices, k, todo, store, show_progress, st
     if not todo:
         return None, 0.0, 0.0
     proc, n_proc = jax.process_index(), jax.process_count()
-    trainer = ChunkTrainer(setup, dataset, plan=plan, models_per_chunk=k, devices=devices)
+    trainer = ChunkTrainer(
+        setup,
+        dataset,
+        plan=plan,
+        models_per_chunk=k,
+        devices=devices,
+        noise_multipliers=lambda jobs: privacy.noise_multipliers(cfg, jobs),
+    )
     compile_seconds = trainer.compile()
     stop.check()
     chunks = [todo[i : i + k] for i in range(0, len(todo), k)]

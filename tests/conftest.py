@@ -95,6 +95,23 @@ def single_target_plan(cfg, dataset: Dataset, target: int) -> SingleTargetPlan:
     )
 
 
+def chunk_trainer(cfg, dataset: Dataset, plan, setup, k: int):
+    """A ChunkTrainer of ``k`` models on one device, each at its DP noise level of ``cfg``."""
+    import jax
+
+    from jaxmia import privacy
+    from jaxmia.training.chunk import ChunkTrainer
+
+    return ChunkTrainer(
+        setup,
+        dataset,
+        plan=plan,
+        models_per_chunk=k,
+        devices=jax.local_devices()[:1],
+        noise_multipliers=lambda jobs: privacy.noise_multipliers(cfg, jobs),
+    )
+
+
 @pytest.fixture(scope="session")
 def tiny_dataset() -> Dataset:
     return make_tiny_dataset()

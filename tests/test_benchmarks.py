@@ -317,3 +317,23 @@ def test_harness_variants_and_conv_sweep_table():
     assert table[0] == "| models_per_chunk | im2col image-steps/s (MiB) | xla image-steps/s (MiB) |"
     assert table[2] == "| 4 | 20 (7) | 10 (5) |"
     assert table[3].startswith("| 8 |  | failed (out of memory")
+
+
+@pytest.mark.slow
+def test_opacus_mode_trains_jaxmias_dp_sgd(tiny_dataset, tmp_path):
+    pytest.importorskip("opacus")
+    pytest.importorskip("dp_accounting")
+    cfg = tiny_cfg(dp={"noise_multiplier": [0.5, 2.0], "l2_clip": 1.0}, canary="mislabeled")
+    results = pb.run_baseline(cfg, tiny_dataset, "opacus", tmp_path, threads=1)
+    assert results["implementation"] == "pytorch-opacus"
+    assert results["models_trained"] == 8
+    # The same mechanism and accountant as jaxmia's, per level.
+    levels = results["privacy"]["levels"]
+    assert [lv["noise_multiplier"] for lv in levels] == [0.5, 2.0]
+    assert levels[0]["epsilon"]["pld"] > levels[1]["epsilon"]["pld"] > 0
+    with np.load(tmp_path / "tiny-torch-opacus" / "losses.npz") as z:
+        assert np.isfinite(z["member_losses"]).all()
+        np.testing.assert_array_equal(z["noise_multiplier"], [0.5, 2.0, 0.5])
+        assert z["target_label"] != z["original_label"]
+    with pytest.raises(pb.UserError, match="needs a dp: section"):
+        pb.run_baseline(tiny_cfg(), tiny_dataset, "opacus", tmp_path / "b", threads=1)

@@ -43,7 +43,7 @@ from jaxmia.training.chunk import ChunkTrainer
 from jaxmia.training.memory import auto_models_per_chunk, model_footprint_bytes
 from jaxmia.training.setup import make_optimizer, make_setup
 
-from conftest import TINY_TARGET, single_target_plan, tiny_config
+from conftest import TINY_TARGET, chunk_trainer, single_target_plan, tiny_config
 from numerics import assert_tree_close
 
 TARGET = TINY_TARGET
@@ -165,19 +165,19 @@ def test_auto_picks_only_tested_formulations(tiny_dataset):
 
 
 @pytest.mark.slow
-def test_model_footprint_bounds_a_compiled_chunk(tiny_dataset):
+@pytest.mark.parametrize("dp", [None, {"noise_multiplier": 1.0, "l2_clip": 1.0}])
+def test_model_footprint_bounds_a_compiled_chunk(tiny_dataset, dp):
     # The per-model growth of a vmapped chunk's compiled epoch (arguments + outputs
     # + temporaries - donated aliases, from k = 2 to k = 6 models; the replicated
     # data set cancels out) must not exceed the eval_shape estimate, and the
-    # estimate must not waste more than a third of the memory it reserves.
-    cfg = tiny_cfg(strategy="vmap", conv="xla")
+    # estimate must not waste more than a third of the memory it reserves; under
+    # DP-SGD too, where the per-example gradients are most of it.
+    cfg = tiny_cfg(strategy="vmap", conv="xla", dp=dp)
     plan = single_target_plan(cfg, tiny_dataset, TARGET)
     setup = make_setup(cfg, tiny_dataset, "cpu", plan)
     total = {}
     for k in (2, 6):
-        tr = ChunkTrainer(
-            setup, tiny_dataset, plan=plan, models_per_chunk=k, devices=jax.local_devices()[:1]
-        )
+        tr = chunk_trainer(cfg, tiny_dataset, plan, setup, k)
         tr.compile()
         ma = tr._compiled[1].memory_analysis()  # the epoch
         total[k] = (

@@ -13,7 +13,10 @@ Modules:
   thresholds  the threshold rules, ``Decision``, and what a threshold promises on
               fresh non-members (held-out FPR laws, Gaussian and likelihood-ratio fits)
   metrics     ROC, AUC, balanced accuracy, TPR at FPR, average precision, intervals
-  bounds      one-sided Clopper-Pearson bounds and the ε lower bound
+  bounds      one-sided Clopper-Pearson bounds, the ε lower bound, Gaussian DP's μ and ε,
+              the one-run p-value and ε lower bound
+  audit       the privacy audits of a DP-SGD run: multi-run and one-run, per noise level
+  accounting  the accountant's ε of DP-SGD (dp-accounting, RDP and PLD)
   summary     every number of the attack on one target (``summarize``), ``Settings``
   signals     the reference-model attacks' one signature and their per-model signals
   lira        LiRA online and offline (Carlini et al. 2022) and the loss attack

@@ -94,6 +94,12 @@ class Kind(Protocol):
     def examples_per_model(self, cfg) -> float:
         """Training examples per model and epoch, on average (for image-steps/s)."""
 
+    def noise_group(self, cfg, job: Job) -> int:
+        """The group of models that share one DP noise level (privacy.noise_multipliers)."""
+
+    def canaries(self, cfg) -> tuple[int, ...]:
+        """The training-set indices ``canary: mislabeled`` relabels (the targets)."""
+
     def arrays(self, cfg, plan: Plan, dataset, outputs: ModelOutputs) -> dict:
         """The arrays file's contents from the trained models' outputs."""
 
@@ -128,6 +134,13 @@ class KindBase:
 
     def resolve(self, cfg, n_train: int):
         return cfg
+
+    def noise_group(self, cfg, job: Job) -> int:
+        """A model's own round: a kind whose models must share a noise level says so."""
+        return job.round
+
+    def canaries(self, cfg) -> tuple[int, ...]:
+        return ()
 
     def figures(self, arrays: dict, **extra) -> Callable[[Path, dict], list]:
         """``draw(folder, results)``: the kind's ``figures.write_figures`` on these arrays,

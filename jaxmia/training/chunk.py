@@ -49,7 +49,9 @@ class ChunkTrainer:
     model scores; ``setup`` must have been made for it and for ``dataset``
     (``make_setup(cfg, dataset, platform, plan)``), else ValueError.  K =
     ``models_per_chunk``, a multiple of the number of ``devices`` (default: the
-    local devices), else ValueError.
+    local devices), else ValueError.  Under DP-SGD (``setup.dp``)
+    ``noise_multipliers(jobs)`` gives each job's sigma (float32[K],
+    privacy.noise_multipliers); without it every model's sigma is 0.
     """
 
     def __init__(
@@ -60,6 +62,7 @@ class ChunkTrainer:
         plan: Plan,
         models_per_chunk: int,
         devices: Sequence[jax.Device] | None = None,
+        noise_multipliers: Callable[[Sequence[Job]], np.ndarray] | None = None,
     ):
         devices = list(devices if devices is not None else jax.local_devices())
         if models_per_chunk % len(devices):
@@ -71,6 +74,7 @@ class ChunkTrainer:
         self.setup = setup
         self.plan = plan
         self.models_per_chunk = models_per_chunk
+        self.noise_multipliers = noise_multipliers
         self.mesh = Mesh(np.array(devices), (AXIS,))
         self.data = put_data(dataset, setup, self.mesh)
         self._stacked = NamedSharding(self.mesh, P(AXIS))
@@ -88,9 +92,9 @@ class ChunkTrainer:
     def _build(self):
         setup, strategy = self.setup, self.setup.strategy
 
-        def init(data, ids):
+        def init(data, ids, sigma):
             del data
-            return _over_models(strategy, lambda _, i: init_state(setup, i), None, ids)
+            return _over_models(strategy, lambda _, i, s: init_state(setup, i, s), None, ids, sigma)
 
         def epoch(data, state, idx, mask, ids, ep):
             fn = partial(train_epoch, setup)
@@ -105,11 +109,12 @@ class ChunkTrainer:
         masks = jax.ShapeDtypeStruct((k, setup.slots), jnp.bool_, sharding=self._stacked)
         ids = jax.ShapeDtypeStruct((k, 4), jnp.uint32, sharding=self._stacked)
         eps = jax.ShapeDtypeStruct((k,), jnp.int32, sharding=self._stacked)
+        sigmas = jax.ShapeDtypeStruct((k,), jnp.float32, sharding=self._stacked)
 
-        init_fn = jax.jit(self._sharded(init, 1, 1))
+        init_fn = jax.jit(self._sharded(init, 2, 1))
         t0 = time.perf_counter()
-        init_c = init_fn.lower(self.data, ids).compile()
-        state_shape = jax.eval_shape(init_fn, self.data, ids)
+        init_c = init_fn.lower(self.data, ids, sigmas).compile()
+        state_shape = jax.eval_shape(init_fn, self.data, ids, sigmas)
         state_shape = jax.tree.map(
             lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=self._stacked), state_shape
         )
@@ -156,8 +161,11 @@ class ChunkTrainer:
         scored = np.zeros((k, self.setup.score_batches * self.setup.score_batch), np.int32)
         scored[:, :n_scored] = self.plan.scored_rows(padded)
         put = partial(jax.device_put, device=self._stacked)
+        sigma = np.zeros(k, np.float32)
+        if self.setup.dp is not None and self.noise_multipliers is not None:
+            sigma = np.asarray(self.noise_multipliers(padded), np.float32).reshape(k)
         idx, mask, ids, scored = put(idx), put(mask), put(ids), put(scored)
-        state = init_c(self.data, ids)
+        state = init_c(self.data, ids, put(sigma))
         epoch_losses = []
         for e in range(self.setup.epochs):
             if should_stop is not None and should_stop():

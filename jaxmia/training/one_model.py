@@ -30,6 +30,7 @@ from jax.sharding import PartitionSpec as P
 
 from jaxmia.data import Dataset
 from jaxmia.models import MODELS
+from jaxmia.training import dp
 from jaxmia.training.queries import query_view
 from jaxmia.training.setup import TrainSetup, make_optimizer
 from jaxmia.training.state import TrainState
@@ -92,12 +93,17 @@ def make_model(setup: TrainSetup) -> nn.Module:
     return build(num_classes=setup.num_classes, conv=setup.conv, dtype=dtype)
 
 
-def model_keys(ids):
-    """(init key, order key) of one model from uint32[4] = (seed, stream, round, member)."""
+def model_key(ids):
+    """One model's base key from uint32[4] = (seed, stream, round, member) alone."""
     key = jax.random.key(ids[0])
     for part in (ids[1], ids[2], ids[3]):
         key = jax.random.fold_in(key, part)
-    init_key, order_key = jax.random.split(key)
+    return key
+
+
+def model_keys(ids):
+    """(init key, order key) of one model from uint32[4] = (seed, stream, round, member)."""
+    init_key, order_key = jax.random.split(model_key(ids))
     return init_key, order_key
 
 
@@ -107,12 +113,20 @@ def model_inputs(data: DeviceData, idx):
     return (x - data.mean) / data.std, data.train_labels[idx]
 
 
-def init_state(setup: TrainSetup, ids) -> TrainState:
-    """One model's initial TrainState (parameters and optimizer state) from uint32[4] ids."""
+def init_state(setup: TrainSetup, ids, noise_multiplier=None) -> TrainState:
+    """One model's initial TrainState (parameters and optimizer state) from uint32[4] ids.
+
+    Under DP-SGD (``setup.dp``) ``noise_multiplier`` (float32 scalar, the
+    model's sigma) is kept in ``noise_state``; without it, noise_state stays empty.
+    """
     init_key, _ = model_keys(ids)
     dummy = jnp.zeros((1, *setup.image_shape), jnp.float32)
     params = make_model(setup).init(init_key, dummy)["params"]
-    return TrainState(params=params, opt_state=make_optimizer(setup).init(params))
+    state = TrainState(params=params, opt_state=make_optimizer(setup).init(params))
+    if setup.dp is not None:
+        sigma = jnp.zeros((), jnp.float32) if noise_multiplier is None else noise_multiplier
+        state = state.replace(noise_state={"noise_multiplier": jnp.asarray(sigma, jnp.float32)})
+    return state
 
 
 def _masked_mean_loss(logits, labels, mask):
@@ -126,28 +140,52 @@ def train_epoch(setup: TrainSetup, data: DeviceData, state: TrainState, idx, mas
 
     idx int32[P] and mask bool[P] are the model's rows (plan.py), ids uint32[4]
     its identity, epoch an int32 scalar.  Returns the new TrainState and the
-    mean training loss over the epoch's real examples (float32 scalar).
+    mean training loss over the epoch's real examples (float32 scalar).  Under
+    DP-SGD (``setup.dp``, training/dp.py) the gradient is the private one and,
+    with Poisson sampling, the batches are Poisson samples (the loss is then the
+    mean over the examples the epoch's samples held).
     """
     model = make_model(setup)
     tx = make_optimizer(setup)
     _, order_key = model_keys(ids)
-    u = jax.random.uniform(jax.random.fold_in(order_key, epoch), idx.shape)
-    # Real slots get a random key in [0, 1), padding 2: padding sorts to the end,
-    # so every batch but the last holds exactly batch_size real examples.
-    order = jnp.argsort(jnp.where(mask, u, 2.0))
-    batches_idx = idx[order].reshape(setup.steps_per_epoch, setup.batch_size)
-    batches_mask = mask[order].reshape(setup.steps_per_epoch, setup.batch_size)
+    poisson = setup.dp is not None and setup.dp.sampling == "poisson"
+    if poisson:  # DP-SGD's batches: a Poisson sample per step (training/dp.py)
+        batches_idx, batches_mask = dp.poisson_batches(setup.dp, idx, mask, model_key(ids), epoch)
+    else:
+        u = jax.random.uniform(jax.random.fold_in(order_key, epoch), idx.shape)
+        # Real slots get a random key in [0, 1), padding 2: padding sorts to the end,
+        # so every batch but the last holds exactly batch_size real examples.
+        order = jnp.argsort(jnp.where(mask, u, 2.0))
+        batches_idx = idx[order].reshape(setup.steps_per_epoch, setup.batch_size)
+        batches_mask = mask[order].reshape(setup.steps_per_epoch, setup.batch_size)
 
-    def step(carry, batch, guard):
-        state, loss_sum = carry
-        params, opt_state = state.params, state.opt_state
-        b_idx, b_mask = batch
+    def gradient(state, b_idx, b_mask, b_step):
+        """((mean loss, count), gradient) of one batch: the hook DP-SGD replaces."""
+        if setup.dp is not None:
+
+            def batch_losses(p, rows):
+                x, y = model_inputs(data, rows)
+                return optax.softmax_cross_entropy_with_integer_labels(
+                    model.apply({"params": p}, x), y
+                )
+
+            sigma = state.noise_state["noise_multiplier"]
+            key = dp.step_key(model_key(ids), epoch, b_step)
+            return dp.private_gradient(
+                setup.dp, batch_losses, state.params, b_idx, b_mask, sigma, key
+            )
         x, y = model_inputs(data, b_idx)
 
         def loss_fn(p):
             return _masked_mean_loss(model.apply({"params": p}, x), y, b_mask)
 
-        (loss, count), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        return jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+
+    def step(carry, batch, guard):
+        state, loss_sum = carry
+        params, opt_state = state.params, state.opt_state
+        b_idx, b_mask, b_step = batch
+        (loss, count), grads = gradient(state, b_idx, b_mask, b_step)
         updates, new_opt_state = tx.update(grads, opt_state, params)
         new_params = optax.apply_updates(params, updates)
         if guard:
@@ -163,14 +201,21 @@ def train_epoch(setup: TrainSetup, data: DeviceData, state: TrainState, idx, mas
     # Padding sorts last, so only the batches past the fewest real examples any
     # model has (full_steps) can lack a real one (an OUT model, a model without
     # some targets): only those steps pay for the select that keeps the state.
+    # A Poisson step takes its noisy step whatever its sample holds: no guard.
     carry = (state, jnp.zeros((), jnp.float32))
-    f, s = setup.full_steps, setup.steps_per_epoch
+    s = batches_idx.shape[0]
+    f = s if poisson else setup.full_steps
+    batches = (batches_idx, batches_mask, jnp.arange(s, dtype=jnp.int32))
     if f > 0:
-        carry, _ = lax.scan(partial(step, guard=False), carry, (batches_idx[:f], batches_mask[:f]))
+        head = jax.tree.map(lambda a: a[:f], batches)
+        carry, _ = lax.scan(partial(step, guard=False), carry, head)
     if s > f:
-        carry, _ = lax.scan(partial(step, guard=True), carry, (batches_idx[f:], batches_mask[f:]))
+        carry, _ = lax.scan(
+            partial(step, guard=True), carry, jax.tree.map(lambda a: a[f:], batches)
+        )
     state, loss_sum = carry
-    return state, loss_sum / jnp.maximum(mask.sum(), 1)
+    seen = batches_mask.sum() if poisson else mask.sum()  # examples the epoch's steps saw
+    return state, loss_sum / jnp.maximum(seen, 1)
 
 
 def evaluate_model(setup: TrainSetup, data: DeviceData, state: TrainState, idx, mask, scored):
@@ -241,8 +286,10 @@ def evaluate_model(setup: TrainSetup, data: DeviceData, state: TrainState, idx, 
     return loss, logits, train_acc.astype(jnp.float32), test_acc.astype(jnp.float32), views
 
 
-def train_one(setup: TrainSetup, data: DeviceData, idx, mask, ids, scored):
+def train_one(setup: TrainSetup, data: DeviceData, idx, mask, ids, scored, noise_multiplier=None):
     """Trains one model from scratch and evaluates it: the whole job, for one model.
+
+    ``noise_multiplier``: the model's sigma under DP-SGD (``init_state``).
 
     Returns (the final TrainState, (loss, logits, train accuracy, test accuracy,
     epoch losses float32[epochs], view logits)), the outputs as ``evaluate_model``
@@ -250,7 +297,7 @@ def train_one(setup: TrainSetup, data: DeviceData, idx, mask, ids, scored):
     The chunk trainer runs the same three stages, mapped over a stack of
     models, with the host loop between epochs.
     """
-    state = init_state(setup, ids)
+    state = init_state(setup, ids, noise_multiplier)
     epoch_losses = []
     for e in range(setup.epochs):
         state, loss = train_epoch(setup, data, state, idx, mask, ids, jnp.int32(e))

@@ -12,11 +12,13 @@ import dataclasses
 
 import optax
 
+from jaxmia import privacy
 from jaxmia.config import Config
 from jaxmia.data import Dataset
 from jaxmia.errors import UserError
 from jaxmia.models import MODELS
 from jaxmia.runs.plan import Plan
+from jaxmia.training.dp import DPStep
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +43,7 @@ class TrainSetup:
     full_steps: int  # the first full_steps batches of an epoch always hold a real example
     score_batch: int  # scored images go through the network score_batch at a time
     score_batches: int  # S scored images padded to score_batches * score_batch
+    dp: DPStep | None = None  # DP-SGD's step (training/dp.py); None: non-private training
     queries: int = 1  # views of each scored image (queries.py); 1: the plain image only
 
     @property
@@ -119,9 +122,36 @@ def make_setup(cfg: Config, dataset: Dataset, platform: str, plan: Plan) -> Trai
         full_steps=-(-min_real // b),
         score_batch=score_batch,
         score_batches=-(-n_scored // score_batch),
+        dp=_dp_step(cfg, slots, strategy),
         # A plan that scores augmented views says how many (the many-targets
         # plan's ``queries``); the others score the plain image.
         queries=getattr(plan, "queries", 1),
+    )
+
+
+def _dp_step(cfg: Config, slots: int, strategy: str) -> DPStep | None:
+    """The DP-SGD step of ``cfg`` (privacy.mechanism), for rows of ``slots`` slots."""
+    mech = privacy.mechanism(cfg)
+    if mech is None:
+        return None
+    if mech.sampling == "poisson":
+        return DPStep(
+            l2_clip=mech.l2_clip,
+            sampling="poisson",
+            sampling_rate=mech.sampling_rate,
+            steps_per_epoch=mech.steps_per_epoch,
+            # No model has more real examples than slots: the buffer holds its sample
+            # in one pass but for at most privacy.SECOND_PASS_PROBABILITY of the steps.
+            buffer=mech.buffer_size(slots, strategy),
+            expected_batch=float(mech.batch_size),
+        )
+    return DPStep(
+        l2_clip=mech.l2_clip,
+        sampling="shuffle",
+        sampling_rate=mech.sampling_rate,
+        steps_per_epoch=slots // cfg.batch_size,
+        buffer=cfg.batch_size,
+        expected_batch=None,
     )
 
 

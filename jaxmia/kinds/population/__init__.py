@@ -11,6 +11,7 @@ from functools import partial
 
 import numpy as np
 
+from jaxmia import privacy
 from jaxmia.errors import UserError
 from jaxmia.keys import Key, integer
 from jaxmia.kinds.base import Analysis, KindBase, refuse_bad_arrays
@@ -31,6 +32,13 @@ class Population(KindBase):
     figure_files = files.FIGURES
     table_files = ()
     metadata_keys = ("repetitions", "subset_size", "epochs", "seed")
+
+    def validate(self, cfg) -> None:
+        if cfg.canary != "none":
+            raise UserError(
+                f"canary: {cfg.canary} needs a target to relabel (experiment single_target or "
+                "targets); the population attack has none"
+            )
 
     def check_against(self, cfg, n_train: int, n_test: int) -> None:
         if 2 * cfg.subset_size > n_train:
@@ -71,6 +79,17 @@ class Population(KindBase):
 
         settings = Settings.from_config(cfg)
         results = {**meta, **analysis.population_results(arrays, settings)}
+        if cfg.dp is not None:
+            # The accountant's epsilon only: members against non-members of one model
+            # are not neighbouring data sets, so this attack bounds no epsilon.
+            results["privacy"], warnings = privacy.privacy_block(
+                privacy.mechanism(cfg), settings.confidence
+            )
+            results["privacy"]["method"] = (
+                "accountant only: the population attack compares different points, not "
+                "neighbouring data sets; audit with experiment single_target or targets"
+            )
+            results["warnings"] = results["warnings"] + warnings
         return Analysis(results, self.figures(arrays))
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from jaxmia.console import footer, header, mean_ci
+from jaxmia.console import footer, header, mean_ci, privacy_lines
 
 __all__ = ["format_summary"]
 
@@ -37,4 +37,4 @@ def format_summary(r: dict) -> str:
         law = part.get("expected_heldout_fpr")
         if isinstance(law, dict) and law.get("mean") is not None:
             lines.append(f"  Expected FPR on fresh non-members {mean_ci(law)}")
-    return "\n".join(lines + footer(r))
+    return "\n".join(lines + privacy_lines(r) + footer(r))

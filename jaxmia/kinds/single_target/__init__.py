@@ -11,6 +11,7 @@ from functools import partial
 
 import numpy as np
 
+from jaxmia import privacy
 from jaxmia.errors import UserError
 from jaxmia.keys import Key, integer
 from jaxmia.kinds.base import Analysis, KindBase, refuse_bad_arrays
@@ -64,18 +65,39 @@ class SingleTarget(KindBase):
     def examples_per_model(self, cfg) -> float:
         return cfg.subset_size + 0.5  # the IN model has x too
 
+    def noise_group(self, cfg, job: Job) -> int:
+        # A round's IN and OUT model are the two neighbouring data sets of one
+        # audit trial: one noise level for both (and for either stream alike).
+        return job.round
+
+    def canaries(self, cfg) -> tuple[int, ...]:
+        return (cfg.target_index,)
+
     def arrays(self, cfg, plan, dataset, outputs) -> dict:
         from jaxmia.kinds.single_target.arrays import assemble
 
+        x = cfg.target_index
+        own = int(dataset.train_labels[x])
+        label = privacy.trained_labels(cfg, [x], [own], len(dataset.class_names))[0]
         arrays = assemble(
             outputs,
             n_iterations=cfg.n_iterations,
             eval_pairs=cfg.eval_pairs,
-            target_label=int(dataset.train_labels[cfg.target_index]),
-            target_image=dataset.train_images[cfg.target_index],
+            target_label=int(label),
+            target_image=dataset.train_images[x],
             synthetic=dataset.synthetic,
         )
-        return {**arrays, "class_names": np.array(dataset.class_names)}
+        arrays["class_names"] = np.array(dataset.class_names)
+        if cfg.canary != "none":
+            arrays["original_label"] = np.array(own, np.int32)
+        if cfg.dp is not None:  # the IN job of each round (both of its models share sigma)
+            arrays["noise_multiplier"] = privacy.noise_multipliers(
+                cfg, calibration_jobs(cfg.n_iterations)[::2]
+            )
+            arrays["eval_noise_multiplier"] = privacy.noise_multipliers(
+                cfg, evaluation_jobs(cfg.eval_pairs)[::2]
+            )
+        return arrays
 
     def check_arrays(self, arrays: dict, where: str, cfg=None) -> None:
         from jaxmia.kinds.single_target.arrays import check
@@ -95,13 +117,30 @@ class SingleTarget(KindBase):
         from jaxmia.kinds.single_target.arrays import left_out
 
         names = [str(n) for n in np.asarray(arrays["class_names"]).tolist()]
-        label = int(arrays["target_label"])
+
+        def name(label):
+            label = int(label)
+            return names[label] if 0 <= label < len(names) else str(label)
+
+        settings = Settings.from_config(cfg)
         results = {
             **meta,
-            "target_label": names[label] if 0 <= label < len(names) else str(label),
-            **analysis.single_target_results(arrays, Settings.from_config(cfg)),
+            "target_label": name(arrays["target_label"]),
+            **analysis.single_target_results(arrays, settings),
             "skipped": left_out(arrays),
         }
+        if cfg.canary != "none":
+            own = arrays.get("original_label")
+            results["canary"] = {
+                "kind": cfg.canary,
+                "label": name(arrays["target_label"]),
+                "original_label": None if own is None else name(own),
+            }
+        if cfg.dp is not None:
+            results["privacy"], warnings = analysis.privacy_audit(
+                arrays, privacy.mechanism(cfg), settings
+            )
+            results["warnings"] = results["warnings"] + warnings
         return Analysis(results, self.figures(arrays))
 
 

@@ -16,6 +16,10 @@ pairs, C classes:
     train_accuracy, test_accuracy             float32[l, 2] (IN, OUT)
     synthetic                                 bool[]
     class_names                               str[C]   (absent in the oldest files)
+    original_label                            int32[]  x's own class (canary: mislabeled only;
+                                                       target_label is then the canary's)
+    noise_multiplier                          float32[l]  sigma of round r's two models (dp only)
+    eval_noise_multiplier                     float32[E]  sigma of evaluation pair e (dp only)
 """
 
 from __future__ import annotations
@@ -52,6 +56,9 @@ SCHEMA = (
     Field("test_accuracy", "float", ("l", 2), **_RATE),
     Field("synthetic", "bool", ()),
     Field("class_names", "str", ("C",), required=False),
+    Field("original_label", "int", (), "x's own class (canary: mislabeled)", required=False),
+    Field("noise_multiplier", "float", ("l",), "DP-SGD sigma of round r", required=False),
+    Field("eval_noise_multiplier", "float", ("E",), required=False),
 )
 MIN_SIZES = {"l": 1}
 ARRAYS = tuple(f.name for f in SCHEMA if f.required)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from jaxmia.console import ci_text, fmt, footer, header, is_number
+from jaxmia.console import ci_text, fmt, footer, header, is_number, privacy_lines
 
 __all__ = ["format_summary"]
 
@@ -133,4 +133,4 @@ def format_summary(results: dict) -> str:
         lines.append(f"Train accuracy (mean over models): {fmt(r['train_accuracy'])}")
     if num("test_accuracy"):
         lines.append(f"Test accuracy (mean over models): {fmt(r['test_accuracy'])}")
-    return "\n".join(lines + footer(r))
+    return "\n".join(lines + privacy_lines(r) + footer(r))

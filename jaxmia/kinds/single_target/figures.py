@@ -12,6 +12,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from jaxmia.attack import metrics, scores, thresholds
+from jaxmia.audit_figures import write_privacy_audit
 from jaxmia.kinds.single_target.analysis import single_target_scores
 from jaxmia.kinds.single_target.files import (
     FIGURES,
@@ -390,4 +391,4 @@ def write_figures(folder, arrays: dict, results: dict, *, suffix: str) -> list[P
             title_suffix=suffix,
         )
     )
-    return written
+    return written + write_privacy_audit(folder, results, suffix=suffix)

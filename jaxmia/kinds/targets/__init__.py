@@ -13,6 +13,7 @@ from functools import partial
 
 import numpy as np
 
+from jaxmia import privacy
 from jaxmia.attack import lira, rmia
 from jaxmia.errors import UserError, show
 from jaxmia.keys import Key, choice, integer, integer_list, number
@@ -147,10 +148,26 @@ class Targets(KindBase):
     def examples_per_model(self, cfg) -> float:
         return cfg.subset_size + cfg.inclusion * len(cfg.targets)
 
+    def noise_group(self, cfg, job: Job) -> int:
+        # The b models of a block share their targets' memberships: one level for
+        # the block, so each target's IN and OUT models are at the same sigma.
+        return job.round // inclusion_block(cfg.inclusion)[1]
+
+    def canaries(self, cfg) -> tuple[int, ...]:
+        return tuple(cfg.targets)
+
     def arrays(self, cfg, plan, dataset, outputs) -> dict:
         from jaxmia.kinds.targets.arrays import assemble
 
-        return assemble(cfg, plan, dataset, outputs)
+        arrays = assemble(cfg, plan, dataset, outputs)
+        if cfg.dp is not None:  # the sigma of each model (a block's models share it)
+            arrays["noise_multiplier"] = privacy.noise_multipliers(
+                cfg, self.jobs(cfg)[: cfg.n_models]
+            )
+            arrays["eval_noise_multiplier"] = privacy.noise_multipliers(
+                cfg, self.jobs(cfg)[cfg.n_models :]
+            )
+        return arrays
 
     def check_arrays(self, arrays: dict, where: str, cfg=None) -> None:
         from jaxmia.kinds.targets.analysis import check_targets_arrays
@@ -187,6 +204,13 @@ class Targets(KindBase):
         summary, rows = analysis.targets_results(arrays, settings)
         block, attack_rows, drawing = attacks.targets_attacks(arrays, cfg)
         results = {**meta, **summary, "attacks": block}
+        if cfg.canary != "none":
+            results["canary"] = {"kind": cfg.canary, "n_targets": len(arrays["targets"])}
+        if cfg.dp is not None:
+            results["privacy"], warnings = analysis.privacy_audit(
+                arrays, privacy.mechanism(cfg), settings
+            )
+            results["warnings"] = results["warnings"] + warnings
 
         def tables(folder):
             analysis.write_targets_csv(folder / files.CSV_FILE, rows)

@@ -23,6 +23,7 @@ import numpy as np
 
 from jaxmia import fileio
 from jaxmia.attack import bounds, metrics, scores
+from jaxmia.attack.audit import one_run_audit
 from jaxmia.attack.summary import Settings, summarize
 from jaxmia.attack.thresholds import Decision, GaussianFit
 from jaxmia.errors import NothingToAnalyse
@@ -34,6 +35,7 @@ __all__ = [
     "N_EXTREMES",
     "check_targets_arrays",
     "pooled_roc",
+    "privacy_audit",
     "read_targets_csv",
     "target_scores",
     "target_summary",
@@ -679,3 +681,72 @@ def pooled_roc(arrays, score: str) -> dict:
         "min_nonmember": int(n_out[ok].min()) if ok.any() else 0,
         "lo": float(min(positive)),
     }
+
+
+# ---------------------------------------------------------------- DP-SGD audit
+
+
+def privacy_audit(arrays, mech, settings: Settings) -> tuple[dict, list[str]]:
+    """results.json's ``privacy`` block of a DP-SGD run of many targets, and its warnings.
+
+    Per noise level: the accountant's ε (privacy.privacy_block) and Steinke et
+    al.'s one-run ε_lb of each evaluation model at that level
+    (attack.audit.one_run_audit, the targets standardised by the calibration
+    models of the same level), never pooled over models; the ratios are the
+    median's and the simultaneous maximum's to the accountant's PLD ε.
+    """
+    from jaxmia import privacy
+
+    a = check_targets_arrays(arrays)
+    block, warnings = privacy.privacy_block(mech, settings.confidence)
+    m, e = a["membership"].shape[0], a["eval_membership"].shape[0]
+    sig = np.asarray(arrays.get("noise_multiplier", np.zeros(m)), np.float32).reshape(m)
+    ev_sig = np.asarray(arrays.get("eval_noise_multiplier", np.zeros(e)), np.float32).reshape(e)
+
+    def stat(prefix):
+        native = scores.from_outputs(settings.score, a[f"{prefix}logits"], a["target_labels"])
+        return scores.to_attack(native, settings.score)
+
+    cal_stat, ev_stat = stat(""), stat("eval_")
+    for level in block["levels"]:
+        at = np.float32(level["noise_multiplier"])
+        cal = a["model_used"] & (sig == at)
+        ev = a["eval_model_used"] & (ev_sig == at)
+        level["models_used"] = int(cal.sum())
+        level["eval_models_used"] = int(ev.sum())
+        level["empirical"] = None
+        if not ev.any():
+            warnings.append(
+                f"noise_multiplier {at:g}: no evaluation model, so no one-run epsilon "
+                "(raise eval_models)"
+            )
+            continue
+        if not cal.any():
+            warnings.append(f"noise_multiplier {at:g}: no calibration model to standardise on")
+            continue
+        audit = one_run_audit(
+            ev_stat[ev],
+            a["eval_membership"][ev],
+            cal_stat[cal],
+            a["membership"][cal],
+            confidence=settings.confidence,
+            delta=mech.delta,
+        )
+        for model, entry in zip(np.flatnonzero(ev).tolist(), audit["per_model"], strict=True):
+            entry["model"] = model
+        pld = level["epsilon"]["pld"]
+        audit["ratio_median"] = privacy.ratio(audit["median"], pld)
+        audit["ratio_max_simultaneous"] = privacy.ratio(audit["max_simultaneous"], pld)
+        level["empirical"] = {"one_run": audit}
+    block["score"] = settings.score
+    block["method"] = (
+        "one run (Steinke, Nasr, Jagielski 2023): each evaluation model is one training run "
+        "whose T targets are canaries, each IN with probability 1/2 independently; the "
+        "model's statistic on each target is standardised by that target's OUT calibration "
+        "models at the same noise level, the k most member-like targets are guessed IN and "
+        "the k least OUT (k on a grid, Bonferroni over it), and v right of 2k guesses reject "
+        "every epsilon with P(Bin(2k, e^eps/(1+e^eps)) >= v) + delta term <= 1 - confidence; "
+        "per model, never pooled; max_simultaneous holds for all models at once (Bonferroni "
+        "over them)"
+    )
+    return block, warnings

@@ -17,6 +17,10 @@ be 0), T targets, C classes:
     train_accuracy, test_accuracy  float32[M]
     class_names              str[C]
     synthetic                bool[]
+    original_labels          int32[T]          the targets' own classes (canary: mislabeled only;
+                                               target_labels are then the canaries')
+    noise_multiplier         float32[M]        DP-SGD sigma of each model (dp only)
+    eval_noise_multiplier    float32[E]
 
 With ``queries`` Q > 1 (training/queries.py) ``logits`` stays the plain image
 (query 0) and the other views come beside it; with ``population_size`` Z > 0
@@ -34,6 +38,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from jaxmia import privacy
 from jaxmia.runs.plan import CALIBRATION, EVALUATION, Job
 from jaxmia.runs.schema import Field
 
@@ -59,6 +64,9 @@ SCHEMA = (
     Field("test_accuracy", "float", ("M",), required=False, **_RATE),
     Field("class_names", "str", ("C",), required=False),
     Field("synthetic", "bool", (), required=False),
+    Field("original_labels", "int", ("T",), "the targets' own classes", required=False),
+    Field("noise_multiplier", "float", ("M",), "DP-SGD sigma of each model", required=False),
+    Field("eval_noise_multiplier", "float", ("E",), required=False),
     # Query views and population points (queries > 1, population_size > 0).
     Field("augmented_logits", "float", ("M", "T", "A", "C"), "queries 1 .. Q-1", False),
     Field("eval_augmented_logits", "float", ("E", "T", "A", "C"), required=False),
@@ -84,10 +92,11 @@ def assemble(cfg, plan, dataset, outputs) -> dict:
 
     member, cal, used = part(CALIBRATION, cfg.n_models)
     e_member, ev, e_used = part(EVALUATION, cfg.eval_models)
+    own = np.asarray(dataset.train_labels[targets], np.int32)
     # The scored images are the T targets, then the Z population points.
     out = {
         "targets": targets,
-        "target_labels": np.asarray(dataset.train_labels[targets], np.int32),
+        "target_labels": privacy.trained_labels(cfg, targets, own, len(dataset.class_names)),
         "target_images": np.asarray(dataset.train_images[targets], np.uint8),
         "membership": member,
         "losses": cal.loss[:, :t],
@@ -102,6 +111,8 @@ def assemble(cfg, plan, dataset, outputs) -> dict:
         "class_names": np.array(dataset.class_names),
         "synthetic": np.array(bool(dataset.synthetic)),
     }
+    if cfg.canary != "none":
+        out["original_labels"] = own
     if cfg.queries > 1:
         out["augmented_logits"] = cal.view_logits[:, :t]
         out["eval_augmented_logits"] = ev.view_logits[:, :t]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from jaxmia.console import ci_text, fmt, footer, header, is_number
+from jaxmia.console import ci_text, fmt, footer, header, is_number, privacy_lines
 
 __all__ = ["format_summary"]
 
@@ -47,7 +47,7 @@ def format_summary(r: dict) -> str:
             f"{eps.get('delta', 0):g}, the evaluation model as the unit): {fmt(eps['value'])}"
         )
     lines += _attack_lines(r.get("attacks"))
-    return "\n".join(lines + footer(r))
+    return "\n".join(lines + privacy_lines(r) + footer(r))
 
 
 def _cell(v, ci=None) -> str:

@@ -13,6 +13,7 @@ from matplotlib.collections import LineCollection
 from matplotlib.ticker import MaxNLocator
 
 from jaxmia.attack import scores
+from jaxmia.audit_figures import write_privacy_audit
 from jaxmia.kinds.targets.analysis import check_targets_arrays, extremes, pooled_roc
 from jaxmia.kinds.targets.attack_figures import write_attack_figures
 from jaxmia.kinds.targets.files import FIGURES, ROC_FILE, VULNERABILITY_FILE
@@ -284,4 +285,4 @@ def write_figures(
         )
     if attacks is not None:
         written += write_attack_figures(folder, attacks, results, suffix=suffix)
-    return written
+    return written + write_privacy_audit(folder, results, suffix=suffix)
