@@ -36,6 +36,10 @@ class Key:
         split, or how the outputs are analysed: those can change between runs of
         one folder (a run can grow, or be analysed again).
       doc: one line for error messages and the README.
+      hash_default: False for a hashed key added after run folders were
+        written without it: it enters the run hash only when set to another
+        value than its default, so those folders (which ran at the default)
+        keep their hash and still resume.
     """
 
     name: str
@@ -43,6 +47,7 @@ class Key:
     check: Callable[[str, Any], None]
     hashed: bool = True
     doc: str = ""
+    hash_default: bool = True
 
 
 def _is_int(v) -> bool:
