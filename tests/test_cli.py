@@ -45,8 +45,18 @@ def jaxmia(*args, cwd=None, env_extra=None, check_rc=None):
     env = {**os.environ, "JAXMIA_NO_DOWNLOAD": "1"}  # the session's compile cache (conftest)
     env.pop("XLA_FLAGS", None)  # one CPU device, as a user's laptop has
     env.update(env_extra or {})
+    # --cpu-devices 1 (a later one in args wins): one device, whatever the load, so
+    # that no "machine is busy" line joins the output the tests read.
     proc = subprocess.run(
-        [sys.executable, "-m", "jaxmia.run", "--no-progress", *map(str, args)],
+        [
+            sys.executable,
+            "-m",
+            "jaxmia.run",
+            "--no-progress",
+            "--cpu-devices",
+            "1",
+            *map(str, args),
+        ],
         capture_output=True,
         text=True,
         cwd=cwd or ROOT,
