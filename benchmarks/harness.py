@@ -82,6 +82,7 @@ QUICK_BASELINE_MAX_JOBS = 16
 # does not depend on how many it trains).
 GPU_PRESET = {
     "overrides": {"subset_size": 1000, "n_iterations": 256, "epochs": 2, "eval_pairs": 0},
+    "resnet_overrides": {"subset_size": 500, "n_iterations": 64, "epochs": 1},
     "models_per_chunk": 512,
     "sweep": [1, 4, 16, 64, 256, 1024, 2048],
     "baseline_max_jobs": 16,
@@ -768,7 +769,12 @@ def parse(argv: list[str] | None = None):
         opts.run_timeout = min(opts.run_timeout, 120.0)
     elif opts.gpu:
         opts.overrides = dict(GPU_PRESET["overrides"])
-        opts.overrides["models_per_chunk"] = GPU_PRESET["models_per_chunk"]
+        # The ResNets need ~10-20x the CNN's memory per model: let jaxmia size
+        # their chunks from the device's memory (training/memory.py).
+        big = opts.model not in (None, "cnn")
+        opts.overrides["models_per_chunk"] = "auto" if big else GPU_PRESET["models_per_chunk"]
+        if big:  # 1.3-2.3 GFLOP per image-step: fewer images keep a run to seconds
+            opts.overrides.update(GPU_PRESET["resnet_overrides"])
         opts.sweep = opts.sweep or GPU_PRESET["sweep"]
         opts.device = opts.device or GPU_PRESET["device"]
         if opts.baseline_max_jobs is None:

@@ -21,7 +21,13 @@ from jaxmia.kinds.single_target.plan import (  # noqa: E402
     job_rows,
 )
 
-from conftest import TINY_TARGET, single_target_plan, tiny_config  # noqa: E402
+from conftest import (  # noqa: E402
+    RECIPE,
+    TINY_MODELS,
+    TINY_TARGET,
+    single_target_plan,
+    tiny_config,
+)
 from numerics import assert_close  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -152,34 +158,6 @@ def torch_state_from_flax(params) -> dict:
         "9.weight": t(params["fc2"]["kernel"]).T.contiguous(),
         "9.bias": t(params["fc2"]["bias"]),
     }
-
-
-# The torch twins of the BatchNorm networks, at test sizes (the same modules as
-# the registered wrn28_2 and resnet9), and the recipe they train with.
-TINY_MODELS = {
-    "wrn10_1": (("depth", 10), ("width", 1)),
-    "resnet9_w8": (("width", 8),),
-}
-RECIPE = dict(
-    augment="flip_crop",
-    lr_schedule="cosine",
-    warmup_epochs=1.0,
-    nesterov=True,
-    label_smoothing=0.1,
-    lr=0.01,
-)
-
-
-@pytest.fixture
-def tiny_models(monkeypatch):
-    import dataclasses
-
-    from jaxmia.models import MODELS
-
-    base = {"wrn10_1": "wrn28_2", "resnet9_w8": "resnet9"}
-    for name, options in TINY_MODELS.items():
-        spec = dataclasses.replace(MODELS[base[name]], name=name, options=options)
-        monkeypatch.setitem(MODELS, name, spec)
 
 
 def _jaxmia_start(cfg, job, tiny_dataset):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import signal
@@ -22,6 +21,7 @@ from jaxmia.experiment import NonFiniteLoss, run_experiment
 from jaxmia.runs.plan import CALIBRATION, Job
 from jaxmia.training.chunk import ChunkTrainer
 
+from conftest import TINY_MODELS
 from numerics import assert_close
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -492,23 +492,12 @@ TINY_WRN = dict(
     nesterov=True,
     label_smoothing=0.1,
 )
-# The registry entry a test (or a child process, below) adds: the registered
-# WRN's module at depth 10 and width 1.
+# The registry entry a child process (below) adds: conftest's tiny WRN.
 REGISTER_WRN10_1 = (
     "import dataclasses; from jaxmia.models import MODELS; "
     "MODELS['wrn10_1'] = dataclasses.replace(MODELS['wrn28_2'], name='wrn10_1', "
-    "options=(('depth', 10), ('width', 1)))"
+    f"options={TINY_MODELS['wrn10_1'][1]!r})"
 )
-
-
-@pytest.fixture
-def wrn10_1(monkeypatch):
-    from jaxmia.models import MODELS
-
-    spec = dataclasses.replace(
-        MODELS["wrn28_2"], name="wrn10_1", options=(("depth", 10), ("width", 1))
-    )
-    monkeypatch.setitem(MODELS, "wrn10_1", spec)
 
 
 @pytest.mark.slow
@@ -532,7 +521,7 @@ def test_augmentation_does_not_depend_on_the_chunking(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_batchnorm_model_resumes_bit_identically(tmp_path, wrn10_1):
+def test_a_batchnorm_model_resumes_bit_identically(tmp_path, tiny_models):
     # The WRN with the whole recipe (BatchNorm, augmentation, schedule): a run cut
     # after its first chunk and resumed equals the uninterrupted run, bit for bit.
     one_device = jax.local_devices()[:1]

@@ -37,13 +37,13 @@ import numpy as np
 import optax
 import pytest
 
-from jaxmia.kinds.single_target.plan import calibration_jobs, job_rows
+from jaxmia.kinds.single_target.plan import calibration_jobs
 from jaxmia.models.cnn import SmallCNN
 from jaxmia.training.chunk import ChunkTrainer
 from jaxmia.training.memory import auto_models_per_chunk, model_footprint_bytes
 from jaxmia.training.setup import make_optimizer, make_setup
 
-from conftest import TINY_TARGET, single_target_plan, tiny_config
+from conftest import TINY_TARGET, job_start, single_target_plan, tiny_config, tiny_model_spec
 from numerics import assert_tree_close
 
 TARGET = TINY_TARGET
@@ -81,19 +81,7 @@ def reference_params(ds, cfg, job):
 
 def _reference_params(ds, cfg, job):
     setup = make_setup(cfg, ds, "cpu", single_target_plan(cfg, ds, TARGET))
-    idx, mask, ids = job_rows(
-        [job],
-        seed=cfg.seed,
-        n_train=len(ds.train_labels),
-        target=TARGET,
-        subset_size=cfg.subset_size,
-        batch_size=cfg.batch_size,
-    )
-    idx, mask, ids = idx[0], mask[0], ids[0]
-    key = jax.random.key(ids[0])
-    for part in ids[1:]:
-        key = jax.random.fold_in(key, part)
-    init_key, order_key = jax.random.split(key)
+    idx, mask, _, _, init_key, order_key = job_start(cfg, ds, job, TARGET)
     dtype = jnp.bfloat16 if cfg.compute_dtype == "bfloat16" else jnp.float32
     model = SmallCNN(cfg.num_classes, setup.conv, dtype)
     tx = make_optimizer(setup)
@@ -173,14 +161,9 @@ def test_model_footprint_bounds_a_compiled_chunk(tiny_dataset, monkeypatch, mode
     # estimate must not waste more than a third of the memory it reserves.  For
     # the BatchNorm WRN the estimate holds the batch statistics and BatchNorm's
     # training-mode residuals.
-    import dataclasses
-
     from jaxmia.models import MODELS
 
-    wrn = dataclasses.replace(
-        MODELS["wrn28_2"], name="wrn10_1", options=(("depth", 10), ("width", 1))
-    )
-    monkeypatch.setitem(MODELS, "wrn10_1", wrn)
+    monkeypatch.setitem(MODELS, "wrn10_1", tiny_model_spec("wrn10_1"))
     cfg = tiny_cfg(strategy="vmap", conv="xla", model=model)
     plan = single_target_plan(cfg, tiny_dataset, TARGET)
     setup = make_setup(cfg, tiny_dataset, "cpu", plan)

@@ -12,7 +12,6 @@ measurements: 3e-6 for F(2,3), 2e-5 for F(4,3).
 
 from __future__ import annotations
 
-import dataclasses
 import subprocess
 import sys
 from functools import cache, partial
@@ -28,6 +27,7 @@ from jaxmia.models import MODELS, count_flops, winograd
 from jaxmia.models.cnn import SmallCNN
 from jaxmia.models.layers import CONV_IMPLS, WINOGRAD_TILE, BatchNorm, masked_moments
 
+from conftest import TINY_MODELS, tiny_model_spec
 from numerics import assert_close, assert_tree_close
 
 # Max |error| over the output's scale for one Winograd evaluation (module docstring).
@@ -178,15 +178,7 @@ def test_registry_and_config_import_no_jax():
 
 
 # The registered networks and smaller variants of the same code (tests train those).
-SPECS = {
-    **MODELS,
-    "wrn10_1": dataclasses.replace(
-        MODELS["wrn28_2"], name="wrn10_1", options=(("depth", 10), ("width", 1))
-    ),
-    "resnet9_w8": dataclasses.replace(
-        MODELS["resnet9"], name="resnet9_w8", options=(("width", 8),)
-    ),
-}
+SPECS = {**MODELS, **{name: tiny_model_spec(name) for name in TINY_MODELS}}
 
 
 @pytest.mark.parametrize("name", sorted(SPECS))

@@ -23,7 +23,6 @@ from jaxmia.training.one_model import (
     init_state,
     make_model,
     model_inputs,
-    model_keys,
     put_data,
     train_one,
     training_loss,
@@ -31,7 +30,7 @@ from jaxmia.training.one_model import (
 from jaxmia.training.setup import make_optimizer, make_schedule, make_setup, step_lr
 from jaxmia.training.state import TrainState
 
-from conftest import TINY_TARGET, single_target_plan, tiny_config
+from conftest import RECIPE, TINY_MODELS, TINY_TARGET, job_start, single_target_plan, tiny_config
 from numerics import assert_close, assert_tree_close
 
 TARGET = TINY_TARGET
@@ -70,17 +69,8 @@ def reference_train(ds, cfg, job: Job):
     setup = make_setup(cfg.replace(conv="im2col"), ds, "cpu", plan)
     mesh = jax.sharding.Mesh(np.array(jax.local_devices()[:1]), ("models",))
     data = put_data(ds, setup, mesh)
-    idx, mask, ids = job_rows(
-        [job],
-        seed=cfg.seed,
-        n_train=len(ds.train_labels),
-        target=TARGET,
-        subset_size=cfg.subset_size,
-        batch_size=cfg.batch_size,
-    )
-    idx, mask, ids = idx[0], mask[0], jnp.asarray(ids[0])
+    idx, mask, _, _, init_key, order_key = job_start(cfg, ds, job, TARGET)
     model, tx = make_model(setup), make_optimizer(setup)
-    init_key, order_key = model_keys(ids)
     params = model.init(init_key, jnp.zeros((1, *ds.image_shape)))["params"]
     opt_state = tx.init(params)
 
@@ -338,32 +328,8 @@ def test_setup_takes_the_image_shape_from_the_data(tiny_dataset):
 # --------------------------------------------------------------------------
 # The BatchNorm networks, augmentation and schedules (issue 15).
 
-# Smaller variants of the registered networks (the same modules, other depth
-# and width): tests train these.
-TINY_MODELS = {
-    "wrn10_1": dataclasses.replace(
-        MODELS["wrn28_2"], name="wrn10_1", options=(("depth", 10), ("width", 1))
-    ),
-    "resnet9_w8": dataclasses.replace(
-        MODELS["resnet9"], name="resnet9_w8", options=(("width", 8),)
-    ),
-}
 # The whole recipe at once: every lever must agree with the reference below.
-RECIPE = dict(
-    augment="flip_crop",
-    lr_schedule="cosine",
-    warmup_epochs=1.0,
-    nesterov=True,
-    label_smoothing=0.1,
-    lr=0.01,
-    epochs=2,
-)
-
-
-@pytest.fixture
-def tiny_models(monkeypatch):
-    for name, spec in TINY_MODELS.items():
-        monkeypatch.setitem(MODELS, name, spec)
+RECIPE = {**RECIPE, "epochs": 2}
 
 
 def reference_bn_train(ds, cfg, job: Job):
@@ -377,19 +343,7 @@ def reference_bn_train(ds, cfg, job: Job):
     cosine at the global step.  Returns (params, batch_stats, x's loss).
     """
     setup = make_setup(cfg, ds, "cpu", single_target_plan(cfg, ds, TARGET))
-    idx, mask, ids = job_rows(
-        [job],
-        seed=cfg.seed,
-        n_train=len(ds.train_labels),
-        target=TARGET,
-        subset_size=cfg.subset_size,
-        batch_size=cfg.batch_size,
-    )
-    idx, mask, ids = idx[0], mask[0], ids[0]
-    root = jax.random.key(ids[0])
-    for part in ids[1:]:
-        root = jax.random.fold_in(root, part)
-    init_key, order_key = jax.random.split(root)
+    idx, mask, _, root, init_key, order_key = job_start(cfg, ds, job, TARGET)
     model = MODELS[cfg.model].build(cfg.num_classes, setup.conv, jnp.float32)
     variables = model.init(init_key, jnp.zeros((1, *ds.image_shape)))
     params, stats = variables["params"], variables["batch_stats"]
