@@ -451,6 +451,9 @@ def fit_tuned(
     rates = step_rates(cfg, steps_per_epoch)
     rows_t = torch.as_tensor(rows, device=data.x.device)
     b = cfg.batch_size
+    # The augmented batch back in the data's layout (channels_last in tuned mode).
+    cl = data.x.is_contiguous(memory_format=torch.channels_last)
+    layout = torch.channels_last if cl else torch.contiguous_format
     epoch_loss = []
     model.train()
     for e, perm in enumerate(orders):
@@ -461,6 +464,7 @@ def fit_tuned(
             x = data.x[batch]
             if cfg.augment != "none":
                 x = augment_batch(x, cfg.augment, *augment(e, s, len(batch)))
+                x = x.contiguous(memory_format=layout)
             lr = None if rates is None else rates[e * steps_per_epoch + s]
             total += sgd_step(cfg, model, opt, x, data.y[batch], lr) * len(batch)
         epoch_loss.append(float(total) / len(order))

@@ -468,3 +468,45 @@ def test_harness_variants_and_conv_sweep_table():
     assert table[0] == "| models_per_chunk | im2col image-steps/s (MiB) | xla image-steps/s (MiB) |"
     assert table[2] == "| 4 | 20 (7) | 10 (5) |"
     assert table[3].startswith("| 8 |  | failed (out of memory")
+
+
+def test_harness_model_option():
+    # --model trains another network everywhere; the BatchNorm networks default
+    # to the tuned baseline (func trains the CNN only) and, at GPU sizes, to
+    # chunks sized from the device's memory on fewer images.
+    assert harness.default_modes("cnn") == list(pb.MODES)
+    assert harness.default_modes("wrn28_2") == ["tuned"]
+    opts = harness.parse(["--gpu", "--model", "resnet9"])
+    assert opts.model == "resnet9" and opts.modes is None
+    assert opts.overrides["models_per_chunk"] == "auto"
+    assert opts.overrides["subset_size"] == 500 and opts.overrides["epochs"] == 1
+    assert harness.parse(["--gpu"]).overrides["models_per_chunk"] == 512
+    report = {
+        "model": "resnet9",
+        "implementations": {
+            "jaxmia": {
+                "models_per_second": 0.5,
+                "seconds_per_model": 2.0,
+                "image_steps_per_second": 100.0,
+                "gflops_per_second": 227.2,
+                "share_of_sgemm_peak": 0.5,
+                "train_seconds": 8.0,
+                "compile_seconds": 20.0,
+                "peak_rss_mib": 900.0,
+                "peak_device_mib": None,
+                "conv": "winograd",
+                "strategy": "map",
+                "devices": 2,
+            }
+        },
+        "speedup_vs_tuned": None,
+        "machine": {"Model name": "CPU", "sgemm_gflops": 454.4},
+        "sweep": [],
+    }
+    table = harness.format_table(report).splitlines()
+    assert table[0] == "model: resnet9"
+    assert table[3] == (
+        "| jaxmia (winograd, map, 2 dev) | 0.500 | 2.00 | 100 | 227.20 | 50.0% | 8.0 | 20.0 "
+        "| 900 |  |"
+    )
+    assert "sgemm peak 454.4 GFLOP/s" in harness.format_table(report)
