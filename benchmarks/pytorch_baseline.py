@@ -25,10 +25,11 @@ organised:
   the seed's recipe only: no BatchNorm buffers, schedule or augmentation).
 
 Each model's data order comes from a torch generator seeded from
-(seed, stream, round, member), and its initial weights from another one, so the
-three modes train the same models in the same order (up to floating-point
-rounding); jaxmia draws its own init and order from the same tuple with JAX's
-generator, so it matches the baseline in distribution, not model by model.
+(seed, stream, round, member), its initial weights from another one and its
+augmentation from a third, so the modes train the same models in the same order
+(up to floating-point rounding); jaxmia draws its own init, order and
+augmentation from the same tuple with JAX's generator, so it matches the
+baseline in distribution, not model by model.
 
 Outputs, in ``<output-dir>/<run-name>-torch-<mode>/``: results.json and losses.npz
 with jaxmia's keys and arrays, plus the baseline's implementation and timing.
@@ -133,6 +134,8 @@ if torch is not None:
         variance (n/(n-1) of the biased one that both normalise with), Flax with
         the biased one.  After torch's update this takes back the extra
         momentum * var / (n - 1), so the running averages agree to rounding.
+        The corrected average is a new tensor, not an in-place change: oneDNN's
+        channels_last kernel keeps the running variance for its backward pass.
         """
 
         def __init__(self, channels: int, momentum: float = 0.9, eps: float = 1e-5):
@@ -146,7 +149,7 @@ if torch is not None:
             n = x.numel() // x.size(1)
             with torch.no_grad():
                 moved = self.running_var - (1.0 - self.momentum) * old  # momentum * unbiased
-                self.running_var.sub_(moved / n)
+                self.running_var = self.running_var - moved / n
             return y
 
     class WideResNet(nn.Module):

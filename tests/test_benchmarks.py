@@ -294,16 +294,23 @@ def test_twin_forward_equals_jaxmia_in_both_modes(tiny_dataset, tiny_models, mod
     # One forward pass through ~10 layers in two libraries: a few 1e-7 of the
     # logits' scale (bound 1e-5).
     assert_close(got, net.apply(variables, x), 1e-5, what="inference logits")
+    # Training mode as the tuned baseline runs it: channels_last, with a
+    # backward pass (oneDNN's kernel keeps the running variance for it, so the
+    # twin must not change that tensor in place).
     twin.train()
-    with torch.no_grad():
-        got = twin(xt).numpy()
+    twin = twin.to(memory_format=torch.channels_last)
+    out = twin(xt.contiguous(memory_format=torch.channels_last))
+    out.sum().backward()
+    got = out.detach().numpy()
     want, new = net.apply(variables, x, train=True, mutable=["batch_stats"])
     assert_close(got, want, 1e-5, what="training logits")
     stats = twin.state_dict()
+    # A batch mean over 8 x 32 x 32 values, which oneDNN sums in another order
+    # than XLA: about sqrt(8192) = 90 unit roundoffs (5e-6) of the values' scale.
     for layer, leaves in new["batch_stats"].items():
         for leaf, name in (("mean", "running_mean"), ("var", "running_var")):
             assert_close(
-                stats[f"layers.{layer}.{name}"].numpy(), leaves[leaf], 1e-6, what=f"{layer} {leaf}"
+                stats[f"layers.{layer}.{name}"].numpy(), leaves[leaf], 2e-5, what=f"{layer} {leaf}"
             )
 
 
