@@ -388,15 +388,16 @@ def reference_bn_train(ds, cfg, job: Job):
 # BatchNorm divides by each batch's standard deviation, so a rounding-sized
 # change early on moves a whole channel's activations a little, and training
 # carries that along: after the recipe's 2 epochs (6 steps) the chunk and the
-# reference measured 2e-5 to 1e-4 of each layer's scale (map + Winograd and
-# vmap + lax.conv alike), where the CNN stays at 4e-7 (tests/test_formulations.py).
-# A layer's scale is the largest of its leaves, so that a BatchNorm's bias
+# reference measured up to 1.1e-4 of a layer's scale for the WRN (map +
+# Winograd and vmap + lax.conv alike), where the CNN stays at 4e-7
+# (tests/test_formulations.py).  ResNet-9 adds max-pools (and a global max),
+# where a near-tie that rounding flips routes a gradient to another input:
+# measured 6.3e-4 under vmapped lax.conv, 2.4e-4 under map + Winograd.  A
+# layer's scale is the largest of its leaves, so that a BatchNorm's bias
 # (started at 0, ~1e-3 after 6 steps) is measured against the unit scale of the
-# normalised activations it shifts, as its scale is.  Bound 1e-3: ten times the
-# worst measured.  A real error (a masked slot in the statistics, a step at the
-# wrong rate, an augmentation drawn for another step) moves a layer by the size
-# of a whole update, 1e-3 to 1e-2 of its scale.
-BN_BOUND = 1e-3
+# normalised activations it shifts, as its scale is.  Bounds: about five times
+# the worst measured.
+BN_BOUND = {"wrn10_1": 1e-3, "resnet9_w8": 3e-3}
 
 
 def assert_layers_close(got, want, bound, what=""):
@@ -432,7 +433,7 @@ def test_batchnorm_models_train_like_one_model_alone(
     # examples and one padding slot, and it carries the target in a masked
     # slot; BatchNorm's statistics must see neither.
     cfg = tiny_cfg(model=model, subset_size=47, strategy=strategy, conv=conv, **RECIPE)
-    _bn_chunk_and_reference(tiny_dataset, cfg, calibration_jobs(1), BN_BOUND)
+    _bn_chunk_and_reference(tiny_dataset, cfg, calibration_jobs(1), BN_BOUND[model])
 
 
 @pytest.mark.slow
@@ -443,7 +444,7 @@ def test_an_empty_batch_keeps_a_batchnorm_models_state(tiny_dataset, tiny_models
     # and momentum and the running averages by a tenth of the way to zero.
     cfg = tiny_cfg(model="wrn10_1", subset_size=48, strategy="map", conv="winograd", **RECIPE)
     assert steps_per_epoch(48, 16) == 4
-    _bn_chunk_and_reference(tiny_dataset, cfg, [Job(CALIBRATION, 0, False)], BN_BOUND)
+    _bn_chunk_and_reference(tiny_dataset, cfg, [Job(CALIBRATION, 0, False)], BN_BOUND["wrn10_1"])
 
 
 def test_defaults_train_the_seeds_way(tiny_dataset):
