@@ -837,7 +837,7 @@ def run_baseline(
         )
     # The same arrays, statistics and products as jaxmia's (jaxmia/kinds, runs/products.py).
     arrays = cfg.kind.arrays(cfg, None, dataset, outputs)
-    meta = metadata(cfg.kind, cfg, dataset.synthetic)
+    meta = metadata(cfg.kind, cfg, dataset.synthetic, dataset.fingerprint)
     return write_run(cfg.kind, run_dir, cfg, meta, {**arrays, **extra}, run_info)
 
 

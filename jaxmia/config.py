@@ -23,7 +23,7 @@ import yaml
 
 from jaxmia import kinds
 from jaxmia.attack.scores import SCORES
-from jaxmia.attack.thresholds import RULES
+from jaxmia.attack.thresholds import RULES, VARIANCES
 from jaxmia.errors import UserError, show
 from jaxmia.keys import Key, choice, flag, integer, number
 from jaxmia.models import MODELS
@@ -96,6 +96,8 @@ COMMON_KEYS = (
     Key("threshold_rule", "empirical", choice(RULE_CHOICES), hashed=False),
     Key("delta", 0.0, number(0, 1, lo_open=False, hi_open=True), hashed=False),
     Key("confidence", 0.95, number(0.5, 1, lo_open=False, hi_open=True), hashed=False),
+    # LiRA's σ (the lira threshold rule; the many-targets kind's LiRA attacks too).
+    Key("lira_variance", "auto", choice(VARIANCES), hashed=False),
     # Data and training.
     Key("dataset", "cifar100", choice(DATASETS)),
     # The same images from any source: the data fingerprint decides.

@@ -38,10 +38,16 @@ def header(r: dict) -> list[str]:
         lines.append(
             "[SYNTHETIC DATA] synthetic images, not a real data set: numbers are not CIFAR"
         )
-    if "dataset" in r:
+    if r.get("unverified"):
         lines.append(
-            f"Dataset: {r['dataset']}" + (" [SYNTHETIC DATA]" if r.get("synthetic") else "")
+            "[UNVERIFIED DATA] the data was not checked against the official checksums "
+            f"(JAXMIA_UNVERIFIED_DATA=1; fingerprint {r.get('data_fingerprint')})"
         )
+    if "dataset" in r:
+        marks = (" [SYNTHETIC DATA]" if r.get("synthetic") else "") + (
+            " [UNVERIFIED DATA]" if r.get("unverified") else ""
+        )
+        lines.append(f"Dataset: {r['dataset']}{marks}")
     return lines
 
 

@@ -93,6 +93,14 @@ DATA_SOURCES = ("auto", "archive", "tfds")
 # Set to 1 to accept CIFAR files that are not the official ones (see the module
 # docstring).  The run's data fingerprint then says "unverified".
 UNVERIFIED_ENV = "JAXMIA_UNVERIFIED_DATA"
+UNVERIFIED_TAG = "unverified"  # the fingerprint's second field for such data
+
+
+def fingerprint_unverified(fingerprint) -> bool:
+    """Whether a data fingerprint (``Dataset.fingerprint``, run.json's ``data_fingerprint``)
+    is of data taken on the user's word (JAXMIA_UNVERIFIED_DATA=1): ``<name>:unverified:...``."""
+    return isinstance(fingerprint, str) and fingerprint.split(":")[1:2] == [UNVERIFIED_TAG]
+
 
 DOWNLOAD_TIMEOUT_S = 20.0
 
@@ -427,7 +435,7 @@ def _cifar_dataset(
     mean, std = _channel_stats(train_images)
     # Data taken on the user's word is kept apart from the official data:
     # another fingerprint, so no run or chunk of the one is reused for the other.
-    tag = spec.name if verify else f"{spec.name}:unverified"
+    tag = spec.name if verify else f"{spec.name}:{UNVERIFIED_TAG}"
     return Dataset(
         name=spec.name,
         train_images=_frozen(train_images),

@@ -21,9 +21,18 @@ class UserError(Exception):
     """Bad input from the user: the message is shown as is, on one line."""
 
 
+class NothingToAnalyse(UserError):
+    """The saved outputs leave no model (or no target) to compute any statistic from:
+    every model diverged, or every one is marked unused.  Every kind says it in the
+    same words, one line and exit code 2, from ``jaxmia run`` and ``jaxmia analyze``."""
+
+    def __init__(self, what: str):
+        super().__init__(f"nothing to analyse: {what}; lower lr, or check the data")
+
+
 class NonFiniteLoss(RuntimeError):
-    """A model's loss became NaN or infinite and the config says to stop, or no
-    model is left to compute statistics from (the CLI exits 1 with one line)."""
+    """A model's loss became NaN or infinite and the config says to stop (the CLI
+    exits 1 with one line)."""
 
 
 def show(value, limit: int = 80) -> str:

@@ -9,6 +9,7 @@ the progress bars live in their own small helpers below.
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -80,9 +81,11 @@ def run_experiment(
                 cfg, dataset, run_hash, setup, platform, k // len(devices), cpu_devices
             )
             store = RunStore.open(
-                run_dir, identity, fresh=fresh, product_files=kinds.all_product_files()
+                run_dir, identity, fresh=fresh, product_files=_product_files(run_dir, kind)
             )
             done = store.load()
+            left = len(wanted) - (len(set(done.jobs()) & set(wanted)) if done is not None else 0)
+            k = _fit_chunk(k, left, len(devices), n_proc, setup.strategy)
         except UserError as e:
             refusal = e
     have = set(done.jobs()) if done is not None else set()
@@ -97,7 +100,7 @@ def run_experiment(
 
     try:
         trained, compile_seconds, train_seconds = _train(
-            cfg, setup, plan, dataset, devices, k, todo, store, progress and lead, stop
+            cfg, setup, plan, dataset, devices, k, todo, store, _show(progress, lead), stop
         )
         if not lead:
             return None
@@ -123,11 +126,24 @@ def run_experiment(
             "results_hash": run_hash,
             "jaxmia_version": __version__,
         }
-        meta = metadata(kind, cfg, dataset.synthetic)
-        return write_run(kind, run_dir, cfg, meta, arrays, run_info)
+        meta = metadata(kind, cfg, dataset.synthetic, dataset.fingerprint)
+        return write_run(kind, run_dir, cfg, meta, arrays, run_info, between=stop.check)
     finally:
         if store is not None:
             store.close()
+
+
+def _product_files(run_dir, kind) -> tuple[str, ...]:
+    """The files at the top of the run folder that are jaxmia's to replace: the products of
+    the kind its run.json records and of this run's kind (``--fresh`` deletes these and
+    no other kind's: a targets.csv in a single-target folder is the user's)."""
+    names = list(kinds.product_files(kind))
+    old = RunStore.peek(run_dir)
+    if old is not None:
+        recorded = (old.get("config") or {}).get("experiment") or kinds.DEFAULT
+        if recorded in kinds.names():
+            names += kinds.product_files(kinds.get(recorded))
+    return tuple(dict.fromkeys(names))
 
 
 def _identity(cfg, dataset, run_hash, setup, platform, models_per_device, cpu_devices) -> dict:
@@ -177,8 +193,33 @@ def _models_per_chunk(cfg, setup, devices, n_jobs, n_proc, run_dir, run_hash) ->
     return auto_models_per_chunk(setup, max(-(-n_jobs // n_proc), 1), devices)
 
 
+def _fit_chunk(k: int, left: int, n_dev: int, n_proc: int, strategy: str) -> int:
+    """A chunk no larger than the models left to train (each process's share, rounded up to
+    the device count): a short chunk is filled with copies of its last job, trained and
+    dropped (models_per_chunk 64 for 16 models cost 39.6 s and 3.0 GB against 15.7 s and
+    0.9 GB, for identical results).  Under lax.map a chunk's width cannot change a bit of
+    any model's result, so it is capped.  Under vmap the width is the batch width of the
+    computation, recorded in run.json and part of every later chunk's bits: it is kept,
+    and one line says what the filling costs."""
+    per_proc = -(-left // n_proc) if left else 0
+    need = max(n_dev, -(-per_proc // n_dev) * n_dev)
+    if k <= need:
+        return k
+    if strategy != "vmap":
+        return need
+    print(
+        f"jaxmia: note: a chunk holds {k} models and {per_proc} are left to train here; under "
+        f"vmap the chunk's width decides the last bits of every loss and is kept, so "
+        f"{k - per_proc} copies of the last model fill it (set models_per_chunk to {need} for "
+        "a new run of this size)",
+        file=sys.stderr,
+    )
+    return k
+
+
 def _train(cfg, setup, plan, dataset, devices, k, todo, store, show_progress, stop):
-    """Trains the jobs still to do, saving each chunk as it finishes."""
+    """Trains the jobs still to do, saving each chunk as it finishes (``show_progress``:
+    ``_show``'s mode)."""
     if not todo:
         return None, 0.0, 0.0
     proc, n_proc = jax.process_index(), jax.process_count()
@@ -188,7 +229,7 @@ def _train(cfg, setup, plan, dataset, devices, k, todo, store, show_progress, st
     chunks = [todo[i : i + k] for i in range(0, len(todo), k)]
     # One step = one chunk per process; process p takes chunk step * n_proc + p.
     steps = [chunks[i : i + n_proc] for i in range(0, len(chunks), n_proc)]
-    bars = _Progress(show_progress, len(chunks), cfg.epochs, setup.steps_per_epoch)
+    bars = _Progress(show_progress, len(chunks), cfg.epochs, setup.steps_per_epoch, len(todo))
     trained = []
     t0 = time.perf_counter()
     try:
@@ -276,13 +317,26 @@ def _gather(result: ModelOutputs, k: int, n_proc: int) -> list[ModelOutputs]:
 # ---------------------------------------------------------------- progress
 
 
-class _Progress:
-    """The three tqdm bars (chunks, epochs, steps); a no-op when disabled."""
+def _show(progress: bool, lead: bool) -> str | None:
+    """How the lead process shows progress: "bars" (tqdm), "lines" (--no-progress: one
+    line per finished chunk, so that a long run is never silent), or None elsewhere."""
+    if not lead:
+        return None
+    return "bars" if progress else "lines"
 
-    def __init__(self, enabled: bool, n_chunks: int, epochs: int, steps_per_epoch: int):
+
+class _Progress:
+    """The three tqdm bars (chunks, epochs, steps), or one line per chunk, or nothing."""
+
+    def __init__(
+        self, mode: str | None, n_chunks: int, epochs: int, steps_per_epoch: int, n_models=0
+    ):
         self.bars = None
+        self.lines = mode == "lines"
+        self.n_chunks, self.n_models = n_chunks, n_models
+        self.chunks_done = 0
         self.steps_per_epoch = steps_per_epoch
-        if enabled:
+        if mode == "bars":
             from tqdm.auto import tqdm
 
             self.bars = (
@@ -300,11 +354,22 @@ class _Progress:
 
     def chunk_done(self, n_models: int) -> None:
         self.models_done += n_models
+        self.chunks_done += 1
+        elapsed = max(time.perf_counter() - self.t0, 1e-9)
+        rate = self.models_done / elapsed
         if self.bars:
-            rate = self.models_done / max(time.perf_counter() - self.t0, 1e-9)
             self.bars[0].set_postfix(models_per_s=f"{rate:.2f}")
             self.bars[0].update(1)
             self.bars[1].reset()
+        if self.lines:
+            left = max(self.n_models - self.models_done, 0) / rate
+            print(
+                f"jaxmia: chunk {self.chunks_done} of {self.n_chunks} done: "
+                f"{self.models_done} of {self.n_models} models in {elapsed:.1f} s "
+                f"({rate:.2f} models/s, about {left:.0f} s left)",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def close(self) -> None:
         if self.bars:

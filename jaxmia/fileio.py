@@ -4,9 +4,14 @@ Every file is written to a temporary file in the destination folder, flushed to
 disk and then renamed over the destination with ``os.replace``, so a crash or a
 full disk leaves either the old file or the new one, never half of one. OSErrors
 (ENOSPC, EACCES, ...) propagate unchanged; the caller turns them into one user
-error.  The temporary files are named ``.<name>.<random>.tmp``
-(``TEMPORARY_PATTERN``), so a later run can recognise and remove the ones a
-killed run left behind.
+error.  The temporary files are named ``.<name>.<8 random characters>.tmp``
+(``temporary_name``, ``TEMPORARY_PATTERN``, whose ``name`` group is the file it
+was to become), so a later run can recognise and remove the ones a killed run
+left behind, and only those.
+
+Nothing is written through a symbolic link: the temporary file is created with
+O_EXCL | O_NOFOLLOW, and ``os.replace`` replaces a link named like the
+destination by the new file rather than writing where it points.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import json
 import math
 import os
 import re
-import tempfile
+import secrets
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +31,7 @@ import numpy as np
 __all__ = [
     "TEMPORARY_PATTERN",
     "atomic_write_bytes",
+    "temporary_name",
     "atomic_write_text",
     "npz_bytes",
     "to_jsonable",
@@ -33,11 +39,26 @@ __all__ = [
     "write_npz",
 ]
 
-TEMPORARY_PATTERN = re.compile(r"^\..+\.tmp$")  # what atomic_write_bytes leaves if killed
+# What atomic_write_bytes leaves if killed: "." + the destination's name + "." + 8
+# characters + ".tmp" (older versions' tempfile names have the same form).
+TEMPORARY_PATTERN = re.compile(r"^\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp$")
+_TOKEN_BYTES = 4  # 8 hex characters
+_CREATE = (
+    os.O_WRONLY
+    | os.O_CREAT
+    | os.O_EXCL
+    | getattr(os, "O_NOFOLLOW", 0)
+    | getattr(os, "O_CLOEXEC", 0)
+)
+
+
+def temporary_name(name: str, token: str | None = None) -> str:
+    """The name of the temporary file that becomes ``name`` (random ``token`` by default)."""
+    return f".{name}.{token if token is not None else secrets.token_hex(_TOKEN_BYTES)}.tmp"
 
 
 def _default_file_mode() -> int:
-    # tempfile creates files 0600; give the result the mode a plain open() would.
+    # The temporary file is created 0600; give the result the mode a plain open() would.
     # os.umask can only be read by setting it, so set it back straight away.
     mask = os.umask(0o022)
     os.umask(mask)
@@ -51,23 +72,29 @@ def atomic_write_bytes(path, data: bytes) -> Path:
     atomic) and is removed again if anything fails before the rename.
     """
     path = Path(path)
-    if path.exists():
+    if path.is_file() and not path.is_symlink():
         mode = path.stat().st_mode & 0o7777
     else:
         mode = _default_file_mode()
-    tmp = tempfile.NamedTemporaryFile(
-        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
-    )
+    for _ in range(100):
+        tmp = path.with_name(temporary_name(path.name))
+        try:
+            fd = os.open(tmp, _CREATE, 0o600)
+            break
+        except FileExistsError:
+            continue
+    else:
+        raise FileExistsError(f"no free temporary name for {path}")
     try:
-        with tmp:
-            tmp.write(data)
-            tmp.flush()
-            os.fsync(tmp.fileno())
-            os.fchmod(tmp.fileno(), mode)
-        os.replace(tmp.name, path)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+            os.fchmod(f.fileno(), mode)
+        os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
-            os.unlink(tmp.name)
+            os.unlink(tmp)
         raise
     _fsync_dir(path.parent)
     return path

@@ -28,8 +28,10 @@ class StopRequested(Exception):
 class StopFlag:
     """Set by SIGINT/SIGTERM while ``installed``; never set when not installed."""
 
-    def __init__(self):
+    def __init__(self, again: str = "finished chunks are kept"):
         self.signum: int | None = None
+        # What the line of a second signal says is kept (the run: its chunks).
+        self._again = f"jaxmia: interrupted again: stopped at once; {again}\n".encode()
 
     def requested(self) -> bool:
         return self.signum is not None
@@ -41,7 +43,7 @@ class StopFlag:
     def _handle(self, signum, frame) -> None:
         del frame
         if self.signum is not None:  # the second signal: leave now
-            os.write(2, b"jaxmia: interrupted again: stopped at once; finished chunks are kept\n")
+            os.write(2, self._again)
             os._exit(128 + signum)
         # Quiet here: the run says one line when it has stopped (run.py).
         self.signum = signum

@@ -35,11 +35,10 @@ class Key:
         False for keys that only say how many models there are, how the work is
         split, or how the outputs are analysed: those can change between runs of
         one folder (a run can grow, or be analysed again).
+      hash_default: False for a hashed key added after run folders existed whose
+        default keeps today's models: it enters the run hash only when it differs
+        from its default, so those folders keep their hash and resume.
       doc: one line for error messages and the README.
-      hash_default: False for a hashed key added after run folders were
-        written without it: it enters the run hash only when set to another
-        value than its default, so those folders (which ran at the default)
-        keep their hash and still resume.
     """
 
     name: str

@@ -17,6 +17,7 @@ Agg into memory and the file is written atomically
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -25,15 +26,20 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.container import ErrorbarContainer
 from matplotlib.figure import Figure
 
-from jaxmia.attack import thresholds
+from jaxmia.attack import metrics, thresholds
 from jaxmia.fileio import atomic_write_bytes
 
 __all__ = [
     "MEMBER_COLOR",
     "NONMEMBER_COLOR",
+    "ZERO_SHARE",
+    "alpha_line",
     "interval_point",
+    "log_loss_histogram",
     "log_roc_axes",
     "new_figure",
+    "on_log",
+    "pr_staircase",
     "plot_reflected_kdes",
     "reflected_kde",
     "save_png",
@@ -67,30 +73,99 @@ def save_png(fig: Figure, path) -> Path:
     return atomic_write_bytes(path, buf.getvalue())
 
 
+# Where a rate of 0 sits on log ROC axes: this share of the smallest non-zero rate shown,
+# in a grey band of its own and marked "0", so that it is never mistaken for 1/l.
+ZERO_SHARE = 0.5
+
+
+def on_log(values, lo: float) -> np.ndarray:
+    """Rates for log ROC axes from ``lo`` (``log_roc_axes``): 0 goes to its own place,
+    lo * ZERO_SHARE; a positive rate below lo (none, when lo is the smallest) to lo.
+
+    Returns:
+      float64 array shaped like ``values``.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    return np.where(v > 0, np.maximum(v, lo), lo * ZERO_SHARE)
+
+
 def log_roc_axes(
     ax, lo: float, *, xlabel: str = "false positive rate", ylabel: str = "true positive rate"
-) -> None:
-    """Makes ``ax`` a log-log ROC plot over [lo, 1] on both axes, with the chance diagonal.
+) -> float:
+    """Makes ``ax`` a log-log ROC plot from a place for 0 to 1, with the chance diagonal.
 
-    Call it where the legend should list "chance": the diagonal is drawn at that
-    point. The limits are fixed here, so whatever is drawn afterwards cannot
-    stretch them.
+    Rates of 0 have no place on log axes.  They are drawn at ``lo * ZERO_SHARE``
+    (``on_log``), below the smallest rate ``lo`` and apart from it, in a grey band
+    whose tick reads "0": an FPR of 0 is never drawn where an FPR of 1/l is.  Call
+    it where the legend should list "chance": the diagonal is drawn at that point.
+    The limits are fixed here, so whatever is drawn afterwards cannot stretch them.
 
     Args:
       ax: a matplotlib Axes.
-      lo: float in (0, 1), the smallest rate shown; usually 1/l for l non-members,
-        the smallest non-zero FPR the data can resolve. Rates of 0 have no place
-        on log axes; callers draw them at ``lo``.
+      lo: float in (0, 1), the smallest non-zero rate shown; usually 1/l for l
+        non-members, the smallest non-zero FPR the data can resolve.
       xlabel, ylabel: the axis labels.
+
+    Returns:
+      The position of a rate of 0, float.
     """
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+    zero = lo * ZERO_SHARE
+    band = zero * (lo / zero) ** 0.5  # halfway to lo on the log scale
+    ax.axvspan(zero, band, color="0.92", lw=0, zorder=0)
+    ax.axhspan(zero, band, color="0.92", lw=0, zorder=0)
     ax.plot([lo, 1], [lo, 1], color="gray", ls="--", lw=1, label="chance")
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlim(lo, 1)
-    ax.set_ylim(lo, 1)
+    ax.set_xlim(zero, 1)
+    ax.set_ylim(zero, 1)
+    decades = [10.0**k for k in range(math.ceil(math.log10(lo) - 1e-9), 1)]
+    ticks = [zero, *decades]
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_locator(FixedLocator(ticks))
+        axis.set_major_formatter(FuncFormatter(lambda v, _: "0" if v == zero else f"{v:g}"))
+        axis.set_minor_locator(NullLocator())
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(True, which="major", alpha=0.3)
+    return zero
+
+
+def alpha_line(ax, alpha, lo: float, label: str) -> str | None:
+    """The vertical line of the FPR asked for, when the axes can show it (alpha >= lo);
+    else None is drawn and the note to say instead is returned."""
+    if alpha is None:
+        return None
+    if alpha >= lo:
+        ax.axvline(alpha, color="gray", ls=":", lw=1, label=label)
+        return None
+    return (
+        f"alpha = {alpha:g} is below the smallest FPR these models resolve ({lo:.2g}): off the axis"
+    )
+
+
+def pr_staircase(ax, member_stat, nonmember_stat, **kw):
+    """Draws the precision-recall staircase whose area is the average precision.
+
+    Average precision sums (R_n - R_{n-1}) P_n over the cuts (``metrics.precision_recall``):
+    precision P_n holds on the recall interval (R_{n-1}, R_n].  So the staircase starts
+    at recall 0 and each step reaches back to the previous recall ("steps-pre"), and the
+    area under the drawn line equals the AP the legend reports.
+
+    Args:
+      ax: a matplotlib Axes.
+      member_stat, nonmember_stat: float[n_member], float[n_nonmember] attack statistics.
+      kw: passed to ``ax.step`` (color, lw, label, ...).
+
+    Returns:
+      The Line2D drawn.
+    """
+    recall, precision = metrics.precision_recall(member_stat, nonmember_stat)
+    x = np.concatenate([[0.0], recall])
+    y = np.concatenate([precision[:1], precision])
+    (line,) = ax.step(x, y, where="pre", **kw)
+    return line
 
 
 def interval_point(
@@ -106,7 +181,7 @@ def interval_point(
 ) -> ErrorbarContainer:
     """A realised operating point (FPR ``x``, TPR ``y``) with bars spanning its intervals.
 
-    Everything below ``lo`` is drawn at ``lo``, the edge of log axes, and nothing is
+    A rate of 0 is drawn in its own place below ``lo`` (``on_log``), and nothing is
     clipped: a TPR of 1 sits on the top edge and would otherwise lose half its
     marker and its cap.
 
@@ -114,16 +189,16 @@ def interval_point(
       ax: a matplotlib Axes (log-log from ``log_roc_axes``, or linear).
       x, y: float, the point's FPR and TPR.
       x_ci, y_ci: (low, high) floats, the confidence intervals of x and y.
-      lo: float, the smallest value the axes show.
+      lo: float, the smallest non-zero rate the axes show (``log_roc_axes``'s lo).
       label: its legend entry.
       color: of the marker and the bars.
 
     Returns:
       The errorbar container (the marker line, the caps, the two bar collections).
     """
-    px, py = max(x, lo), max(y, lo)
-    xerr = np.array([[px - max(x_ci[0], lo)], [max(x_ci[1], lo) - px]])
-    yerr = np.array([[py - max(y_ci[0], lo)], [max(y_ci[1], lo) - py]])
+    (px, x0, x1), (py, y0, y1) = on_log([x, *x_ci], lo), on_log([y, *y_ci], lo)
+    xerr = np.array([[px - x0], [x1 - px]])
+    yerr = np.array([[py - y0], [y1 - py]])
     bars = ax.errorbar(
         [px], [py], xerr=xerr, yerr=yerr, fmt="o", color=color, capsize=3, label=label
     )
@@ -155,6 +230,51 @@ def reflected_kde(values) -> Callable[[np.ndarray], np.ndarray] | None:
         return np.where(g >= 0, kde(g) + kde(-g), 0.0)
 
     return density
+
+
+def log_loss_histogram(
+    ax, member, nonmember, *, names=("members", "non-members"), unit: str = "points"
+) -> None:
+    """Histograms of member and non-member losses on a log axis, as fractions per bin.
+
+    Members pile up near a loss of 0, where a linear axis puts them all in its first
+    bin; on a log axis their spread shows.  A loss of exactly 0 has no place there:
+    the title counts them.
+
+    Args:
+      ax: a matplotlib Axes.
+      member, nonmember: float[n_member], float[n_nonmember] losses >= 0.
+      names: the legend's names of the two sides.
+      unit: what the losses are of, for the axis label ("fraction of the points per bin").
+    """
+    mem, non = np.asarray(member, np.float64), np.asarray(nonmember, np.float64)
+    positive = np.concatenate([mem, non])
+    positive = positive[positive > 0]
+    n_zero = int(np.count_nonzero(mem <= 0) + np.count_nonzero(non <= 0))
+    if positive.size:
+        lo = float(positive.min())
+        top = max(float(positive.max()), lo * 10)
+        edges = np.logspace(np.log10(lo), np.log10(top), 61)
+        for values, color, who in (
+            (mem, MEMBER_COLOR, names[0]),
+            (non, NONMEMBER_COLOR, names[1]),
+        ):
+            v = values[values > 0]
+            ax.hist(
+                v,
+                bins=edges,
+                alpha=0.45,
+                color=color,
+                weights=np.full(v.size, 1.0 / values.size),
+                label=who,
+            )
+        ax.set_xscale("log")
+    ax.set_xlabel("cross-entropy loss (log axis)")
+    ax.set_ylabel(f"fraction of the {unit} per bin")
+    title = "log axis"
+    if n_zero:
+        title += f" ({n_zero} losses of exactly 0 not shown)"
+    ax.set_title(title, fontsize=10)
 
 
 def plot_reflected_kdes(

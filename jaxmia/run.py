@@ -58,26 +58,107 @@ def build_parser() -> OneLineParser:
         action="store_true",
         help="call jax.distributed.initialize() with what the cluster environment says",
     )
+    multi.add_argument(
+        "--coordinator-timeout",
+        type=float,
+        default=COORDINATOR_TIMEOUT_S,
+        metavar="S",
+        help=f"seconds to wait for every process to join (default {COORDINATOR_TIMEOUT_S:g})",
+    )
     return p
 
 
-def _init_distributed(args) -> None:
+# How long the processes of a distributed run wait for each other at the start.  JAX
+# waits 300 s and then aborts the process natively (a stack dump, no line of ours),
+# deaf to Ctrl-C: jaxmia waits in its own loop, says what it waits for, and ends with
+# one line.
+COORDINATOR_TIMEOUT_S = 120.0
+# JAX's own deadline lies beyond jaxmia's, so that jaxmia's line is the one seen.
+_JAX_GRACE_S = 60
+
+
+def _check_distributed(args) -> bool:
+    """Whether the run is distributed; UserError for flags that do not go together."""
     given = [args.coordinator, args.num_processes, args.process_id]
     if not args.distributed and all(v is None for v in given):
-        return
+        return False
     if not args.distributed and any(v is None for v in given):
         raise UserError("--coordinator, --num-processes and --process-id go together")
     if args.num_processes is not None and args.num_processes < 1:
         raise UserError(f"--num-processes must be >= 1, got {args.num_processes}")
     if args.process_id is not None and not 0 <= args.process_id < (args.num_processes or 1):
         raise UserError(f"--process-id must be in [0, {args.num_processes - 1}]")
+    if not 0 < args.coordinator_timeout <= 86_400:
+        raise UserError(
+            f"--coordinator-timeout must be in (0, 86400] seconds, got {args.coordinator_timeout}"
+        )
+    return True
+
+
+def _init_distributed(args, stop) -> None:
+    """Joins the distributed run, waiting at most --coordinator-timeout seconds.
+
+    JAX's initialize blocks in native code (no Ctrl-C) and aborts the process when its
+    own deadline passes, so it runs in a helper thread while this one says what it
+    waits for, watches the stop flag and the clock, and ends the process with one line
+    when either fires (nothing has been written yet: the run folder is opened later).
+    """
+    if not _check_distributed(args):
+        return
+    import threading
+    import time
+
     import jax
 
-    jax.distributed.initialize(
-        coordinator_address=args.coordinator,
-        num_processes=args.num_processes,
-        process_id=args.process_id,
+    where = f"the coordinator at {args.coordinator}" if args.coordinator else "the cluster"
+    who = (
+        f"process {args.process_id} of {args.num_processes}"
+        if args.process_id is not None
+        else "this process"
     )
+    print(
+        f"jaxmia: {who} waiting up to {args.coordinator_timeout:g} s for {where} and every "
+        "process to join (Ctrl-C to stop)",
+        file=sys.stderr,
+        flush=True,
+    )
+    failure: list[BaseException] = []
+
+    def join():
+        try:
+            jax.distributed.initialize(
+                coordinator_address=args.coordinator,
+                num_processes=args.num_processes,
+                process_id=args.process_id,
+                initialization_timeout=int(args.coordinator_timeout) + _JAX_GRACE_S,
+            )
+        except BaseException as e:  # noqa: BLE001 - reported by the waiting thread
+            failure.append(e)
+
+    helper = threading.Thread(target=join, name="jaxmia-distributed", daemon=True)
+    deadline = time.monotonic() + args.coordinator_timeout
+    helper.start()
+    while helper.is_alive():
+        helper.join(0.1)
+        if stop.requested():
+            _leave(f"interrupted while waiting for {where}; nothing was written", 128 + stop.signum)
+        if time.monotonic() > deadline and helper.is_alive():
+            _leave(
+                f"error: no contact with {where} within {args.coordinator_timeout:g} s: is "
+                "process 0 running, and can this host reach that address and port? "
+                "(--coordinator-timeout sets the wait)",
+                2,
+            )
+    if failure:
+        raise UserError(f"cannot join the distributed run through {where}: {failure[0]}")
+
+
+def _leave(line: str, code: int) -> None:
+    """Ends the process with one line: the helper thread is stuck in native code, which
+    neither returns nor lets the interpreter shut down cleanly."""
+    print(f"jaxmia: {line}", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(code)
 
 
 def _cpu_devices_arg(text: str):
@@ -204,8 +285,13 @@ def _dispatch(argv: list[str] | None) -> int:
             print(f"jaxmia: error: {e}", file=sys.stderr)
             return 2
         except StopRequested as e:
+            during = (
+                " while rewriting the products (results.json is removed until the set is whole)"
+                if getattr(e, "products_begun", False)
+                else ""
+            )
             print(
-                f"jaxmia: interrupted ({e}); finished chunks are kept, rerun to resume",
+                f"jaxmia: interrupted ({e}){during}; finished chunks are kept, rerun to resume",
                 file=sys.stderr,
             )
             return e.exit_code
@@ -224,6 +310,7 @@ def _main(args, stop) -> int:
     if "\x00" in args.data_dir:
         raise UserError("--data-dir must not contain a NUL byte")
     run_dir = check_output_path(args.output_dir, cfg.run_name)
+    _check_distributed(args)
     old = None if args.fresh else RunStore.peek(run_dir)
     recorded = ((old or {}).get("execution") or {}).get("cpu_devices")
     cpu_devices, note = choose_cpu_devices(
@@ -237,7 +324,7 @@ def _main(args, stop) -> int:
     from jaxmia.kinds import format_summary
 
     enable_compile_cache()
-    _init_distributed(args)
+    _init_distributed(args, stop)
     try:
         results = run_experiment(
             cfg,

@@ -157,3 +157,21 @@ def job_start(cfg, dataset: Dataset, job, target: int):
         root = jax.random.fold_in(root, part)
     init_key, order_key = jax.random.split(root)
     return idx, mask, ids, root, init_key, order_key
+
+
+@pytest.fixture
+def read_only_lock(monkeypatch):
+    """Makes creating a run folder's .lock fail as on a read-only file system (EROFS):
+    the tests run as root, for whom a chmod does not make a folder read-only."""
+    import errno
+
+    from jaxmia.runs import store
+
+    real_open = os.open
+
+    def read_only(path, flags, *a, **kw):
+        if str(path).endswith(store.LOCK_NAME):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+        return real_open(path, flags, *a, **kw)
+
+    monkeypatch.setattr(store.os, "open", read_only)

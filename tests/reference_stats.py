@@ -36,6 +36,7 @@ import numpy as np
 from scipy import stats as sps
 
 from jaxmia.attack.metrics import clopper_pearson
+from jaxmia.attack.scores import check_scores
 from jaxmia.attack.thresholds import GaussianFit
 
 __all__ = [
@@ -65,27 +66,8 @@ __all__ = [
 
 
 def check_losses(x, name: str = "losses") -> np.ndarray:
-    """Returns ``x`` as float64[n] after checking it is 1-D, non-empty and finite.
-
-    Raises:
-      ValueError: naming ``name`` and what is wrong with it.
-    """
-    try:
-        arr = np.asarray(x, dtype=np.float64)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"{name} must be an array of numbers: {e}") from None
-    if arr.ndim != 1:
-        raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
-    if arr.size == 0:
-        raise ValueError(f"{name} is empty")
-    bad = ~np.isfinite(arr)
-    if bad.any():
-        first = int(np.argmax(bad))
-        raise ValueError(
-            f"{name} has {int(bad.sum())} non-finite value(s), the first at index {first} "
-            f"({arr[first]})"
-        )
-    return arr
+    """float64[n] after the package's own input check (1-D, non-empty, finite)."""
+    return check_scores(x, name)
 
 
 def _check_alpha(alpha, name: str = "alpha") -> float:
@@ -456,3 +438,16 @@ def naive_cp_upper(k, n, level):
         cdf = sum(math.comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(k + 1))
         lo, hi = (p, hi) if cdf > 1 - level else (lo, p)
     return (lo + hi) / 2
+
+
+def naive_loss(logits, labels) -> np.ndarray:
+    """Cross-entropy of each row's true class, in Python floats: -log p_y with
+    p_y = 1 / sum_c exp(z_c - z_y), summed with math.fsum and taken through log1p
+    where the other classes are a small share (float64[n] from float[n, C], int[n])."""
+    z = np.asarray(logits, np.float64).reshape(-1, np.shape(logits)[-1])
+    y = np.broadcast_to(np.asarray(labels), z.shape[:1])
+    out = []
+    for row, label in zip(z.tolist(), y.tolist(), strict=True):
+        others = math.fsum(math.exp(v - row[label]) for i, v in enumerate(row) if i != label)
+        out.append(math.log1p(others))
+    return np.array(out).reshape(np.shape(logits)[:-1])

@@ -135,3 +135,63 @@ def test_check_scores(values, match):
         scores.check_scores(values, "member scores")
     got = scores.check_scores(np.array([1, 2], np.int32))
     assert got.dtype == np.float64 and got.tolist() == [1.0, 2.0]
+
+
+# ---------------------------------------------------------------- the loss from the logits
+
+
+def confident_logits(rng, n=64, c=10):
+    """float32[n, C] logits of models from unsure to so sure that the float32 loss is 0:
+    the true class (0) leads the others by margins from -5 to 700."""
+    z = rng.normal(0.0, 1.0, (n, c)).astype(np.float32)
+    z[:, 0] = z[:, 1:].max(1) + np.linspace(-5.0, 700.0, n).astype(np.float32)
+    return z
+
+
+def float32_device_loss(z, y):
+    """The cross-entropy as the device computes it: float32 log-softmax."""
+    z = np.asarray(z, np.float32)
+    m = z.max(1, keepdims=True)
+    lse = np.log(np.exp(z - m).sum(1, dtype=np.float32)) + m[:, 0]
+    return (lse - z[np.arange(len(z)), y]).astype(np.float32)
+
+
+def test_loss_ranks_models_exactly_as_phi_does():
+    # Loss = log(1 + e^-phi) is strictly decreasing in phi, so on the attack scale (high =
+    # member) the two scores must order every set of models the same way, ties included,
+    # even where the float32 device loss has rounded to 0 for most of them.
+    rng = np.random.default_rng(3)
+    z = confident_logits(rng)
+    y = np.zeros(len(z), np.int64)
+    assert np.count_nonzero(float32_device_loss(z, y) == 0.0) > len(z) // 2
+    loss = scores.from_outputs("loss", z, y)
+    phi = scores.from_outputs("lira", z, y)
+    s_loss, s_phi = scores.to_attack(loss, "loss"), scores.to_attack(phi, "lira")
+    assert np.unique(s_loss).size == np.unique(s_phi).size == len(z)
+    np.testing.assert_array_equal(
+        np.argsort(s_loss, kind="stable"), np.argsort(s_phi, kind="stable")
+    )
+    # loss = softplus(-phi) to float64 rounding: every value, relative to itself.
+    want = np.array(
+        [math.log1p(math.exp(-p)) if p > 0 else -p + math.log1p(math.exp(p)) for p in phi]
+    )
+    np.testing.assert_allclose(loss, want, rtol=4e-16 * 8, atol=0)
+
+
+def test_loss_score_is_not_the_float32_device_loss():
+    # The loss score comes from the saved logits in float64 whatever losses were saved
+    # beside them: confident members whose float32 loss is 0 keep their order.
+    from jaxmia.attack import metrics
+
+    rng = np.random.default_rng(4)
+    z = confident_logits(rng, n=40)
+    y = np.zeros(40, np.int64)
+    member, nonmember = z[20:], z[:20]  # members are the more confident half
+    loss_in = scores.from_outputs("loss", member, y[:20])
+    loss_out = scores.from_outputs("loss", nonmember, y[:20])
+    assert metrics.auc(-loss_in, -loss_out) == 1.0
+    phi_in = scores.from_outputs("lira", member, y[:20])
+    phi_out = scores.from_outputs("lira", nonmember, y[:20])
+    assert metrics.auc(phi_in, phi_out) == 1.0
+    with pytest.raises(TypeError):
+        scores.from_outputs("loss", member, y[:20], float32_device_loss(member, y[:20]))

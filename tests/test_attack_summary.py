@@ -47,10 +47,19 @@ def test_summarize_reproduces_the_reference_on_the_loss():
         for alpha in (0.05, 0.1, 0.29):
             old = ref.summarize(mem, non, alpha)
             new = summary.summarize(mem, non, alpha=alpha)
-            for key in ("threshold", "power", "fpr", "k", "n_member", "n_nonmember", "auc"):
-                assert new[key] == old[key], key
             for key in ("member_loss_mean", "member_loss_std", "nonmember_loss_std"):
                 assert new[key] == old[key]
+            # Scores without any spread call nobody a member (the old API still cut there).
+            if np.ptp(np.concatenate([mem, non])) == 0:
+                assert new["threshold"] is None and new["power"] == new["fpr"] == 0.0
+                continue
+            for key in ("threshold", "power", "fpr", "k", "n_member", "n_nonmember", "auc"):
+                assert new[key] == old[key], key
+            # A point mass of non-members gives the gaussian rule no cut (the old API
+            # cut at their mean, which can round below the value itself).
+            if np.ptp(non) == 0:
+                assert new["gaussian_threshold"] is None and new["gaussian_power"] == 0.0
+                continue
             assert new["gaussian_threshold"] == pytest.approx(old["gaussian_threshold"], abs=1e-12)
             assert new["gaussian_power"] == pytest.approx(old["gaussian_power"], abs=1e-12)
 
@@ -98,34 +107,49 @@ def test_gaussian_rule_known_answer():
     assert res["decision"].startswith("member iff loss < ")
 
 
-def test_gaussian_rule_on_equal_scores_promises_nothing():
-    # The rule warns that the FPR of a point mass cannot be estimated; the summary
-    # must not then report a held-out FPR from a spread of 1e-16.
-    res = summary.summarize([0.1, 0.2, 0.3], [0.7, 0.7, 0.7], alpha=0.1, rule="gaussian")
-    assert res["expected_heldout_fpr"] is None and res["expected_heldout_fpr_upper95"] is None
-    assert any("std 0" in w and "cannot be estimated" in w for w in res["warnings"])
-
-
 def test_lira_rule():
     rng = np.random.default_rng(5)
     mem, non = rng.normal(3.0, 1.5, 100), rng.normal(0.0, 1.0, 100)
+    # 200 models: per-example variances.  The Gaussians see the members and the
+    # non-members at odd positions; the cut is set on the 50 at even positions.
     res = summary.summarize(mem, non, alpha=0.1, rule="lira", score="lira")
     m, n = (
         GaussianFit(mem.mean(), mem.std(ddof=1)),
-        GaussianFit(non.mean(), non.std(ddof=1)),
+        GaussianFit(non[1::2].mean(), non[1::2].std(ddof=1)),
     )
     lr_non = thresholds.log_likelihood_ratio(non, m, n)
     lr_mem = thresholds.log_likelihood_ratio(mem, m, n)
-    c = ref.naive_cut(lr_non.tolist(), 10)
+    c = ref.naive_cut(lr_non[0::2].tolist(), 5)
     assert res["threshold"] == c and res["threshold_scale"] == "log likelihood ratio"
-    assert res["calibration_fpr"] == np.mean(lr_non > c) <= 0.1
+    assert res["k"] == 5 and res["expected_heldout_fpr"] == 6 / 51
+    assert res["calibration_fpr"] == np.mean(lr_non > c)
     assert res["power"] == np.mean(lr_mem > c)
     assert "log N(φ;" in res["decision"]
+    own = res["lira_rule"]
+    assert own["variance"] == "per_example" and (own["fit_nonmembers"], own["cut_nonmembers"]) == (
+        50,
+        50,
+    )
+    assert own["nonmember_fit"] == {"mean": n.mean, "std": n.std}
+    assert "Beta(6, 45) over the 50 non-members" in res["expected_heldout_fpr_method"]
     # Members are wider than non-members: the member region is two half-lines.
     assert len(res["member_region"]) == 2
+    # One shared σ (fixed, the default below 64 models): one half-line, the cut the
+    # same order statistic of the cut half's scores.
+    few = summary.summarize(mem[:20], non[:20], alpha=0.1, rule="lira", score="lira")
+    assert few["lira_rule"]["variance"] == "fixed" and len(few["member_region"]) == 1
+    lo = few["member_region"][0][0]
+    # The ratio is linear in φ: its cut is the 2nd largest φ of the 10 cut models (k = 1),
+    # found again by solving the linear ratio for φ (one rounding of each coefficient).
+    assert few["k"] == 1 and lo == pytest.approx(np.sort(non[:20][0::2])[-2], rel=1e-12)
     # A zero std cannot give a ratio: a limited result with a warning.
     res = summary.summarize([1.0, 1.0, 1.0], [0.0, 0.5, 0.2], alpha=0.4, rule="lira", score="lira")
-    assert res["threshold"] is None and any("non-zero std" in w for w in res["warnings"])
+    assert res["threshold"] is None and any(
+        "member scores have zero spread" in w for w in res["warnings"]
+    )
+    # One non-member model cannot be both fitted on and cut on.
+    res = summary.summarize([1.0, 2.0], [0.0], alpha=0.4, rule="lira", score="lira")
+    assert res["threshold"] is None and any("needs 2" in w for w in res["warnings"])
 
 
 # ---------------------------------------------------------------- evaluation and epsilon
@@ -180,7 +204,7 @@ def test_epsilon_best_calibration_cut_is_chosen_without_eval():
 def test_warnings_for_what_the_data_cannot_support():
     res = summary.summarize([0.1], [2.0], alpha=0.05)  # n_iterations: 1
     text = " | ".join(res["warnings"])
-    assert "n_iterations: 1" in text
+    assert "raise n_iterations" in text
     assert "floor(alpha*l) = 0" in text
     assert "TPR at FPR 0.1 not resolvable: needs l >= 10" in text
     assert res["tpr_at_fpr"] == {"0.001": None, "0.01": None, "0.1": None}
@@ -214,8 +238,81 @@ def test_summarize_targets_is_summarize_per_row():
 
 def test_settings_from_config():
     cfg = SimpleNamespace(
-        alpha=0.1, score="lira", threshold_rule="conformal", delta=1e-3, confidence=0.9, seed=3
+        alpha=0.1,
+        score="lira",
+        threshold_rule="conformal",
+        delta=1e-3,
+        confidence=0.9,
+        seed=3,
+        lira_variance="fixed",
     )
     assert summary.Settings.from_config(cfg) == summary.Settings(
-        0.1, "lira", "conformal", 1e-3, 0.9
+        0.1, "lira", "conformal", 1e-3, 0.9, "fixed"
     )
+
+
+# ---------------------------------------------------------------- scores that cannot separate
+
+# Every model gave the same score (identical models): the values of issue 17's report,
+# phi = -2.4349065246231776 for every model (the gaussian rule's cut at the mean of equal
+# values rounded one ulp below them and called every model a member), and its loss.
+IDENTICAL = {"lira": -2.4349065246231776, "loss": 0.8963, "hinge": -1.25}
+
+
+@pytest.mark.parametrize("rule", thresholds.RULES)
+@pytest.mark.parametrize("score", sorted(IDENTICAL))
+def test_identical_scores_call_nobody_a_member(score, rule):
+    v = IDENTICAL[score]
+    same = np.full(20, v)  # the mean of 20 copies of phi rounds one ulp below phi
+    res = summary.summarize(
+        same,
+        same,
+        eval_member=same[:4],
+        eval_nonmember=same[:4],
+        alpha=0.25,
+        rule=rule,
+        score=score,
+    )
+    assert res["threshold"] is None and res["k"] is None
+    assert res["power"] == 0.0 and res["calibration_fpr"] == 0.0
+    ev = res["evaluation"]
+    assert (ev["true_positives"], ev["false_positives"]) == (0, 0)
+    assert (res["expected_heldout_fpr"], res["expected_heldout_fpr_upper95"]) == (0.0, 0.0)
+    assert res["gaussian_threshold"] is None and res["gaussian_power"] == 0.0
+    assert res["decision"].startswith("never member") and "zero spread" in res["decision"]
+    assert "too few" not in res["decision"]
+    assert any("zero spread" in w for w in res["warnings"])
+    # A threshold anywhere in the results is on the scale threshold_scale names: the best
+    # calibration cut of the epsilon bound is the common value itself, on the score's scale.
+    best = res["epsilon_lower_bound"]["max_over_calibration_thresholds"]
+    assert best["value"] == 0.0
+    assert best["threshold_scale"] == score and best["threshold"] == v
+
+
+def test_gaussian_rule_needs_a_spread_of_the_nonmembers():
+    # Non-members at one value: a normal fit has no width to put a cut at alpha from.
+    res = summary.summarize([0.1, 0.2, 0.3], [0.7, 0.7, 0.7], alpha=0.1, rule="gaussian")
+    assert res["threshold"] is None and res["power"] == 0.0
+    assert res["expected_heldout_fpr"] == 0.0
+    assert "zero spread" in res["decision"]
+
+
+def test_lira_rule_without_a_spread_says_so_and_keeps_the_score_scale():
+    def lira(member):
+        return summary.summarize(
+            member, [0.9, 1.0, 1.1], eval_member=[0.5], eval_nonmember=[1.0], alpha=0.34,
+            rule="lira",
+        )  # fmt: skip
+
+    res = lira([0.5, 0.5, 0.5])
+    assert res["threshold"] is None and "zero spread" in res["decision"]
+    best = res["epsilon_lower_bound"]["max_over_calibration_thresholds"]
+    assert best["threshold_scale"] == "loss" and best["threshold"] > 0  # a loss, never -loss
+    best = lira([0.4, 0.5, 0.6])["epsilon_lower_bound"]["max_over_calibration_thresholds"]
+    assert best["threshold_scale"] == "log likelihood ratio"
+
+
+def test_one_model_warning_names_the_key_that_adds_models():
+    res = summary.summarize([0.1], [2.0], alpha=0.05, more_models="n_models")
+    text = " | ".join(res["warnings"])
+    assert "n_models" in text and "n_iterations" not in text

@@ -136,22 +136,27 @@ def test_expected_heldout_fpr_of_each_kind_of_decision():
     mem = non + 2.0
     never, _ = thresholds.choose_threshold(mem, non, alpha=0.01, rule="conformal", score="lira")
     assert thresholds.expected_heldout_fpr(never, non, 0.01) == (0.0, 0.0)
-    for rule in ("empirical", "conformal", "confident", "lira"):
+    for rule in ("empirical", "conformal", "confident"):
         d, _ = thresholds.choose_threshold(mem, non, alpha=0.25, rule=rule, score="lira")
         assert thresholds.expected_heldout_fpr(d, non, 0.25) == thresholds.heldout_fpr_law(d.k, 24)
+    # lira sets its cut on the 12 non-members its Gaussians were not fitted on.
+    d, _ = thresholds.choose_threshold(mem, non, alpha=0.25, rule="lira", score="lira")
+    assert (d.k, d.n_cut) == (3, 12)
+    assert thresholds.expected_heldout_fpr(d, non, 0.25) == thresholds.heldout_fpr_law(3, 12)
     d, _ = thresholds.choose_threshold(mem, non, alpha=0.1, rule="gaussian", score="lira")
     assert thresholds.expected_heldout_fpr(d, non, 0.1) == thresholds.gaussian_heldout_fpr(0.1, 24)
 
 
-def test_expected_heldout_fpr_of_a_point_mass_is_unknown():
-    # np.std of three 0.7s is 1.1e-16, not 0: the gaussian rule sees a point mass (its
-    # fit has std 0, and it warns that the FPR cannot be estimated), so the held-out
-    # law must not be computed as if there were a spread to extrapolate from.
+def test_a_point_mass_of_nonmembers_gives_the_gaussian_rule_no_threshold():
+    # np.std of three 0.7s is 1.1e-16, not 0: the gaussian rule must see a point mass (std
+    # 0) and set no cut, rather than one at their mean (which can round below them).
     non = np.full(3, 0.7)
     assert np.std(non) > 0
     d, warnings = thresholds.choose_threshold([0.1, 0.2, 0.3], non, alpha=0.1, rule="gaussian")
-    assert d.threshold == pytest.approx(0.7) and any("std 0" in w for w in warnings)
-    assert thresholds.expected_heldout_fpr(d, non, 0.1) == (None, None)
+    assert d.threshold is None and any("zero spread" in w for w in warnings)
+    assert "zero spread" in d.text()
+    assert thresholds.expected_heldout_fpr(d, non, 0.1) == (0.0, 0.0)  # nobody is called
+    d, _ = thresholds.choose_threshold([0.1, 0.2, 0.3], [0.6, 0.8], alpha=0.1, rule="gaussian")
     assert thresholds.expected_heldout_fpr(d, [0.7], 0.1) == (None, None)  # l = 1
 
 
@@ -189,6 +194,68 @@ def test_monte_carlo_heldout_fpr_of_each_rule(n, alpha):
     # ... and it is the exact Beta tail, not just below 5%.
     kc = thresholds.order_statistic_k("confident", n, alpha)
     assert exceed == pytest.approx(sps.beta.sf(alpha, kc + 1, n - kc), abs=4 * binom_se)
+
+
+def lira_realised_fpr(decision) -> float:
+    """P(a fresh N(0, 1) non-member is called a member): the normal mass of the member
+    region, the score intervals where the rule's log likelihood ratio exceeds its cut."""
+    if not math.isfinite(decision.cut):
+        return 0.0
+    region = thresholds.likelihood_ratio_region(
+        decision.member_fit, decision.nonmember_fit, decision.cut
+    )
+    lo_hi = [(-np.inf if a is None else a, np.inf if b is None else b) for a, b in region]
+    return float(sum(sps.norm.cdf(b) - sps.norm.cdf(a) for a, b in lo_hi))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variance", ["fixed", "per_example"])
+@pytest.mark.parametrize("n", [8, 16, 64])
+def test_monte_carlo_lira_rule_keeps_its_stated_law(n, variance):
+    """Issue 14: φ_OUT ~ N(0, 1), φ_IN ~ N(2, 2²), alpha 0.1, l = n models of each kind.
+
+    The rule fitted on all l non-members and cut on the same ones reported Beta(k+1, l-k)
+    while its 95% bound failed in 9.7% (l = 8), 9.1% (16) and 6.2% (64) of runs.  Cut on
+    the half it did not fit, the law it reports is exact: the mean realised FPR is
+    (k+1)/(l_c+1) and its 95% bound fails in 5% of runs.
+    """
+    reps, alpha = 10_000, 0.1
+    rng = np.random.default_rng(n)
+    realised = np.empty(reps)
+    stated = set()
+    for r in range(reps):
+        mem, non = rng.normal(2.0, 2.0, n), rng.normal(0.0, 1.0, n)
+        d, warnings = thresholds.choose_threshold(
+            mem, non, alpha=alpha, rule="lira", score="lira", variance=variance
+        )
+        assert d.variance == variance and not warnings
+        realised[r] = lira_realised_fpr(d)
+        stated.add(thresholds.expected_heldout_fpr(d, non, alpha))
+    ((mean, upper95),) = stated  # k and l_c depend on l and alpha only: one law for every run
+    l_c = -(-n // 2)
+    k = math.floor(alpha * l_c + 1e-9)
+    assert mean == (k + 1) / (l_c + 1)
+    se = realised.std() / math.sqrt(reps)
+    assert realised.mean() == pytest.approx(mean, abs=4 * se)
+    binom_se = math.sqrt(0.05 * 0.95 / reps)
+    assert np.mean(realised > upper95) == pytest.approx(0.05, abs=4 * binom_se)
+
+
+@pytest.mark.slow
+def test_monte_carlo_the_unsplit_lira_rule_fails_its_bound():
+    # The same experiment on the rule as it was (Gaussians and cut on all l = 8 models):
+    # the test above would have caught it.
+    reps, n = 4_000, 8
+    rng = np.random.default_rng(1)
+    exceed = 0
+    upper = thresholds.heldout_fpr_law(0, n)[1]  # alpha 0.1: k = floor(0.8) = 0 of 8
+    for _ in range(reps):
+        mem, non = rng.normal(2.0, 2.0, n), rng.normal(0.0, 1.0, n)
+        fit_in, fit_out = thresholds.fit_gaussian(mem), thresholds.fit_gaussian(non)
+        cut = float(np.max(thresholds.log_likelihood_ratio(non, fit_in, fit_out)))
+        d = thresholds.Decision("lira", "lira", cut, 0, fit_in, fit_out)
+        exceed += lira_realised_fpr(d) > upper
+    assert exceed / reps > 0.05 + 8 * math.sqrt(0.05 * 0.95 / reps)  # 10.1% here; issue: 9.7%
 
 
 @pytest.mark.parametrize(

@@ -85,21 +85,23 @@ def test_demo_config_end_to_end(tmp_path):
     res = json.loads((run / "results.json").read_text())
     cfg = yaml.safe_load((ROOT / "configs/demo.yaml").read_text())
     with np.load(run / "losses.npz") as z:
-        member, nonmember = z["member_losses"], z["nonmember_losses"]
         assert bool(z["synthetic"])
         assert len(z["eval_member_losses"]) == cfg["eval_pairs"]
-    assert member.shape == nonmember.shape == (cfg["n_iterations"],)
-    # results.json agrees with the loss arrays it came from.
-    again = ref.summarize(member.astype(np.float64), nonmember.astype(np.float64), cfg["alpha"])
-    for key in ("threshold", "power", "fpr", "auc", "member_loss_mean", "nonmember_loss_mean"):
-        assert res[key] == pytest.approx(again[key], rel=1e-6), key
-    with np.load(run / "losses.npz") as z:  # the logits the other scores come from
         assert z["member_logits"].shape == (cfg["n_iterations"], cfg["num_classes"])
-        logp = log_softmax(z["member_logits"].astype(np.float64), axis=1)
-        ce = -logp[:, int(z["target_label"])]
+        label = int(z["target_label"])
+        device = z["member_losses"]
+        # The loss score comes from the logits in float64 (the saved float32 losses are
+        # what the device computed, kept beside them).
+        member = -log_softmax(z["member_logits"].astype(np.float64), axis=1)[:, label]
+        nonmember = -log_softmax(z["nonmember_logits"].astype(np.float64), axis=1)[:, label]
         # The device's float32 cross-entropy against float64 from the same logits:
         # absolute rounding of a few unit roundoffs of the logits' size.
-        assert_close(member, ce, 16 * F32_UNIT_ROUNDOFF, scale=np.abs(z["member_logits"]).max())
+        assert_close(device, member, 16 * F32_UNIT_ROUNDOFF, scale=np.abs(z["member_logits"]).max())
+    assert member.shape == nonmember.shape == (cfg["n_iterations"],)
+    # results.json agrees with the logits it came from.
+    again = ref.summarize(member, nonmember, cfg["alpha"])
+    for key in ("threshold", "power", "fpr", "auc", "member_loss_mean", "nonmember_loss_mean"):
+        assert res[key] == pytest.approx(again[key], rel=1e-9), key
     assert res["power"] == pytest.approx(np.mean(member < res["threshold"]))
     assert res["fpr"] <= cfg["alpha"]
     assert res["synthetic"] is True and res["dataset"] == "synthetic"
@@ -259,7 +261,7 @@ def test_fresh_with_an_impossible_value_touches_nothing(tmp_path, changes, fragm
 def test_an_over_long_output_path_is_one_line(tmp_path):
     deep = tmp_path.joinpath(*["d" * 250] * 20)
     proc = jaxmia("--config", write_config(tmp_path), "--output-dir", deep)
-    assert_one_line_exit_2(proc, "under 4000 bytes")
+    assert_one_line_exit_2(proc, "keep --output-dir and --run-name within 3974 bytes")
     proc = jaxmia("--config", write_config(tmp_path), "--output-dir", tmp_path / ("n" * 300))
     assert_one_line_exit_2(proc, "over 255 bytes")
 
@@ -347,3 +349,117 @@ def test_cpu_devices_must_be_a_number_or_auto():
         cwd=ROOT,
     )
     assert_one_line_exit_2(proc, "argument --cpu-devices: expected auto or a number, got 'many'")
+
+
+# ---------------------------------------------------------------- an unreachable coordinator
+
+
+def _coordinator_args(tmp_path, timeout):
+    # Only ever 127.0.0.1: port 1 has nobody listening, so process 1 waits for a
+    # coordinator that never answers.
+    return (
+        "--config",
+        write_config(tmp_path),
+        "--output-dir",
+        tmp_path / "out",
+        "--coordinator",
+        "127.0.0.1:1",
+        "--num-processes",
+        "2",
+        "--process-id",
+        "1",
+        "--coordinator-timeout",
+        str(timeout),
+    )
+
+
+def _jaxmia_lines(stderr: str) -> list[str]:
+    # XLA's own runtime may log to stderr too; jaxmia's lines start with "jaxmia:".
+    return [line for line in stderr.splitlines() if line.startswith("jaxmia:")]
+
+
+@pytest.mark.slow
+def test_an_unreachable_coordinator_says_what_it_waits_for_and_ends_with_one_line(tmp_path):
+    proc = jaxmia(*_coordinator_args(tmp_path, 3))
+    lines = _jaxmia_lines(proc.stderr)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr and "Check failure" not in proc.stderr
+    assert len(lines) == 2, proc.stderr
+    assert "waiting up to 3 s for the coordinator at 127.0.0.1:1" in lines[0]
+    assert lines[1].startswith("jaxmia: error: no contact with the coordinator at 127.0.0.1:1")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_waiting_for_the_coordinator_stops_at_once(tmp_path):
+    import signal
+    import time
+
+    env = {**os.environ, "JAXMIA_NO_DOWNLOAD": "1"}
+    env.pop("XLA_FLAGS", None)
+    # --cpu-devices 1: no "machine is busy" line before the waiting line.
+    args = [sys.executable, "-m", "jaxmia.run", "--no-progress", "--cpu-devices", "1"]
+    args += [str(a) for a in _coordinator_args(tmp_path, 300)]
+    proc = subprocess.Popen(args, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        first = proc.stderr.readline()  # the waiting line, once JAX has started
+        assert "waiting up to 300 s" in first, first
+        time.sleep(1.0)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        rc = proc.wait(timeout=30)
+        rest = proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert rc == 130, rest
+    assert time.monotonic() - t0 < 10
+    lines = _jaxmia_lines(rest)
+    assert lines == [
+        "jaxmia: interrupted while waiting for the coordinator at 127.0.0.1:1; nothing was written"
+    ], rest
+
+
+# ---------------------------------------------------------------- every model diverged
+
+
+KIND_CHANGES = {
+    "single_target": {},
+    "targets": {
+        "experiment": "targets",
+        "n_targets": 4,
+        "n_models": 4,
+        "eval_models": 2,
+        "target_index": None,
+        "n_iterations": 100,
+        "eval_pairs": 1,
+    },
+    "population": {
+        "experiment": "population",
+        "repetitions": 2,
+        "target_index": None,
+        "n_iterations": 100,
+        "eval_pairs": 1,
+    },
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", sorted(KIND_CHANGES))
+def test_every_model_diverging_is_one_line_and_exit_2_in_every_kind(tmp_path, kind):
+    # lr 1e6 under on_nonfinite: skip: every model diverges; many targets used to end in
+    # KeyError: 'auc' after training, single target exited 1 and population 2.
+    changes = {**KIND_CHANGES[kind], "lr": 1e6, "on_nonfinite": "skip", "save_plots": False}
+    config = write_config(tmp_path, **{k: v for k, v in changes.items() if v is not None})
+    if None in changes.values():  # keys the kind does not take: left out of the file
+        raw = yaml.safe_load(config.read_text())
+        for key, value in changes.items():
+            if value is None:
+                raw.pop(key, None)
+        config.write_text(yaml.safe_dump(raw))
+    proc = jaxmia("--config", config, "--output-dir", tmp_path / "out")
+    # Besides the line per trained chunk (--no-progress), one line: the error.
+    lines = [ln for ln in proc.stderr.splitlines() if not ln.startswith("jaxmia: chunk ")]
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert len(lines) == 1 and lines[0].startswith("jaxmia: error: nothing to analyse: ")
+    assert "lower lr" in lines[0]

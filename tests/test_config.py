@@ -252,3 +252,16 @@ def test_model_key_defaults_to_the_cnn_and_enters_the_hash(monkeypatch):
     assert "model" in base.hashed_keys()
     changed = base.replace(model="other")
     assert changed.results_hash("data", "v") != base.results_hash("data", "v")
+
+
+def test_every_kind_ships_an_offline_demo_config():
+    # A newcomer without the data (or network) can try every kind: a synthetic config each.
+    from jaxmia import kinds
+
+    offline = {}
+    for path in sorted(CONFIGS.glob("*.yaml")):
+        cfg = load_config(path)
+        if cfg.dataset == "synthetic":
+            offline.setdefault(cfg.experiment, []).append(path.name)
+    assert set(offline) == set(kinds.names()), offline
+    assert "population_demo.yaml" in offline["population"]

@@ -231,7 +231,7 @@ def test_format_summary_says_what_cannot_be_resolved():
     assert "Threshold (FPR <= 0.05): none (see the warnings)" in text
     assert "Decision: never member" in text
     assert "Epsilon lower bound (95% confidence, delta 0): n/a (needs evaluation models)" in text
-    assert "n_iterations: 1" in text and "conformal: l=1" in text
+    assert "raise n_iterations" in text and "conformal: l=1" in text
     assert "TPR at FPR 0.1%: n/a, 1%: n/a, 10%: n/a" in text
     # The lira rule's threshold is on the log likelihood ratio, and its items show phi.
     rng = np.random.default_rng(0)

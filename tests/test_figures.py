@@ -85,7 +85,7 @@ def _attack_case(rounds=80, e=16, score="loss", rule="empirical", seed=0):
 
 @pytest.mark.parametrize(
     ("score", "rule", "width"),
-    [("loss", "empirical", 1200), ("lira", "lira", 1200), ("hinge", "confident", 1800)],
+    [("loss", "empirical", 1800), ("lira", "lira", 1800), ("hinge", "confident", 2400)],
 )
 def test_plot_attack_writes_three_pngs(tmp_path, score, rule, width):
     res, m, n, em, en, extra = _attack_case(score=score, rule=rule)
@@ -96,7 +96,7 @@ def test_plot_attack_writes_three_pngs(tmp_path, score, rule, width):
     assert out == [tmp_path / "roc.png", tmp_path / "pr.png", tmp_path / plots.HISTOGRAMS_FILE]
     _assert_png(out[0], 640, 600)
     _assert_png(out[1], 640, 550)
-    _assert_png(out[2], width, 480)  # loss and phi panels, plus hinge when it is the score
+    _assert_png(out[2], width, 480)  # loss (linear, log) and phi, plus hinge when it is the score
     _no_temp_files(tmp_path, ["roc.png", "pr.png", plots.HISTOGRAMS_FILE])
 
 
@@ -104,7 +104,7 @@ def test_plot_attack_writes_three_pngs(tmp_path, score, rule, width):
 def test_plot_attack_tiny_and_degenerate(tmp_path, rounds, e):
     res, m, n, em, en, _ = _attack_case(rounds=rounds, e=e)
     out = plots.plot_attack(tmp_path, res, member=m, nonmember=n, eval_member=em, eval_nonmember=en)
-    _assert_png(out[2], 600, 480)  # only the loss panel: no phi given
+    _assert_png(out[2], 1200, 480)  # only the loss panels (linear, log): no phi given
     same = summary.summarize([1.0, 1.0], [1.0, 1.0], alpha=0.5)
     plots.plot_attack(tmp_path, same, member=[1.0, 1.0], nonmember=[1.0, 1.0])
     _assert_png(tmp_path / "roc.png", 640, 600)
@@ -116,19 +116,20 @@ def test_roc_operating_point_is_the_realised_one():
     s_m, s_n = scores.to_attack(m, "loss"), scores.to_attack(n, "loss")
     fig = plots._roc_figure(s_m, s_n, res, "")
     ax = fig.axes[0]
+    zero = 0.01 * plotting.ZERO_SHARE
     assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
-    assert ax.get_xlim() == pytest.approx((0.01, 1.0))  # 1/l to 1
-    assert ax.get_ylim() == pytest.approx((0.01, 1.0))
+    assert ax.get_xlim() == pytest.approx((zero, 1.0))  # 1/l to 1, and the place of 0
+    assert ax.get_ylim() == pytest.approx((zero, 1.0))
     point = [ln for ln in ax.lines if ln.get_marker() == "o"]
     assert len(point) == 1
     x, y = point[0].get_xdata()[0], point[0].get_ydata()[0]
-    assert (x, y) == (max(ev["fpr"], 0.01), max(ev["tpr"], 0.01))
+    assert (x, y) == tuple(plotting.on_log([ev["fpr"], ev["tpr"]], 0.01))
     assert x != res["alpha"] or ev["fpr"] == res["alpha"]
-    # The curve is the ROC of the score (rates of 0 drawn on the axis edge).
+    # The curve is the ROC of the score (rates of 0 in their own place).
     fpr, tpr, _ = metrics.roc(s_m, s_n)
     curve = ax.lines[0]
-    np.testing.assert_allclose(curve.get_xdata(), np.maximum(fpr, 0.01))
-    np.testing.assert_allclose(curve.get_ydata(), np.maximum(tpr, 0.01))
+    np.testing.assert_allclose(curve.get_xdata(), plotting.on_log(fpr, 0.01))
+    np.testing.assert_allclose(curve.get_ydata(), plotting.on_log(tpr, 0.01))
     legend = "\n".join(t.get_text() for t in ax.get_legend().get_texts())
     assert f"AUC {res['auc']:.3f}" in legend and "TPR@0.1% FPR: n/a" in legend
     assert f"TPR@1% FPR: {res['tpr_at_fpr']['0.01']:.3f}" in legend
@@ -136,19 +137,80 @@ def test_roc_operating_point_is_the_realised_one():
     res["evaluation"] = None
     ax = plots._roc_figure(s_m, s_n, res, "").axes[0]
     point = [ln for ln in ax.lines if ln.get_marker() == "o"][0]
-    assert point.get_xdata()[0] == max(res["calibration_fpr"], 0.01)
+    assert point.get_xdata()[0] == plotting.on_log([res["calibration_fpr"]], 0.01)[0]
     assert point.get_ydata()[0] == res["power"]
 
 
-def test_pr_curve_values_and_prevalence_note():
-    res, m, n, *_ = _attack_case(rounds=50, e=0)
+def test_an_evaluation_fpr_of_zero_is_drawn_apart_from_the_calibration_step_at_one_over_l():
+    res, m, n, em, en, _ = _attack_case(rounds=10, e=8)
+    res["evaluation"] = {**res["evaluation"], "fpr": 0.0, "fpr_ci": [0.0, 0.3]}
+    s_m, s_n = scores.to_attack(m, "loss"), scores.to_attack(n, "loss")
+    ax = plots._roc_figure(s_m, s_n, res, "").axes[0]
+    point = [ln for ln in ax.lines if ln.get_marker() == "o"][0]
+    curve_x = ax.lines[0].get_xdata()
+    assert 0.1 in curve_x  # the calibration step at FPR 1/l = 1/10
+    assert point.get_xdata()[0] < 0.1  # FPR 0: its own place, marked "0"
+    assert "0" in {t.get_text() for t in ax.get_xticklabels()}
+
+
+def test_an_alpha_below_the_axis_is_said_and_not_listed():
+    res, m, n, *_ = _attack_case(rounds=10, e=0)
+    res["alpha"] = 0.01  # below 1/l = 0.1: no FPR that low on these 10 OUT models
+    s_m, s_n = scores.to_attack(m, "loss"), scores.to_attack(n, "loss")
+    ax = plots._roc_figure(s_m, s_n, res, "").axes[0]
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert not any("alpha" in t for t in legend)
+    notes = " ".join(t.get_text() for t in ax.texts)
+    assert "alpha = 0.01 is below" in notes
+
+
+def _drawn_area(line) -> float:
+    """The area under a drawn line as matplotlib draws it (its step style applied)."""
+    from matplotlib.cbook import STEP_LOOKUP_MAP
+
+    x, y = STEP_LOOKUP_MAP[line.get_drawstyle()](line.get_xdata(), line.get_ydata())
+    return float(np.trapezoid(y, x))
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_pr_drawn_area_equals_the_reported_average_precision(ties):
+    # pr.png drew the staircase one step late (the demo: area 0.777 against AP 0.820).
+    res, m, n, *_ = _attack_case(rounds=50, e=0, seed=4)
     s_m, s_n = -m, -n
+    if ties:
+        s_m, s_n = np.round(s_m), np.round(s_n)
     ax = plots._pr_figure(s_m, s_n, res, "").axes[0]
-    fpr, tpr, _ = metrics.roc(s_m, s_n)
-    keep = tpr + fpr > 0
-    np.testing.assert_allclose(ax.lines[0].get_xdata(), tpr[keep])
-    np.testing.assert_allclose(ax.lines[0].get_ydata(), tpr[keep] / (tpr[keep] + fpr[keep]))
+    ap = metrics.average_precision(s_m, s_n)
+    assert _drawn_area(ax.lines[0]) == pytest.approx(ap, abs=1e-12)
+    assert ax.lines[0].get_xdata()[0] == 0.0  # from recall 0
+    assert ax.lines[0].get_label() == f"AP {ap:.3f}"
     assert "prevalence is ½ by construction" in ax.get_title()
+
+
+def test_histograms_show_every_evaluation_tick_and_a_log_loss_panel(tmp_path, monkeypatch):
+    res, m, n, em, en, extra = _attack_case()
+    em = em.copy()
+    em[0] = 60.0  # far beyond every calibration loss
+    fig = plotting.new_figure((6, 4))
+    ax = fig.add_subplot()
+    plots._histogram_panel(ax, "loss", m, n, res, ev_mem=em, ev_non=en)
+    lo, hi = ax.get_xlim()
+    ticks = [ln for ln in ax.lines if ln.get_marker() == "|" and len(ln.get_xdata())]
+    xs = np.concatenate([t.get_xdata() for t in ticks])
+    assert xs.size == em.size + en.size and ((xs >= lo) & (xs <= hi)).all()
+    # The figure: a log-loss panel beside the linear one, as the population figure has.
+    captured = {}
+    real = plots.save_png
+
+    def keep(f, path):
+        captured[path.name] = f
+        return real(f, path)
+
+    monkeypatch.setattr(plots, "save_png", keep)
+    plots.plot_attack(tmp_path, res, member=m, nonmember=n, eval_member=em, **extra)
+    axes = captured[plots.HISTOGRAMS_FILE].axes
+    logs = [a for a in axes if a.get_xscale() == "log"]
+    assert len(logs) == 1 and "log" in logs[0].get_xlabel()
 
 
 def test_loss_panel_draws_nothing_below_zero():
@@ -204,22 +266,26 @@ def test_every_figure_colours_members_and_non_members_alike():
         assert to_rgb(axes.patches[0].get_facecolor()) == to_rgb(plotting.MEMBER_COLOR)
 
 
-def test_log_roc_axes_span_lo_to_one_with_the_chance_diagonal():
+def test_log_roc_axes_span_lo_to_one_with_a_place_for_zero_and_the_chance_diagonal():
     ax = plotting.new_figure((4, 4)).add_subplot()
     ax.plot([1e-4, 0.5], [1e-5, 0.9])  # data below lo must not widen the axes
-    plotting.log_roc_axes(ax, 0.02, xlabel="FPR (0 drawn at 0.02)")
+    zero = plotting.log_roc_axes(ax, 0.02, xlabel="FPR")
     ax.plot([1e-6, 5.0], [1e-6, 5.0])  # nor what is drawn afterwards
+    assert zero == pytest.approx(0.02 * plotting.ZERO_SHARE) and zero < 0.02
     assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
-    assert ax.get_xlim() == pytest.approx((0.02, 1.0))
-    assert ax.get_ylim() == pytest.approx((0.02, 1.0))
+    assert ax.get_xlim() == pytest.approx((zero, 1.0))
+    assert ax.get_ylim() == pytest.approx((zero, 1.0))
+    # A rate of 0 has its own place, marked "0", apart from the smallest rate lo.
+    labels = {t.get_text() for t in ax.get_xticklabels()}
+    assert "0" in labels
     chance = [ln for ln in ax.lines if ln.get_label() == "chance"]
     assert len(chance) == 1
     np.testing.assert_array_equal(chance[0].get_xdata(), [0.02, 1])
     np.testing.assert_array_equal(chance[0].get_ydata(), [0.02, 1])
     assert chance[0].get_linestyle() == "--"
-    assert ax.get_xlabel() == "FPR (0 drawn at 0.02)"
+    assert ax.get_xlabel() == "FPR"
     assert ax.get_ylabel() == "true positive rate"
-    assert all(line.get_visible() for line in ax.xaxis.get_gridlines())
+    np.testing.assert_allclose(plotting.on_log([0.0, 0.02, 0.5], 0.02), [zero, 0.02, 0.5])
 
 
 def _bar_extents(bars):
@@ -250,15 +316,15 @@ def test_interval_point_bars_span_its_intervals():
     assert caps == pytest.approx([0.02, 0.125])
 
 
-def test_interval_point_draws_zeros_on_the_edge_and_unclipped():
+def test_interval_point_draws_zeros_in_their_place_and_unclipped():
     ax = plotting.new_figure((4, 4)).add_subplot()
-    plotting.log_roc_axes(ax, 0.01)
+    zero = plotting.log_roc_axes(ax, 0.01)
     bars = plotting.interval_point(ax, 0.0, 1.0, (0.0, 0.3), (0.8, 1.0), lo=0.01, label="p")
     point = bars.lines[0]
-    assert (point.get_xdata()[0], point.get_ydata()[0]) == (0.01, 1.0)
+    assert (point.get_xdata()[0], point.get_ydata()[0]) == (zero, 1.0)
     extents = _bar_extents(bars)
-    assert extents["x", 1.0] == pytest.approx((0.01, 0.3))
-    assert extents["y", 0.01] == pytest.approx((0.8, 1.0))
+    assert extents["x", 1.0] == pytest.approx((zero, 0.3))
+    assert extents["y", zero] == pytest.approx((0.8, 1.0))
     artists = [point, *bars.lines[1], *bars.lines[2]]
     assert not any(a.get_clip_on() for a in artists)
 

@@ -25,7 +25,7 @@ import pytest
 GOLDEN = Path(__file__).resolve().parent / "data" / "golden"
 KINDS = ("single_target", "targets", "population")
 ARRAYS = {"single_target": "losses.npz", "targets": "targets.npz", "population": "population.npz"}
-TABLES = {"targets": ("targets.csv",)}
+TABLES = {"targets": ("targets.csv", "attacks.csv")}
 # Other settings of the statistics: (name, analyze's keyword arguments).
 VARIANTS = (
     ("lira-lira", dict(score="lira", threshold_rule="lira")),
@@ -33,23 +33,6 @@ VARIANTS = (
     ("loss-conformal", dict(threshold_rule="conformal", alpha=0.4, confidence=0.9)),
     ("lira-confident", dict(score="lira", threshold_rule="confident", alpha=0.45, delta=1e-3)),
 )
-# results.json keys that record how the run went (its timing, devices, versions):
-# analyze carries them over from the results.json it finds.
-RUN_KEYS = {
-    "compile_seconds",
-    "train_seconds",
-    "models_trained",
-    "models_reused",
-    "models_per_second",
-    "image_steps_per_second",
-    "models_per_chunk",
-    "devices",
-    "backend",
-    "conv",
-    "strategy",
-    "results_hash",
-    "jaxmia_version",
-}
 
 
 def _copy(kind: str, into: Path, with_results: bool = True) -> Path:
@@ -101,6 +84,8 @@ def test_analyze_without_results_json_recomputes_every_statistic(tmp_path, kind)
     # devices) can be missing when results.json is gone.
     run = _copy(kind, tmp_path, with_results=False)
     _analyze(run)
+    from jaxmia.runs.products import RUN_KEYS  # how the run went: timing, devices, versions
+
     got = json.loads((run / "results.json").read_text())
     want = json.loads(_expected(kind, None)["results.json"])
     assert {k: v for k, v in got.items() if k not in RUN_KEYS} == {

@@ -10,11 +10,14 @@ import sys
 import numpy as np
 import pytest
 
+from jaxmia import plotting
 from jaxmia.attack import metrics, scores, thresholds
 from jaxmia.attack.summary import Settings
 from jaxmia.errors import UserError
 from jaxmia.kinds.population import analysis as ap
 from jaxmia.kinds.population import figures as plots_population
+
+from reference_stats import naive_loss
 
 # ---------------------------------------------------------------- data
 
@@ -148,8 +151,9 @@ def test_metrics_equal_naive_reference(ties):
     assert [p["repetition"] for p in res["per_repetition"]] == [0, 1, 2]
     for p in res["per_repetition"]:
         r = p["repetition"]
-        m = arrays["member_losses"][r].astype(np.float64)
-        x = arrays["nonmember_losses"][r].astype(np.float64)
+        # The loss score comes from the logits in float64, not from the saved float32 losses.
+        m = naive_loss(arrays["member_logits"][r], arrays["member_labels"][r])
+        x = naive_loss(arrays["nonmember_logits"][r], arrays["nonmember_labels"][r])
         assert p["auc"] == pytest.approx(naive_auc(m, x), abs=1e-12)
         assert p["balanced_accuracy"] == pytest.approx(naive_balanced_accuracy(m, x), abs=1e-12)
         assert p["average_precision"] == pytest.approx(naive_average_precision(m, x), abs=1e-12)
@@ -161,7 +165,7 @@ def test_metrics_equal_naive_reference(ties):
         assert a["tpr"] == naive_tpr_at_fpr(m, x, 0.1)
         assert a["tpr"] == np.mean(m < a["threshold"])
         assert a["fpr"] == np.mean(x < a["threshold"])
-        assert a["k"] == 4 and a["threshold"] == np.sort(x)[4]
+        assert a["k"] == 4 and a["threshold"] == pytest.approx(np.sort(x)[4], rel=1e-14)
         assert a["expected_heldout_fpr"] == pytest.approx(5 / 41)
         # Yeom: threshold = mean member loss, counted directly.
         t, tpr, fpr, acc = naive_yeom(m.tolist(), x.tolist())
@@ -202,8 +206,8 @@ def test_logit_scores_come_from_the_logits_and_yeom_stays_on_the_loss(score):
         assert p["alpha_rule"]["threshold"] == np.sort(sn)[::-1][3]  # k = floor(0.1 * 30)
         assert p["alpha_rule"]["decision"].startswith(f"member iff {scores.SCORES[score].symbol} >")
         t, tpr, fpr, _ = naive_yeom(
-            arrays["member_losses"][r].astype(np.float64).tolist(),
-            arrays["nonmember_losses"][r].astype(np.float64).tolist(),
+            naive_loss(arrays["member_logits"][r], arrays["member_labels"][r]).tolist(),
+            naive_loss(arrays["nonmember_logits"][r], arrays["nonmember_labels"][r]).tolist(),
         )
         assert p["yeom"]["threshold"] == pytest.approx(t)
         assert (p["yeom"]["tpr"], p["yeom"]["fpr"]) == (tpr, fpr)
@@ -215,8 +219,8 @@ def test_other_threshold_rules_go_through_stats(rule):
     res = ap.population_results(arrays, Settings(alpha=0.05, threshold_rule=rule))
     for p in res["per_repetition"]:
         r = p["repetition"]
-        m = arrays["member_losses"][r].astype(np.float64)
-        x = arrays["nonmember_losses"][r].astype(np.float64)
+        m = naive_loss(arrays["member_logits"][r], arrays["member_labels"][r])
+        x = naive_loss(arrays["nonmember_logits"][r], arrays["nonmember_labels"][r])
         decision, _ = thresholds.choose_threshold(m, x, alpha=0.05, rule=rule, score="loss")
         assert p["alpha_rule"]["decision"] == decision.text()
         assert p["alpha_rule"]["tpr"] == np.mean(decision.predict(m))
@@ -253,24 +257,53 @@ def test_summary_is_the_t_interval_of_the_per_repetition_values():
     arrays = make_arrays(r=4, n=30, seed=3)
     res = ap.population_results(arrays, Settings(alpha=0.1, confidence=0.9))
     per = res["per_repetition"]
+    by_construction = (("alpha_rule", "fpr"), ("alpha_rule", "expected_heldout_fpr"))
     for path, is_rate in ap.SUMMARY_METRICS:
         values = [ap._get(p, path) for p in per]
-        want = metrics.t_interval(values, 0.9, bounds=(0.0, 1.0) if is_rate else None)
-        assert ap._get(res["summary"], path) == want
+        bounds = ap.summary_bounds(path, is_rate, Settings(alpha=0.1))
+        want = metrics.t_interval(values, 0.9, bounds=bounds)
+        got = ap._get(res["summary"], path)
+        if path in by_construction:
+            assert {k: got[k] for k in ("mean", "n")} == {k: want[k] for k in ("mean", "n")}
+        else:
+            assert got == want
     auc = res["summary"]["auc"]
     assert auc["mean"] == pytest.approx(np.mean([p["auc"] for p in per]))
     assert auc["ci"][0] < auc["mean"] < auc["ci"][1]
+
+
+def test_in_sample_fpr_is_said_to_be_so_not_given_a_zero_width_interval():
+    # The alpha rule's FPR on the non-members it was chosen on is k/n by construction
+    # (3/30 here in every repetition): a t-interval over the repetitions is [0.1, 0.1].
+    from jaxmia.kinds import format_summary
+
+    arrays = make_arrays(r=4, n=30, seed=3)
+    res = ap.population_results(arrays, Settings(alpha=0.1))
+    fpr = res["summary"]["alpha_rule"]["fpr"]
+    assert fpr["mean"] == 0.1 and fpr["ci"] is None
+    assert fpr["note"].startswith("in sample, by construction")
+    law = res["summary"]["alpha_rule"]["expected_heldout_fpr"]
+    assert law["mean"] == pytest.approx(4 / 31) and law["ci"] is None
+    assert "Beta(4, 27)" in law["note"]
+    text = format_summary({**res, "dataset": "synthetic"})
+    assert "FPR 0.1000 (in sample, by construction)" in text
+    assert "[0.1000, 0.1000]" not in text
+    assert "on fresh non-members 0.1290" in text
 
 
 # ---------------------------------------------------------------- models left out, R = 1
 
 
 def test_unused_models_are_left_out_of_everything():
-    arrays = make_arrays(r=4, n=30, seed=4, used=[True, False, True, True])
+    arrays = make_arrays(r=4, n=30, seed=4, used=[True, False, True, False])
     arrays["member_losses"][1, 3] = np.nan  # what made it unused
+    arrays["member_logits"][1, 3] = np.nan
     arrays["train_accuracy"][1] = 0.0
-    # A model flagged used whose losses are not finite is left out as well.
     arrays["nonmember_losses"][3, 0] = np.inf
+    # A model flagged used whose outputs are not finite: a damaged file, refused.
+    flagged = dict(arrays, model_used=np.array([True, False, True, True]))
+    with pytest.raises(ValueError, match="nonmember_losses has a non-finite value at \\(3,\\)"):
+        ap.population_results(flagged, Settings(alpha=0.1))
     res = ap.population_results(arrays, Settings(alpha=0.1))
     assert res["repetitions"] == 4 and res["repetitions_used"] == 2
     assert res["repetitions_left_out"] == [1, 3]
@@ -288,7 +321,7 @@ def test_unused_models_are_left_out_of_everything():
     )
 
     arrays["model_used"][:] = False
-    with pytest.raises(UserError, match="non-finite"):
+    with pytest.raises(UserError, match="nothing to analyse: no target model has finite outputs"):
         ap.population_results(arrays, Settings(alpha=0.1))
 
 
@@ -388,9 +421,8 @@ def test_roc_figure_has_every_curve_and_axes_from_one_over_n():
     ax = fig.axes[0]
     curves = [ln for ln in ax.lines if ln.get_color() == "tab:blue"]
     assert len(curves) == 3  # the used models
-    assert ax.get_xlim() == pytest.approx((1 / 25, 1)) and ax.get_ylim() == pytest.approx(
-        (1 / 25, 1)
-    )
+    zero = (1 / 25) * plotting.ZERO_SHARE  # rates of 0 have their own place below 1/n
+    assert ax.get_xlim() == pytest.approx((zero, 1)) and ax.get_ylim() == pytest.approx((zero, 1))
     assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
     assert any(f"AUC mean {res['summary']['auc']['mean']:.3f}" in t for t in legend)
@@ -404,10 +436,14 @@ def test_pr_figure_values_and_prevalence_note():
     res = ap.population_results(arrays, Settings(alpha=0.1))
     curves = _curves(arrays, res)
     ax = plots_population.pr_figure(res, curves).axes[0]
-    fpr, tpr, _ = metrics.roc(*curves[1])
-    keep = tpr + fpr > 0
-    np.testing.assert_allclose(ax.lines[1].get_xdata(), tpr[keep])
-    np.testing.assert_allclose(ax.lines[1].get_ydata(), tpr[keep] / (tpr[keep] + fpr[keep]))
+    from matplotlib.cbook import STEP_LOOKUP_MAP
+
+    # The drawn staircase's area is each model's average precision (it was drawn one
+    # step late: 0.688 against 0.819 in repetition 0 of a population run).
+    for line, rep in zip(ax.lines[:2], res["per_repetition"], strict=True):
+        x, y = STEP_LOOKUP_MAP[line.get_drawstyle()](line.get_xdata(), line.get_ydata())
+        assert np.trapezoid(y, x) == pytest.approx(rep["average_precision"], abs=1e-12)
+        assert line.get_xdata()[0] == 0.0
     assert "prevalence is ½ by construction" in ax.get_title()
 
 
@@ -457,3 +493,48 @@ def test_module_imports_no_jax():
         "sys.exit(1 if any(m == 'jax' or m.startswith('jax.') for m in sys.modules) else 0)"
     )
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+@pytest.mark.parametrize("rule", ["empirical", "conformal", "confident", "gaussian", "lira"])
+@pytest.mark.parametrize("score", ["loss", "lira", "hinge"])
+def test_identical_scores_call_nobody_a_member(score, rule):
+    # Every point of every model has the same logits and label: neither the alpha rule
+    # nor Yeom's (whose mean of equal losses can round above them) calls a member.
+    arrays = make_arrays(r=2, n=60, seed=3)
+    for who in ("member", "nonmember"):
+        arrays[f"{who}_logits"][:] = arrays["member_logits"][0, 0]
+        arrays[f"{who}_labels"][:] = arrays["member_labels"][0, 0]
+    res = ap.population_results(arrays, Settings(alpha=0.1, score=score, threshold_rule=rule))
+    for p in res["per_repetition"]:
+        assert p["alpha_rule"]["threshold"] is None
+        assert p["alpha_rule"]["tpr"] == p["alpha_rule"]["fpr"] == 0.0
+        assert p["yeom"]["tpr"] == p["yeom"]["fpr"] == 0.0
+        assert p["auc"] == 0.5
+    assert any("zero spread" in w for w in res["warnings"])
+
+
+def test_yeom_rule_on_equal_losses_calls_nobody():
+    # np.mean of 68 copies of this loss rounds one ulp above it: a cut there would call
+    # every point a member.
+    v = 0.9764821873565186
+    same = np.full(68, v)
+    assert np.mean(same) > v
+    y = ap.yeom_rule(same, same)
+    assert y["threshold"] == v and y["tpr"] == y["fpr"] == 0.0
+
+
+def test_loss_valued_intervals_stay_at_or_above_zero():
+    # Members with losses near 0: a t-interval of the Yeom threshold (a mean loss) read
+    # [-0.0235, 0.0649] on population_demo.yaml; a loss is never below 0.
+    arrays = make_arrays(r=3, n=30, seed=11)
+    for r, lift in enumerate((30.0, 12.0, 31.0)):  # confident members: losses near 0
+        arrays["member_logits"][r, np.arange(30), arrays["member_labels"][r]] += lift
+    res = ap.population_results(arrays, Settings(alpha=0.1))
+    for path in (("yeom", "threshold"), ("member_loss_mean",)):
+        entry = ap._get(res["summary"], path)
+        raw = metrics.t_interval([ap._get(p, path) for p in res["per_repetition"]], 0.95)
+        assert raw["ci"][0] < 0.0  # what the interval said before
+        assert entry["ci"] == [0.0, raw["ci"][1]], path
+    lira = ap.population_results(arrays, Settings(alpha=0.1, score="lira"))
+    assert ap.summary_bounds(("alpha_rule", "threshold"), False, Settings(0.1, "lira")) is None
+    assert lira["summary"]["alpha_rule"]["threshold"]["ci"] is not None

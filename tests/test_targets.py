@@ -74,11 +74,9 @@ def by_hand(arrays, t, score):
         for m in range(len(used)):
             if not used[m]:
                 continue
-            if score == "loss":
-                v = float(arrays[f"{prefix}losses"][m, t])
-            else:
-                z = np.asarray(arrays[f"{prefix}logits"][m, t], np.float64)
-                v = float(scores.compute(score, z[None, :], label)[0])
+            # Every score, the loss included, from the logits in float64.
+            z = np.asarray(arrays[f"{prefix}logits"][m, t], np.float64)
+            v = float(scores.compute(score, z[None, :], label)[0])
             side = "member" if arrays[f"{prefix}membership"][m, t] else "nonmember"
             out[prefix + side].append(v)
     return {k: np.array(v) for k, v in out.items()}
@@ -178,11 +176,11 @@ def test_summary_over_targets():
     json.dumps([results, rows], allow_nan=False)  # JSON-ready as they are
 
 
-def test_pooled_evaluation_equals_a_naive_loop():
+def test_pooled_evaluation_equals_a_naive_loop_with_the_model_as_the_unit():
     arrays = make_arrays(seed=3, n_targets=9, n_models=16, n_eval=10)
     settings = Settings(alpha=0.25, score="lira", threshold_rule="empirical", confidence=0.9)
     results, _ = at.targets_results(arrays, settings)
-    tp = fn = fp = tn = 0
+    counts = np.zeros((10, 4), np.int64)  # per evaluation model: TP, FN, FP, TN
     for t in range(9):
         label = int(arrays["target_labels"][t])
         phi = scores.lira_from_logits(arrays["logits"][:, t].astype(np.float64), label)
@@ -194,20 +192,30 @@ def test_pooled_evaluation_equals_a_naive_loop():
             z = arrays["eval_logits"][e, t].astype(np.float64)
             called = scores.lira_from_logits(z[None, :], label)[0] > cut
             if arrays["eval_membership"][e, t]:
-                tp, fn = tp + called, fn + (not called)
+                counts[e] += [called, not called, 0, 0]
             else:
-                fp, tn = fp + called, tn + (not called)
+                counts[e] += [0, 0, called, not called]
+    tp, fn, fp, tn = counts.sum(0)
     ev = results["evaluation"]
     assert (ev["true_positives"], ev["false_negatives"]) == (tp, fn)
     assert (ev["false_positives"], ev["true_negatives"]) == (fp, tn)
-    assert ev["n_member"] == ev["n_nonmember"] == 45
+    assert ev["n_member"] == ev["n_nonmember"] == 45 and ev["n_models"] == 10
     assert ev["tpr"] == tp / 45 and ev["fpr"] == fp / 45
-    assert ev["tpr_ci"] == list(metrics.clopper_pearson(tp, 45, 0.9))
-    assert ev["fpr_ci"] == list(metrics.clopper_pearson(fp, 45, 0.9))
-    eps = bounds.epsilon_lower_bound(fp, 45, fn, 45, confidence=0.9)
-    assert results["epsilon_lower_bound"]["value"] == float(eps[0])
+    # Intervals and epsilon with the evaluation model as the unit (one model's decisions
+    # on different targets are not independent trials).
+    n_in, n_out = counts[:, 0] + counts[:, 1], counts[:, 2] + counts[:, 3]
+    assert ev["tpr_ci"] == list(metrics.rate_over_models(counts[:, 0], n_in, 0.9)[1:])
+    assert ev["fpr_ci"] == list(metrics.rate_over_models(counts[:, 2], n_out, 0.9)[1:])
+    fnr_upper = metrics.rate_over_models(counts[:, 1], n_in, 0.9)[2]
+    eps = results["epsilon_lower_bound"]
+    assert eps["fpr_upper"] == ev["fpr_ci"][1] and eps["fnr_upper"] == fnr_upper
+    assert eps["value"] == float(bounds.epsilon_from_upper_bounds(ev["fpr_ci"][1], fnr_upper))
+    assert "evaluation model as the unit" in eps["method"]
+    assert "evaluation model as the unit" in ev["method"]
     # k = 2 of 8 for every target: the expected held-out FPR is (k+1)/(l+1) = 1/3.
     assert ev["expected_fpr"] == pytest.approx(3 / 9)
+    # Fewer than 16 evaluation models: said.
+    assert any("10 evaluation models" in w and "16" in w for w in results["warnings"])
 
 
 def test_unused_models_are_left_out():
@@ -297,7 +305,16 @@ def test_csv_round_trips(tmp_path):
     columns = list(dict.fromkeys(k for r in rows for k in r))
     assert back == [{c: r.get(c) for c in columns} for r in rows]
     header = path.read_text().splitlines()[0].split(",")
-    assert header[:6] == ["index", "label", "n_member", "n_nonmember", "auc", "balanced_accuracy"]
+    assert header[:8] == [
+        "index",
+        "label",
+        "n_member",
+        "n_nonmember",
+        "auc",
+        "auc_ci_low",
+        "auc_ci_high",
+        "balanced_accuracy",
+    ]
     assert "power" in header and "member_loss_mean" in header and "nonmember_loss_mean" in header
     assert back[1]["label"] == "10" and back[0]["label"] == 'ap,ple "x"'
 
@@ -308,18 +325,28 @@ def test_figures_are_written(tmp_path):
     paths = plots_targets.write_figures(
         tmp_path, arrays, results, rows=rows, suffix=" [SYNTHETIC DATA]"
     )
-    assert [p.name for p in paths] == list(plots_targets.FIGURES)
+    # Without the attacks' drawing (tests/test_targets_attacks.py draws those), the two
+    # per-target figures.
+    assert [p.name for p in paths] == [plots_targets.VULNERABILITY_FILE, plots_targets.ROC_FILE]
     for p in paths:
         data = p.read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
 
 
-def test_pooled_roc_own_thresholds_is_the_mean_tpr_at_fpr():
+def test_pooled_roc_own_thresholds_sit_at_their_expected_heldout_fpr():
+    # Each target's own cut is drawn at its expected held-out FPR (k+1)/(l+1), not at its
+    # calibration FPR k/l: at FPR f the curve is the mean power of the cuts whose held-out
+    # FPR is at most f, the conformal rule's at alpha = f.
     arrays = make_arrays(n_targets=7, n_models=20, n_eval=0)
-    _, rows = at.targets_results(arrays, Settings(alpha=0.1))
     roc = at.pooled_roc(arrays, "loss")
-    at_01 = roc["own_tpr"][np.searchsorted(roc["fpr"], 0.1)]  # 10 OUT models: k = 1
-    assert at_01 == pytest.approx(np.mean([r["tpr_at_fpr_0.1"] for r in rows]))
+    for f in (0.1, 0.2, 0.35):
+        _, rows = at.targets_results(arrays, Settings(alpha=f, threshold_rule="conformal"))
+        i = np.searchsorted(roc["fpr"], f, side="right") - 1
+        assert roc["fpr"][i] <= f
+        want = np.mean([r["power"] for r in rows])
+        assert roc["own_tpr"][i] == pytest.approx(want, abs=1e-12), f
+    # 10 OUT models: the smallest held-out FPR is 1/11; below it no cut exists.
+    assert roc["own_tpr"][roc["fpr"] < 1 / 11].max(initial=0.0) == 0.0
     assert roc["own_tpr"][-1] == 1.0 and roc["min_nonmember"] == 10
 
 
@@ -352,3 +379,56 @@ def test_scores_from_logits_in_steps_equal_one_step(monkeypatch):
     label = arrays["target_labels"][3]
     expect = scores.lira_from_logits(arrays["logits"][arrays["model_used"], 3], label)
     np.testing.assert_array_equal(whole["calibration"][:, 3], expect)
+
+
+@pytest.mark.parametrize("rule", ["empirical", "conformal", "confident", "gaussian", "lira"])
+@pytest.mark.parametrize("score", ["loss", "lira", "hinge"])
+def test_identical_models_call_nobody_a_member(score, rule):
+    # Every model gave every target the same logits: no rule may call anyone a member.
+    arrays = make_arrays(n_targets=3, n_models=20, n_eval=4)
+    for key in ("logits", "eval_logits"):
+        arrays[key][:] = arrays[key][:1]
+    results, rows = at.targets_results(
+        arrays, Settings(alpha=0.25, score=score, threshold_rule=rule)
+    )
+    for row in rows:
+        assert row["threshold"] is None and row["power"] == row["calibration_fpr"] == 0.0
+        assert row["eval_true_positives"] == row["eval_false_positives"] == 0
+        assert row["gaussian_threshold"] is None and row["gaussian_power"] == 0.0
+    ev = results["evaluation"]
+    assert ev["true_positives"] == ev["false_positives"] == 0
+    assert any("zero spread" in w for w in results["warnings"])
+    assert not any("n_iterations" in w for w in results["warnings"])
+
+
+def test_every_target_auc_comes_with_its_interval(tmp_path):
+    # 8 IN / 8 OUT models: a per-target AUC is uncertain by about 0.11; targets.csv, the
+    # lists of the most and least vulnerable and the figure all show its interval.
+    arrays = make_arrays(n_targets=40, n_models=16, n_eval=4)
+    results, rows = at.targets_results(arrays, Settings(alpha=0.25, confidence=0.9))
+    auc = np.array([r["auc"] for r in rows])
+    lo, hi = metrics.auc_interval(
+        auc, [r["n_member"] for r in rows], [r["n_nonmember"] for r in rows], 0.9
+    )
+    assert [r["auc_ci_low"] for r in rows] == lo.tolist()
+    assert [r["auc_ci_high"] for r in rows] == hi.tolist()
+    assert list(rows[0])[list(rows[0]).index("auc") + 1 : list(rows[0]).index("auc") + 3] == [
+        "auc_ci_low",
+        "auc_ci_high",
+    ]
+    by_index = {r["index"]: r for r in rows}
+    for entry in results["most_vulnerable"] + results["least_vulnerable"]:
+        row = by_index[entry["index"]]
+        assert entry["auc_ci"] == [row["auc_ci_low"], row["auc_ci_high"]]
+    assert "binomial" in results["auc_interval_method"]
+    # The figure: one bar per target, ranked by AUC, spanning its interval.
+    fig = plots_targets.vulnerability_figure(rows, arrays["target_images"], results)
+    bars = [c for ax in fig.axes for c in ax.collections if c.get_label() == "auc_intervals"]
+    assert len(bars) == 1
+    segments = bars[0].get_segments()
+    assert len(segments) == 40
+    order = sorted(range(40), key=lambda i: -auc[i])
+    spans = sorted((round(s[0][1], 12), round(s[1][1], 12)) for s in segments)
+    assert spans == sorted((round(lo[i], 12), round(hi[i], 12)) for i in order)
+    captions = [t.get_text() for ax in fig.axes for t in [ax.title] if "AUC" in t.get_text()]
+    assert any("[" in c and "]" in c for c in captions)

@@ -280,7 +280,8 @@ def test_every_plan_trains_like_one_model_at_a_time(tiny_dataset, kind):
         idx, mask, ids = plan.rows([job])
         scored = np.zeros(setup.score_batches * setup.score_batch, np.int32)
         scored[: plan.n_scored] = plan.scored_rows([job])[0]
-        state, (loss, logits, train_acc, _, epoch_loss) = one(data, idx[0], mask[0], ids[0], scored)
+        state, outputs = one(data, idx[0], mask[0], ids[0], scored)
+        loss, logits, train_acc, _, epoch_loss, _ = outputs
         one_model = jax.tree.map(lambda a, i=i: a[i], res.params)
         assert_tree_close(one_model, state.params, PARAMS_BOUND, what=f"model {i}")
         loss = np.asarray(loss)[: plan.n_scored]

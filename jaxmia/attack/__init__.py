@@ -15,6 +15,11 @@ Modules:
   metrics     ROC, AUC, balanced accuracy, TPR at FPR, average precision, intervals
   bounds      one-sided Clopper-Pearson bounds and the ε lower bound
   summary     every number of the attack on one target (``summarize``), ``Settings``
+  signals     the reference-model attacks' one signature and their per-model signals
+  lira        LiRA online and offline (Carlini et al. 2022) and the loss attack
+  rmia        RMIA online, offline and with a tuned a (Zarifzadeh et al. 2024)
+  protocol    the attacks with their options, leave one model out, the pooled
+              metrics and the bootstrap over target models
 
 Importing this package imports none of them, and ``scores`` and ``thresholds``
 import scipy only when a function needs it, so the configuration can read the

@@ -13,7 +13,7 @@ from scipy import stats as sps
 
 from jaxmia.attack import thresholds
 
-__all__ = ["clopper_pearson_upper", "epsilon_lower_bound"]
+__all__ = ["clopper_pearson_upper", "epsilon_from_upper_bounds", "epsilon_lower_bound"]
 
 
 def clopper_pearson_upper(k, n, level: float):
@@ -30,6 +30,21 @@ def clopper_pearson_upper(k, n, level: float):
     with np.errstate(invalid="ignore"):
         ub = sps.beta.ppf(level, k + 1, np.maximum(n - k, 1))
     return np.where(k >= n, 1.0, ub)
+
+
+def epsilon_from_upper_bounds(fpr_upper, fnr_upper, delta=0.0):
+    """log((1 - delta - FNR_ub) / FPR_ub), and 0 where that is not positive (Jagielski et
+    al. 2020): the ε lower bound from upper confidence bounds on the two error rates,
+    however they were obtained (elementwise over float arrays; 0-d for scalars).
+
+    The caller chooses the bounds' levels so that both hold at once with the confidence
+    it reports (two one-sided bounds at 1 - (1 - confidence)/2 each).
+    """
+    num = 1.0 - float(delta) - np.asarray(fnr_upper, np.float64)
+    den = np.asarray(fpr_upper, np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        e = np.log(np.where(num > 0, num, 1.0)) - np.log(den)
+    return np.where(num > 0, np.maximum(e, 0.0), 0.0)
 
 
 def epsilon_lower_bound(fp, n_nonmember, fn, n_member, *, confidence=0.95, delta=0.0):
@@ -61,12 +76,6 @@ def epsilon_lower_bound(fp, n_nonmember, fn, n_member, *, confidence=0.95, delta
     fpr_ub = clopper_pearson_upper(fp, n_nonmember, level)
     fnr_ub = clopper_pearson_upper(fn, n_member, level)
 
-    def bound(num_ub, den_ub):
-        num = 1.0 - d - num_ub
-        with np.errstate(divide="ignore", invalid="ignore"):
-            e = np.log(np.where(num > 0, num, 1.0)) - np.log(den_ub)
-        return np.where(num > 0, np.maximum(e, 0.0), 0.0)
-
-    eps = bound(fnr_ub, fpr_ub)
-    eps_sym = np.maximum(eps, bound(fpr_ub, fnr_ub))
+    eps = epsilon_from_upper_bounds(fpr_ub, fnr_ub, d)
+    eps_sym = np.maximum(eps, epsilon_from_upper_bounds(fnr_ub, fpr_ub, d))
     return eps, eps_sym, fpr_ub, fnr_ub

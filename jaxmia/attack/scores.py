@@ -98,13 +98,18 @@ def _true_and_others(logits, label) -> tuple[np.ndarray, np.ndarray]:
 def loss_from_logits(logits, label) -> np.ndarray:
     """Cross-entropy of the true class: float64[n] from logits float[n, C], label int or int[n].
 
+    Computed as softplus(-φ) = log(1 + e^-φ) from LiRA's φ (``lira_from_logits``), which is
+    the same number as logsumexp(z) - z_y but keeps its precision where the model is sure:
+    logsumexp(z) - z_y cancels to 0 once z_y leads the other logits by about 37 (float64)
+    or 17 (float32), while log1p(e^-φ) stays positive up to φ of about 745.  So the loss is
+    a strictly decreasing function of φ in floating point too, and the two scores rank
+    models identically.
+
     Raises:
       ValueError: logits not [n, C] with C >= 2 or not finite; a label out of range.
     """
-    from scipy.special import logsumexp
-
-    z, y = _logits_and_labels(logits, label)
-    return logsumexp(z, axis=1) - z[np.arange(z.shape[0]), y]
+    # np.logaddexp(0, x) is log1p(exp(x)) for x <= 0 and x + log1p(exp(-x)) above.
+    return np.logaddexp(0.0, -lira_from_logits(logits, label))
 
 
 def lira_from_logits(logits, label) -> np.ndarray:
@@ -189,22 +194,23 @@ def compute(score: str, logits, label) -> np.ndarray:
 _LOGITS_PER_STEP = 1 << 22  # logits turned into scores at once (32 MiB of float64)
 
 
-def from_outputs(score: str, logits, labels, device_loss=None) -> np.ndarray:
+def from_outputs(score: str, logits, labels, *, temperature: float = 1.0) -> np.ndarray:
     """The named score of every saved output of a run, native scale, float64[...].
 
+    Every score, the loss included, comes from the saved logits in float64: the
+    float32 loss the device computed rounds to 0 for confident models, where the
+    logits still tell them apart (``loss_from_logits``).
+
     Args:
-      logits: float[..., C], any stack of saved logits (models, targets, ...).
+      logits: float[..., C], any stack of saved logits (models, targets, queries, ...).
       labels: int, broadcastable to ``logits.shape[:-1]``: each output's class.
-      device_loss: float[...] like ``logits.shape[:-1]``, the cross-entropy the
-        device computed (float32); the ``loss`` score is that value, widened (as
-        the pipeline reports it), and the other scores come from the logits.
+      temperature: T > 0: the score of the logits divided by T, in float64
+        (RMIA's softmax(z / T), Zarifzadeh et al. 2024).
 
     The logits are converted to float64 a block at a time, so that a run with
     many models and targets never holds a float64 copy of all of them.
     """
     get(score)
-    if score == "loss" and device_loss is not None:
-        return np.asarray(device_loss, np.float64)
     z = np.asarray(logits)
     lead, c = z.shape[:-1], z.shape[-1]
     flat = z.reshape(-1, c)
@@ -212,7 +218,10 @@ def from_outputs(score: str, logits, labels, device_loss=None) -> np.ndarray:
     out = np.empty(flat.shape[0], np.float64)
     step = max(1, _LOGITS_PER_STEP // max(c, 1))
     for i in range(0, flat.shape[0], step):
-        out[i : i + step] = compute(score, flat[i : i + step], y[i : i + step])
+        block = flat[i : i + step].astype(np.float64)
+        if temperature != 1.0:
+            block = block / temperature
+        out[i : i + step] = compute(score, block, y[i : i + step])
     return out.reshape(lead)
 
 

@@ -29,6 +29,7 @@ class Settings:
       score: a key of scores.SCORES.
       threshold_rule: one of thresholds.RULES.
       delta, confidence: of the ε lower bound, and the level of the intervals.
+      lira_variance: the ``lira`` rule's variance (thresholds.VARIANCES).
     """
 
     alpha: float
@@ -36,6 +37,7 @@ class Settings:
     threshold_rule: str = "empirical"
     delta: float = 0.0
     confidence: float = 0.95
+    lira_variance: str = "auto"
 
     @classmethod
     def from_config(cls, cfg) -> Settings:
@@ -135,6 +137,8 @@ def summarize(
     delta: float = 0.0,
     confidence: float = 0.95,
     items: bool = True,
+    lira_variance: str = "auto",
+    more_models: str = "n_iterations",
 ) -> dict:
     """Every number of the attack on one target, JSON-ready, for results.json.
 
@@ -147,6 +151,9 @@ def summarize(
       rule: one of thresholds.RULES; score: a key of scores.SCORES.
       delta, confidence: of the ε lower bound (and the evaluation intervals).
       items: include the per-model evaluation list (off for many-target runs).
+      lira_variance: the ``lira`` rule's variance (thresholds.choose_threshold).
+      more_models: the config key that adds calibration models, for the warning when
+        there is only one on a side.
 
     Returns:
       dict of floats, ints, None, strings, lists and dicts (no numpy, no NaN). See the
@@ -168,8 +175,8 @@ def summarize(
     warnings: list[str] = []
     if mem.size == 1 or n == 1:
         warnings.append(
-            f"only {min(mem.size, n)} calibration model(s) on one side (n_iterations: 1?): "
-            "power, AUC and std carry no information"
+            f"only {min(mem.size, n)} calibration model(s) on one side: power, AUC and std "
+            f"carry no information (raise {more_models})"
         )
     if thresholds.order_statistic_k("empirical", n, a) == 0:
         warnings.append(
@@ -177,13 +184,22 @@ def summarize(
             "measured on these models"
             + (
                 "; the threshold is the most member-like non-member score"
-                if rule in ("empirical", "lira")
+                if rule == "empirical"
                 else ""
             )
         )
 
-    decision, rule_warnings = thresholds.choose_threshold(mem, non, alpha=a, rule=rule, score=score)
+    decision, rule_warnings = thresholds.choose_threshold(
+        mem, non, alpha=a, rule=rule, score=score, variance=lira_variance
+    )
     warnings += rule_warnings
+    if rule == "lira" and decision.k == 0:
+        l_c = decision.n_cut
+        warnings.append(
+            f"lira: floor(alpha*l_c) = 0 (alpha={a:g}, l_c={l_c} of the {n} non-member models "
+            "set the cut, the others fit the Gaussians): the threshold is the most "
+            f"member-like of them, expected held-out FPR 1/(l_c+1) = {1 / (l_c + 1):.3g}"
+        )
     stat_mem, stat_non = decision.statistic(mem), decision.statistic(non)
     with np.errstate(invalid="ignore"):
         power = float(np.count_nonzero(stat_mem > decision.cut) / mem.size)
@@ -194,16 +210,22 @@ def summarize(
     if not math.isfinite(decision.cut):
         method = "no member is ever called: the FPR is 0"
     elif decision.k is not None:
+        l_cut = decision.n_cut or n
         method = (
             "order statistic: held-out FPR ~ Beta(k+1, l-k) = "
-            f"Beta({decision.k + 1}, {n - decision.k})"
+            f"Beta({decision.k + 1}, {l_cut - decision.k})"
         )
         if rule == "lira":
-            method += " (approximate: the ratio is fitted on these same models)"
+            method += thresholds.lira_rule_note(decision, n)
         if rule == "empirical" and exp_fpr > a:
             warnings.append(
                 f"empirical: expected FPR on fresh models is (k+1)/(l+1) = {exp_fpr:.3g} > "
                 f"alpha={a:g}; threshold_rule conformal or confident controls it"
+            )
+        if rule == "lira" and exp_fpr > a:
+            warnings.append(
+                f"lira: expected FPR on fresh models is (k+1)/(l_c+1) = {exp_fpr:.3g} > "
+                f"alpha={a:g} (the cut is set on l_c={l_cut} of the {n} non-member models)"
             )
     else:  # gaussian
         method = "normal model of the non-member scores: Student t (mean), noncentral t (upper)"
@@ -285,7 +307,7 @@ def summarize(
         "alpha": a,
         "decision": decision.text(),
         "threshold": decision.threshold,
-        "threshold_scale": "log likelihood ratio" if rule == "lira" else score,
+        "threshold_scale": thresholds.LR_SCALE if rule == "lira" else score,
         "member_region": (
             thresholds.likelihood_ratio_region(
                 decision.member_fit, decision.nonmember_fit, decision.cut
@@ -293,6 +315,7 @@ def summarize(
             if rule == "lira" and decision.member_fit is not None
             else None
         ),
+        "lira_rule": _lira_rule(decision, n) if rule == "lira" else None,
         "calibration_fpr": cal_fpr,
         "fpr": cal_fpr,
         "power": power,
@@ -330,6 +353,21 @@ def summarize(
     return out
 
 
+def _lira_rule(decision: Decision, n: int) -> dict:
+    """The ``lira`` rule's own fits (not ``gaussian_fits``, which use every model) and split."""
+
+    def fit(f):
+        return None if f is None else {"mean": f.mean, "std": f.std}
+
+    return {
+        "variance": decision.variance,
+        "member_fit": fit(decision.member_fit),
+        "nonmember_fit": fit(decision.nonmember_fit),
+        "fit_nonmembers": n - decision.n_cut if decision.n_cut else None,
+        "cut_nonmembers": decision.n_cut,
+    }
+
+
 def _epsilon_best_calibration_cut(
     decision, stat_mem, stat_non, eval_member, eval_nonmember, conf, delta
 ) -> dict:
@@ -342,6 +380,7 @@ def _epsilon_best_calibration_cut(
     cal_eps, _, _, _ = bounds.epsilon_lower_bound(fp, n, fn, l_in, confidence=conf, delta=delta)
     best = int(np.argmax(cal_eps))
     cut = float(cuts[best])
+    # The cut is on the statistic the ROC was computed on: the decision's own.
     best_decision = Decision(
         decision.score, decision.rule, cut, None, decision.member_fit, decision.nonmember_fit
     )
@@ -355,6 +394,7 @@ def _epsilon_best_calibration_cut(
     return {
         "value": float(e),
         "threshold": best_decision.threshold,
+        "threshold_scale": best_decision.scale,
         "calibration_value": float(cal_eps[best]),
     }
 

@@ -25,8 +25,19 @@ lower it). The rules differ in k:
 
 ``gaussian`` fits a normal to the non-member statistics and cuts at its upper
 alpha quantile; ``lira`` fits one normal to each side on the native scale
-(LiRA's offline-free variant, Carlini et al. 2022) and applies the empirical
-rule to their log likelihood ratio.
+(LiRA's online test, Carlini et al. 2022) and applies the empirical rule to
+their log likelihood ratio.  So that its held-out law is exact, ``lira`` splits
+the l non-members: the normals are fitted on the members and on the
+non-members at odd positions (floor(l/2) of them), and the cut is the order
+statistic of the ratio over the other ceil(l/2) = l_c, which the fit never saw:
+conditional on the fit, those ratios and a fresh non-member's are i.i.d., so the
+held-out FPR is Beta(k+1, l_c-k) with k = floor(alpha*l_c).  (Fitting and
+cutting on the same models, as before, was optimistic with few models: with
+φ_OUT ~ N(0, 1), φ_IN ~ N(2, 4) and alpha 0.1 its 95% bound failed in 9.7% of
+runs at l = 8.)  Its ``variance`` is ``per_example`` (one normal per side, the
+member region may be an interval) or ``fixed`` (one σ for both sides, the
+members' sample std: the ratio is monotone in the score, so the member region
+is a half-line); ``auto`` is fixed below 64 calibration models (attack/lira.py).
 
 scipy is imported inside the functions that use it, so that reading ``RULES``
 (as the configuration does) does not load it.
@@ -44,9 +55,11 @@ import numpy as np
 from jaxmia.attack import scores
 
 __all__ = [
+    "AUTO_PER_EXAMPLE_FROM",
     "CONFIDENT_RISK",
     "HELDOUT_LEVEL",
     "RULES",
+    "VARIANCES",
     "Decision",
     "GaussianFit",
     "check_probability",
@@ -59,11 +72,25 @@ __all__ = [
     "gaussian_heldout_fpr",
     "heldout_fpr_law",
     "likelihood_ratio_region",
+    "lira_rule_note",
+    "lira_split",
     "log_likelihood_ratio",
     "order_statistic_k",
+    "resolve_variance",
 ]
 
 RULES = ("empirical", "conformal", "confident", "gaussian", "lira")
+LR_SCALE = "log likelihood ratio"  # the scale of the lira rule's cut
+# Why a rule gives no threshold, for ``Decision.text``.
+TOO_FEW = "too few calibration models for this rule at this alpha"
+NO_SPREAD = (
+    "every calibration model gave the same score (zero spread): no threshold can tell "
+    "members from non-members"
+)
+# How a LiRA fit sets its σ: one per example (and side), one for all, or by the
+# number of models (fixed below AUTO_PER_EXAMPLE_FROM); attack/lira.py too.
+VARIANCES = ("auto", "per_example", "fixed")
+AUTO_PER_EXAMPLE_FROM = 64
 CONFIDENT_RISK = 0.05  # the `confident` rule's chance of a held-out FPR above alpha
 HELDOUT_LEVEL = 0.95  # the quantile reported as expected_heldout_fpr_upper95
 
@@ -83,6 +110,20 @@ def check_probability(value, name: str = "alpha") -> float:
     if not 0.0 < v < 1.0:
         raise ValueError(f"{name} must be in (0, 1), got {v}")
     return v
+
+
+def resolve_variance(variance: str, n_models: int) -> str:
+    """``per_example`` or ``fixed``: ``auto`` is fixed below AUTO_PER_EXAMPLE_FROM (64) models
+    (IN and OUT together: the calibration models of a rule, the references of an attack).
+
+    Raises:
+      ValueError: ``variance`` not in VARIANCES.
+    """
+    if variance not in VARIANCES:
+        raise ValueError(f"variance must be one of {', '.join(VARIANCES)}; got {variance!r}")
+    if variance != "auto":
+        return variance
+    return "per_example" if n_models >= AUTO_PER_EXAMPLE_FROM else "fixed"
 
 
 def check_rule(rule: str) -> str:
@@ -305,11 +346,15 @@ class Decision:
     Attributes:
       score: a key of scores.SCORES.
       rule: one of RULES.
-      cut: the cut on the rule's statistic: the attack statistic s for every rule
-        but ``lira``, the log likelihood ratio for ``lira``. +inf: nobody is called a
+      cut: the cut on the rule's statistic: the attack statistic s, or for ``lira``
+        with its two fits the log likelihood ratio. +inf: nobody is called a
         member (the data cannot support the rule).
       k: non-members allowed beyond the cut for order-statistic rules, else None.
       member_fit, nonmember_fit: for ``lira``, the Gaussians on the native scale.
+      n_cut: the non-members the order statistic was taken over (l; ``lira``: l_c,
+        the half the Gaussians were not fitted on), None for the other rules.
+      variance: for ``lira``, ``per_example`` or ``fixed``.
+      reason: why there is no cut (with cut = +inf), in words for ``text``.
     """
 
     score: str
@@ -318,10 +363,23 @@ class Decision:
     k: int | None = None
     member_fit: GaussianFit | None = None
     nonmember_fit: GaussianFit | None = None
+    n_cut: int | None = None
+    variance: str | None = None
+    reason: str | None = None
+
+    @property
+    def on_ratio(self) -> bool:
+        """Whether the statistic is the log likelihood ratio of the two fits."""
+        return self.rule == "lira" and self.member_fit is not None
+
+    @property
+    def scale(self) -> str:
+        """The scale ``threshold`` is on: "log likelihood ratio" or the score's name."""
+        return LR_SCALE if self.on_ratio else self.score
 
     def statistic(self, native) -> np.ndarray:
         """The rule's statistic (high = member) of native score values, float64 like them."""
-        if self.rule == "lira" and self.member_fit is not None:
+        if self.on_ratio:
             return log_likelihood_ratio(native, self.member_fit, self.nonmember_fit)
         return scores.to_attack(native, self.score)
 
@@ -332,18 +390,18 @@ class Decision:
 
     @property
     def threshold(self) -> float | None:
-        """The cut on the native scale (the log LR for ``lira``); None if there is none."""
+        """The cut on ``scale``: the score's native scale, or the log LR; None if there is none."""
         if not math.isfinite(self.cut):
             return None
-        if self.rule == "lira":
+        if self.on_ratio:
             return float(self.cut)
         return float(scores.from_attack(self.cut, self.score))
 
     def text(self) -> str:
         """The rule in words, on the native scale."""
         if not math.isfinite(self.cut):
-            return "never member (too few calibration models for this rule at this alpha)"
-        if self.rule == "lira":
+            return f"never member ({self.reason or TOO_FEW})"
+        if self.on_ratio:
             sym = scores.get(self.score).symbol
             m, n = self.member_fit, self.nonmember_fit
             return (
@@ -353,8 +411,21 @@ class Decision:
         return scores.decision_text(self.score, self.threshold)
 
 
+def lira_split(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(cut, fit): the positions of l = n non-members the ``lira`` rule sets its cut on
+    (0, 2, 4, ...: ceil(l/2)) and fits its Gaussian on (1, 3, ...: floor(l/2))."""
+    everyone = np.arange(n)
+    return everyone[0::2], everyone[1::2]
+
+
 def choose_threshold(
-    member, nonmember, *, alpha: float, rule: str = "empirical", score: str = "loss"
+    member,
+    nonmember,
+    *,
+    alpha: float,
+    rule: str = "empirical",
+    score: str = "loss",
+    variance: str = "auto",
 ) -> tuple[Decision, list[str]]:
     """The membership rule ``rule`` fitted on calibration scores at level ``alpha``.
 
@@ -364,6 +435,8 @@ def choose_threshold(
       alpha: the FPR asked for, in (0, 1).
       rule: one of RULES (see the module docstring).
       score: a key of scores.SCORES: says which way the native values point.
+      variance: the ``lira`` rule's (``auto``, ``per_example``, ``fixed``; the
+        module docstring); the other rules ignore it.
 
     Returns:
       (Decision, warnings): warnings are one-line strings saying what the data cannot
@@ -382,6 +455,12 @@ def choose_threshold(
     n = non.size
     warnings: list[str] = []
     never = math.inf
+    if max(np.ptp(mem), np.ptp(non)) == 0 and mem[0] == non[0]:
+        # One value for every model: whatever the rule, "s > u" cannot be true of members
+        # and false of non-members, and a cut placed at (a rounded mean of) that value
+        # could call all of them members.
+        warnings.append(f"{rule}: {NO_SPREAD}; nobody is called a member")
+        return Decision(score, rule, never, reason=NO_SPREAD), warnings
     if rule in ("empirical", "conformal", "confident"):
         k = order_statistic_k(rule, n, a)
         if k is None:
@@ -398,31 +477,42 @@ def choose_threshold(
                     f"alpha={a:g} with 95% probability (needs l >= {need}); no threshold, "
                     "nobody is called a member"
                 )
-            return Decision(score, rule, never), warnings
+            return Decision(score, rule, never, reason=TOO_FEW), warnings
         return Decision(score, rule, cut_at_order_statistic(s_non, k), k=k), warnings
     if rule == "gaussian":
         fit = fit_gaussian(s_non)
-        if fit.std > 0:
-            cut = fit.mean + fit.std * float(sps.norm.isf(a))
-        else:
-            cut = fit.mean  # a point mass: nothing strictly beyond it
-            warnings.append(
-                "gaussian: the non-member scores have std 0; the threshold is their common "
-                "value and its FPR cannot be estimated"
-            )
-        return Decision(score, rule, float(cut)), warnings
-    # rule == "lira": likelihood ratio of the two fitted Gaussians, cut at alpha.
-    m_fit, n_fit = fit_gaussian(mem), fit_gaussian(non)
-    if m_fit.std <= 0 or n_fit.std <= 0:
+        if fit.std == 0:
+            # A point mass has no width to extrapolate an alpha tail from, and a cut at
+            # its (rounded) mean can fall one ulp below the value itself.
+            why = "the non-member scores have zero spread: a normal fit has no width to cut at"
+            warnings.append(f"gaussian: {why}; no threshold, nobody is called a member")
+            return Decision(score, rule, never, reason=why), warnings
+        return Decision(score, rule, fit.mean + fit.std * float(sps.norm.isf(a))), warnings
+    # rule == "lira": the likelihood ratio of Gaussians fitted on the members and one
+    # half of the non-members, cut at alpha on the other half.
+    var = resolve_variance(variance, int(mem.size + n))
+    if n < 2:
         warnings.append(
-            "lira: a likelihood ratio needs a non-zero std of both member and non-member "
-            f"scores (got {m_fit.std:.3g} and {n_fit.std:.3g}); no threshold, nobody is "
-            "called a member"
+            f"lira: l={n} non-member model(s); the rule needs 2 (one to fit its Gaussian, one "
+            "to set its cut on); no threshold, nobody is called a member"
         )
-        return Decision(score, rule, never), warnings
-    lr_non = log_likelihood_ratio(non, m_fit, n_fit)
-    k = order_statistic_k("lira", n, a)
-    return Decision(score, rule, cut_at_order_statistic(lr_non, k), k, m_fit, n_fit), warnings
+        return Decision(score, rule, never, variance=var, reason=TOO_FEW), warnings
+    cut_at, fit_at = lira_split(n)
+    m_fit, n_fit = fit_gaussian(mem), fit_gaussian(non[fit_at])
+    if var == "fixed":
+        # One σ for both sides: the members' (the reference code's choice of side).
+        n_fit = GaussianFit(n_fit.mean, m_fit.std)
+    if m_fit.std <= 0 or n_fit.std <= 0:
+        side = " and ".join(
+            who for who, fit in (("member", m_fit), ("fitted non-member", n_fit)) if fit.std <= 0
+        )
+        why = f"the {side} scores have zero spread: a likelihood ratio needs both spreads"
+        warnings.append(f"lira ({var} variance): {why}; no threshold, nobody is called a member")
+        return Decision(score, rule, never, variance=var, reason=why), warnings
+    lr_cut = log_likelihood_ratio(non[cut_at], m_fit, n_fit)
+    k = order_statistic_k("lira", cut_at.size, a)
+    cut = cut_at_order_statistic(lr_cut, k)
+    return Decision(score, rule, cut, k, m_fit, n_fit, int(cut_at.size), var), warnings
 
 
 def expected_heldout_fpr(decision: Decision, nonmember, alpha: float):
@@ -440,11 +530,10 @@ def expected_heldout_fpr(decision: Decision, nonmember, alpha: float):
       (mean, upper), floats or None:
       * (0.0, 0.0) when the decision calls nobody a member;
       * the Beta(k+1, l-k) law (``heldout_fpr_law``) for the order-statistic rules,
-        approximate for ``lira``, whose ratio is fitted on these same scores;
+        l = ``decision.n_cut`` (for ``lira`` the non-members its Gaussians were not
+        fitted on: exact too);
       * for ``gaussian``, the Student t / noncentral t law (``gaussian_heldout_fpr``),
-        or (None, None) when the non-member scores are all equal: the rule's fit is
-        then a point mass with nothing to extrapolate from (``fit_gaussian``'s std 0,
-        the very test the rule itself warns on), and for l < 2.
+        or (None, None) for l < 2 (a point mass of non-members gives no cut at all).
 
     Raises:
       ValueError: ``nonmember`` not 1-D, non-empty and finite; alpha outside (0, 1).
@@ -453,7 +542,15 @@ def expected_heldout_fpr(decision: Decision, nonmember, alpha: float):
     if not math.isfinite(decision.cut):
         return 0.0, 0.0
     if decision.k is not None:
-        return heldout_fpr_law(decision.k, int(non.size))
-    if fit_gaussian(non).std > 0:
-        return gaussian_heldout_fpr(alpha, int(non.size))
-    return None, None
+        return heldout_fpr_law(decision.k, decision.n_cut or int(non.size))
+    return gaussian_heldout_fpr(alpha, int(non.size))
+
+
+def lira_rule_note(decision: Decision, n: int) -> str:
+    """The ``lira`` rule's fit and cut in words (n non-members in all), for the held-out
+    FPR method of the summaries."""
+    fit = n - (decision.n_cut or 0)
+    return (
+        f" over the {decision.n_cut} non-members the Gaussians ({decision.variance} variance) "
+        f"were not fitted on (exact: they are fitted on the members and the other {fit})"
+    )

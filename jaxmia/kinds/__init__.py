@@ -16,7 +16,6 @@ __all__ = [
     "DEFAULT",
     "Kind",
     "all_kinds",
-    "all_product_files",
     "format_summary",
     "get",
     "names",
@@ -35,11 +34,6 @@ def names() -> tuple[str, ...]:
 
 def all_kinds() -> tuple[Kind, ...]:
     return _KINDS
-
-
-def all_product_files() -> tuple[str, ...]:
-    """Every product file name of every kind (what ``--fresh`` may delete), in order."""
-    return tuple(dict.fromkeys(name for kind in _KINDS for name in product_files(kind)))
 
 
 def get(name) -> Kind:

@@ -32,6 +32,7 @@ from jaxmia.runs.plan import Job, Plan
 
 __all__ = [
     "SYNTHETIC_SUFFIX",
+    "UNVERIFIED_SUFFIX",
     "Analysis",
     "Kind",
     "KindBase",
@@ -42,6 +43,7 @@ __all__ = [
 ]
 
 SYNTHETIC_SUFFIX = " [SYNTHETIC DATA]"  # added to every figure title of a synthetic run
+UNVERIFIED_SUFFIX = " [UNVERIFIED DATA]"  # ... and of a run on data taken on the user's word
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,8 +97,15 @@ class Kind(Protocol):
     def arrays(self, cfg, plan: Plan, dataset, outputs: ModelOutputs) -> dict:
         """The arrays file's contents from the trained models' outputs."""
 
-    def check_arrays(self, arrays: dict, where: str) -> None:
-        """Refuses (UserError naming ``where``) arrays this jaxmia cannot analyse."""
+    def check_arrays(self, arrays: dict, where: str, cfg=None) -> None:
+        """Refuses (UserError naming ``where``) arrays this jaxmia cannot analyse: not of
+        the schema, out of range, non-finite where used, or (with ``cfg``, the run's own
+        config from run.json) not of this run (classes, targets, ...)."""
+
+    def counts(self, arrays: dict) -> dict:
+        """The config keys that count models (n_iterations, ...), as the arrays hold them:
+        a run that grew and was killed before its products keeps the arrays of the run
+        before, and its results must say what those hold."""
 
     def analyze(self, arrays: dict, cfg, meta: dict) -> Analysis:
         """Every number, figure and table of a run, from its arrays alone."""
@@ -122,10 +131,12 @@ class KindBase:
 
     def figures(self, arrays: dict, **extra) -> Callable[[Path, dict], list]:
         """``draw(folder, results)``: the kind's ``figures.write_figures`` on these arrays,
-        each title ending in SYNTHETIC_SUFFIX for a synthetic run."""
+        each title ending in SYNTHETIC_SUFFIX for a synthetic run and UNVERIFIED_SUFFIX
+        for a run on unverified data."""
 
         def draw(folder, results):
             suffix = SYNTHETIC_SUFFIX if results.get("synthetic") else ""
+            suffix += UNVERIFIED_SUFFIX if results.get("unverified") else ""
             write = self._module("figures").write_figures
             return write(folder, arrays, results, suffix=suffix, **extra)
 
@@ -152,20 +163,48 @@ def product_files(kind) -> tuple[str, ...]:
     return ("config.yaml", "results.json", kind.arrays_file, *kind.table_files, *kind.figure_files)
 
 
-def metadata(kind, cfg, synthetic: bool) -> dict:
-    """The results.json keys that describe the experiment (not computed from outputs)."""
-    meta = {"experiment": cfg.experiment, "dataset": cfg.dataset, "synthetic": bool(synthetic)}
+def metadata(kind, cfg, synthetic: bool, fingerprint: str | None = None) -> dict:
+    """The results.json keys that describe the experiment (not computed from outputs).
+
+    ``fingerprint`` is the data's (``Dataset.fingerprint``, run.json's
+    ``data_fingerprint``); ``unverified`` says whether it is of data taken on the
+    user's word (JAXMIA_UNVERIFIED_DATA=1), which every product then says.
+    """
+    from jaxmia.data import fingerprint_unverified
+
+    meta = {
+        "experiment": cfg.experiment,
+        "dataset": cfg.dataset,
+        "synthetic": bool(synthetic),
+        "unverified": fingerprint_unverified(fingerprint),
+        "data_fingerprint": fingerprint,
+    }
     return {**meta, **{k: getattr(cfg, k) for k in kind.metadata_keys}}
 
 
-def write_run(kind, run_dir, cfg, meta: dict, arrays: dict, run_info: dict, *, write_arrays=True):
+def write_run(
+    kind,
+    run_dir,
+    cfg,
+    meta: dict,
+    arrays: dict,
+    run_info: dict,
+    *,
+    write_arrays=True,
+    notes=(),
+    between=None,
+):
     """Analyses ``arrays`` and writes the kind's products; returns results.json's dict.
 
     The one path for a finished run, ``jaxmia analyze`` (``write_arrays=False``:
-    the arrays file stays as it is) and the PyTorch baseline.
+    the arrays file stays as it is) and the PyTorch baseline.  ``notes``: lines put
+    first among the results' warnings (what ``jaxmia analyze`` found about the folder).
+    ``between``: called before each file is written, may raise to stop (Ctrl-C).
     """
     analysis = kind.analyze(arrays, cfg, meta)
     results = {**analysis.results, **run_info}
+    if notes:
+        results["warnings"] = [*notes, *results.get("warnings", [])]
     draw = None
     if cfg.save_plots:
 
@@ -180,8 +219,10 @@ def write_run(kind, run_dir, cfg, meta: dict, arrays: dict, run_info: dict, *, w
         figures=draw,
         figure_files=kind.figure_files,
         synthetic=meta["synthetic"],
+        unverified=bool(meta.get("unverified")),
         arrays_name=kind.arrays_file,
         tables=analysis.tables,
+        between=between,
     )
     for what in out.get("skipped") or []:
         print(f"jaxmia: warning: non-finite loss for {what}; left out", file=sys.stderr)

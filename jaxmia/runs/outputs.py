@@ -20,7 +20,10 @@ class ModelOutputs:
     """Per-model results of J trained models that each scored T images.
 
     ``loss`` and ``logits`` are those of the plan's scored images (the target,
-    for the single-target experiment), after training.
+    for the single-target experiment), after training: of the plain image, query
+    0.  ``view_logits`` holds the other Q - 1 queries of a plan that scores
+    augmented views (training/queries.py), Q - 1 = 0 for the others; a chunk
+    written before it existed reads as Q = 1.
     """
 
     stream: np.ndarray  # int32[J]
@@ -31,6 +34,7 @@ class ModelOutputs:
     train_accuracy: np.ndarray  # float32[J]
     test_accuracy: np.ndarray  # float32[J]
     epoch_loss: np.ndarray  # float32[J, epochs]: mean training loss of each epoch
+    view_logits: np.ndarray  # float32[J, T, Q-1, C]: queries 1 .. Q-1 of each scored image
     # Final parameters and batch statistics (BatchNorm's running averages; {}
     # for a model without) stacked [J, ...], only when the trainer was asked
     # for them (tests); never stored.
@@ -46,7 +50,10 @@ class ModelOutputs:
         "train_accuracy",
         "test_accuracy",
         "epoch_loss",
+        "view_logits",
     )
+    # Columns older chunks lack, and how to fill them from the others.
+    _OPTIONAL = ("view_logits",)
     _DTYPES = {
         "stream": np.int32,
         "round": np.int64,
@@ -56,8 +63,9 @@ class ModelOutputs:
         "train_accuracy": np.float32,
         "test_accuracy": np.float32,
         "epoch_loss": np.float32,
+        "view_logits": np.float32,
     }
-    _NDIM = {"loss": 2, "logits": 3, "epoch_loss": 2}
+    _NDIM = {"loss": 2, "logits": 3, "epoch_loss": 2, "view_logits": 4}
 
     @classmethod
     def fields(cls) -> tuple[str, ...]:
@@ -76,10 +84,17 @@ class ModelOutputs:
 
     @classmethod
     def from_arrays(cls, arrays: dict) -> ModelOutputs:
-        """Checks names, dtypes kinds and shapes; raises ValueError on anything off."""
-        missing = [f for f in cls.fields() if f not in arrays]
+        """Checks names, dtypes kinds and shapes; raises ValueError on anything off.
+
+        A missing ``view_logits`` (a chunk of a run without query views, or
+        from before they existed) is read as no views: float32[J, T, 0, C].
+        """
+        missing = [f for f in cls.fields() if f not in arrays and f not in cls._OPTIONAL]
         if missing:
             raise ValueError(f"missing fields {missing}")
+        if "view_logits" not in arrays and np.ndim(arrays["logits"]) == 3:
+            j, t, c = np.shape(arrays["logits"])
+            arrays = {**arrays, "view_logits": np.zeros((j, t, 0, c), np.float32)}
         values = {}
         for name in cls.fields():
             a = np.asarray(arrays[name])
@@ -95,6 +110,9 @@ class ModelOutputs:
                 raise ValueError(f"field {name} has {a.shape[0]} rows, expected {n}")
         if values["logits"].shape[:2] != values["loss"].shape:
             raise ValueError("logits and loss disagree on the scored images")
+        v, z = values["view_logits"].shape, values["logits"].shape
+        if v[:2] != z[:2] or v[3] != z[2]:
+            raise ValueError("view_logits and logits disagree on the scored images or classes")
         return cls(**values)
 
     @classmethod
@@ -118,8 +136,10 @@ class ModelOutputs:
         return cls(**{f: np.concatenate([getattr(p, f) for p in parts]) for f in cls.fields()})
 
     def finite(self) -> np.ndarray:
-        """bool[J]: the model's every epoch loss and every scored loss are finite."""
-        return np.isfinite(self.epoch_loss).all(axis=1) & np.isfinite(self.loss).all(axis=1)
+        """bool[J]: the model's every epoch loss, every scored loss and every view's logits
+        are finite."""
+        views = np.isfinite(self.view_logits).reshape(len(self), -1).all(axis=1)
+        return np.isfinite(self.epoch_loss).all(axis=1) & np.isfinite(self.loss).all(axis=1) & views
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         return {f: getattr(self, f) for f in self.fields()}

@@ -48,6 +48,7 @@ RUN_KEYS = (
 
 
 SYNTHETIC_NOTE = "# SYNTHETIC DATA: not CIFAR\n"
+UNVERIFIED_NOTE = "# UNVERIFIED DATA: not checked against the official checksums\n"
 
 
 def write_products(
@@ -61,35 +62,54 @@ def write_products(
     synthetic: bool,
     arrays_name: str,
     tables: Callable[[Path], None] | None = None,
+    unverified: bool = False,
+    between: Callable[[], None] | None = None,
 ) -> dict:
     """Writes the set in the order above; returns ``results`` with ``losses_sha256``.
 
     ``figures(folder)`` draws the PNGs into ``folder`` (None: no figures, and
     the old ones, ``figure_files``, are removed).  ``arrays=None`` keeps the
     arrays file ``arrays_name`` on disk as it is (``jaxmia analyze``) and
-    records its hash.  OSErrors become one UserError line.
+    records its hash.  ``between()`` runs before each step and may raise to stop
+    (``interrupt.StopFlag.check``): the exception then carries
+    ``products_begun``, whether results.json was already removed.  OSErrors become
+    one UserError line.
     """
     run_dir = Path(run_dir)
+    begun = False
+
+    def step():
+        if between is not None:
+            between()
+
     try:
+        step()
+        begun = True
         (run_dir / "results.json").unlink(missing_ok=True)
         text = yaml.safe_dump(config, sort_keys=False)
-        fileio.atomic_write_text(
-            run_dir / "config.yaml", (SYNTHETIC_NOTE if synthetic else "") + text
-        )
+        notes = (UNVERIFIED_NOTE if unverified else "") + (SYNTHETIC_NOTE if synthetic else "")
+        fileio.atomic_write_text(run_dir / "config.yaml", notes + text)
+        step()
         if arrays is None:
             data = (run_dir / arrays_name).read_bytes()
         else:
             data = fileio.npz_bytes(arrays)
             fileio.atomic_write_bytes(run_dir / arrays_name, data)
+        step()
         if tables is not None:
             tables(run_dir)
+            step()
         if figures is None:
             for name in figure_files:
                 (run_dir / name).unlink(missing_ok=True)
         else:
             figures(run_dir)
+        step()
         results = {**results, "losses_sha256": hashlib.sha256(data).hexdigest()}
         fileio.write_json(run_dir / "results.json", results)
     except OSError as e:
         raise UserError(f"cannot write results to {run_dir}: {e.strerror or e}") from None
+    except Exception as e:
+        e.products_begun = begun
+        raise
     return results

@@ -18,7 +18,14 @@ Rules that keep a user's files safe:
   kernel when the process ends, however it ends.
 * A chunk file carries the SHA-256 of its bytes in its name.  Anything that
   cannot be read and verified is renamed ``*.corrupt`` and its models are
-  trained again; nothing half-written is ever read as a result.
+  trained again; nothing half-written is ever read as a result.  A chunk of
+  another run is not damaged: it is skipped and left as it is.
+* Nothing is followed out of the run folder: the lock is opened with
+  O_NOFOLLOW, temporary files are created O_EXCL | O_NOFOLLOW and renamed over
+  (never written through) a link, a ``chunks/`` that resolves outside the
+  folder is refused, and a chunk file that links out of it is neither read,
+  renamed nor deleted through.  Only temporaries named like jaxmia's own
+  (``fileio.TEMPORARY_PATTERN``, of a file jaxmia writes there) are removed.
 * A run folder is resumed only with the same results hash (the config keys that
   decide the numbers, the data's fingerprint) and the same execution (conv,
   strategy, compute dtype, backend, models per device under vmap, jax and
@@ -44,13 +51,35 @@ import numpy as np
 
 from jaxmia.errors import UserError, show
 from jaxmia.fileio import TEMPORARY_PATTERN as _TMP
-from jaxmia.fileio import atomic_write_bytes
+from jaxmia.fileio import atomic_write_bytes, temporary_name
 from jaxmia.runs.outputs import ModelOutputs
+from jaxmia.runs.plan import Job
 
 RUN_MARK = "jaxmia run folder"
 LOCK_NAME = ".lock"
+CHUNKS = "chunks"
 _CHUNK = re.compile(r"^chunk-[A-Za-z0-9-]+\.[0-9a-f]{64}\.npz(\.corrupt)?$")
-PATH_MAX_BYTES = 4000  # below Linux's 4096, leaving room for the file names inside
+
+
+def chunk_name(first: Job, last: Job, digest: str) -> str:
+    """The file name of a chunk holding the jobs ``first`` .. ``last``, SHA-256 ``digest``."""
+    return (
+        f"chunk-s{first.stream}-r{first.round:07d}m{int(first.member)}"
+        f"-r{last.round:07d}m{int(last.member)}.{digest}.npz"
+    )
+
+
+def longest_names() -> tuple[str, ...]:
+    """The longest path, below the run folder, of a file jaxmia writes there (its parts):
+    a chunk's temporary file, the chunk of the highest rounds a config allows."""
+    top = Job(9, 9_999_999, True)
+    return (CHUNKS, temporary_name(chunk_name(top, top, "f" * 64), "x" * 8))
+
+
+# Linux's PATH_MAX is 4096 bytes with the closing NUL: a path has at most 4095.  The run
+# folder's path must leave room for the longest name jaxmia writes inside it.
+PATH_MAX_BYTES = 4095
+LONGEST_SUFFIX_BYTES = sum(1 + len(os.fsencode(part)) for part in longest_names())
 
 
 def check_output_path(output_dir, run_name: str) -> Path:
@@ -60,10 +89,12 @@ def check_output_path(output_dir, run_name: str) -> Path:
         raise UserError(f"--output-dir must not contain a NUL byte, got {show(raw)}")
     run_dir = Path(raw) / run_name
     size = len(os.fsencode(os.path.abspath(run_dir)))
-    if size > PATH_MAX_BYTES:
+    room = PATH_MAX_BYTES - LONGEST_SUFFIX_BYTES
+    if size > room:
         raise UserError(
-            f"the run folder's path is {size} bytes long; keep --output-dir and --run-name "
-            f"under {PATH_MAX_BYTES} bytes together"
+            f"the run folder's path is {size} bytes long; with the longest file jaxmia writes "
+            f"in it ({LONGEST_SUFFIX_BYTES} bytes more) it passes the system's limit of "
+            f"{PATH_MAX_BYTES}: keep --output-dir and --run-name within {room} bytes together"
         )
     for part in Path(raw).parts:
         if len(os.fsencode(part)) > 255:
@@ -98,22 +129,46 @@ def _describe_change(old: dict, new: dict) -> str:
     changed = [k for k in sorted(set(old_ex) | set(new_ex)) if old_ex.get(k) != new_ex.get(k)]
     if changed:
         shown = ", ".join(
-            f"{k}: {show(old_ex.get(k), 20)} -> {show(new_ex.get(k), 20)}" for k in changed[:3]
+            f"{_EXECUTION_WORDS.get(k, k)}: {show(old_ex.get(k), 20)} -> {show(new_ex.get(k), 20)}"
+            for k in changed[:3]
         )
+        advice = "; ".join(_restore(k, old_ex.get(k)) for k in changed[:3])
         return (
             f"the computation changed ({shown}), which changes the last bits of the losses; "
-            "set these keys to the old values to resume"
+            f"to resume: {advice}"
         )
     return "its identity differs"
 
 
-def read_identity(run_dir: Path) -> dict:
-    """The identity recorded in a jaxmia run folder; UserError for any other folder."""
+# The execution record's fields, in words, and how a user gets the old value back:
+# only some of them are config keys.
+_EXECUTION_WORDS = {"models_per_device": "models per device under vmap"}
+
+
+def _restore(field: str, old) -> str:
+    if field in ("conv", "strategy", "compute_dtype"):
+        return f"set {field}: {old}"
+    if field == "models_per_device":
+        return f"set models_per_chunk to {old} times the number of devices"
+    if field == "backend":
+        return f"run it on a {old} machine"
+    if field in ("jax", "jaxlib"):
+        return f"install {field} {old}"
+    return f"restore {field} {show(old, 20)}"
+
+
+_RUN_HINT = "jaxmia will not write into it: choose another --run-name or --output-dir"
+
+
+def read_identity(run_dir: Path, hint: str = _RUN_HINT) -> dict:
+    """The identity recorded in a jaxmia run folder; UserError for any other folder.
+
+    ``hint`` ends the message: what to do instead (the run's advice by default).
+    """
     meta = run_dir / "run.json"
     if not meta.is_file():
         raise UserError(
-            f"{show(str(run_dir))} exists and is not a jaxmia run folder (no run.json); "
-            "jaxmia will not write into it: choose another --run-name or --output-dir"
+            f"{show(str(run_dir))} exists and is not a jaxmia run folder (no run.json); {hint}"
         )
     try:
         old = json.loads(meta.read_text())
@@ -124,16 +179,36 @@ def read_identity(run_dir: Path) -> dict:
     except (OSError, ValueError, UnicodeDecodeError):
         raise UserError(
             f"{meta} is not a jaxmia run's run.json (unreadable or foreign); jaxmia will "
-            "not touch this folder: choose another --run-name or --output-dir"
+            f"not touch this folder{'' if hint == _RUN_HINT else '; ' + hint}"
+            f"{': choose another --run-name or --output-dir' if hint == _RUN_HINT else ''}"
         ) from None
     return old
 
 
 def lock_folder(run_dir: Path) -> int:
-    """Takes the folder's exclusive lock (fcntl); returns its fd.  UserError if held."""
+    """Takes the folder's exclusive lock (fcntl); returns its fd.
+
+    Raises:
+      UserError: the lock is held by another process, is a symbolic link (never
+        followed: jaxmia truncates its lock file), or cannot be created (a read-only
+        folder).
+    """
     import fcntl
 
-    fd = os.open(run_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    path = run_dir / LOCK_NAME
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags, 0o644)
+    except OSError as e:
+        if e.errno == errno.ELOOP or path.is_symlink():
+            raise UserError(
+                f"{path} is a symbolic link; jaxmia writes its lock there and never follows "
+                "a link out of its run folder: remove the link"
+            ) from None
+        raise UserError(
+            f"cannot lock {show(str(run_dir))}: {e.strerror or e} (jaxmia writes its "
+            "products there, so the folder must be writable)"
+        ) from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as e:
@@ -160,7 +235,7 @@ class RunStore:
         self.product_files = tuple(product_files)
         self.identity = identity
         self.run_hash = identity["results_hash"]
-        self.chunk_dir = self.run_dir / "chunks"
+        self.chunk_dir = self.run_dir / CHUNKS
         self._lock_fd = lock_fd
 
     # ------------------------------------------------------------ opening
@@ -186,11 +261,17 @@ class RunStore:
     @classmethod
     def _open(cls, run_dir: Path, identity: dict, fresh: bool, product_files) -> RunStore:
         for p in (run_dir, *run_dir.parents):
+            if p.is_symlink() and not p.exists():
+                raise UserError(
+                    f"output path {show(str(p))} is a symbolic link to "
+                    f"{show(os.readlink(p))}, which does not exist"
+                )
             if p.exists() and not p.is_dir():
                 raise UserError(f"output path {show(str(p))} exists and is not a folder")
         if run_dir.is_dir() and any(p.name != LOCK_NAME for p in run_dir.iterdir()):
             read_identity(run_dir)  # refuses a folder jaxmia did not make
         run_dir.mkdir(parents=True, exist_ok=True)
+        _check_chunk_folder(run_dir)
         fd = lock_folder(run_dir)
         try:
             old = read_identity(run_dir) if (run_dir / "run.json").exists() else None
@@ -231,22 +312,34 @@ class RunStore:
             self._lock_fd = None
 
     def _delete_own_files(self) -> None:
-        """--fresh: removes what jaxmia wrote here, and nothing else."""
+        """--fresh: removes what jaxmia wrote here, and nothing else (a link named like one
+        of its files is removed itself; what it points to is never touched)."""
         for name in self.product_files:
             (self.run_dir / name).unlink(missing_ok=True)
         if self.chunk_dir.is_dir():
             for p in self.chunk_dir.iterdir():
-                if _CHUNK.match(p.name) or _TMP.match(p.name):
+                if _CHUNK.match(p.name) or self._own_temporary(p):
                     p.unlink()
-            with contextlib.suppress(OSError):
-                self.chunk_dir.rmdir()  # only if nothing else is in it
+            if not self.chunk_dir.is_symlink():
+                with contextlib.suppress(OSError):
+                    self.chunk_dir.rmdir()  # only if nothing else is in it
+
+    def _own_temporary(self, p: Path) -> bool:
+        """Whether ``p`` is a temporary file of jaxmia's own: named by fileio after a file
+        jaxmia writes in that folder (run.json and the products here, chunks in chunks/)."""
+        m = _TMP.match(p.name)
+        if not m:
+            return False
+        if p.parent == self.chunk_dir:
+            return bool(_CHUNK.match(m["name"]))
+        return m["name"] in ("run.json", *self.product_files)
 
     def _clean_temporaries(self) -> None:
         """Removes the temporary files a killed run left behind (ours only)."""
         for folder in (self.run_dir, self.chunk_dir):
             if folder.is_dir():
                 for p in folder.iterdir():
-                    if _TMP.match(p.name) and p.is_file():
+                    if self._own_temporary(p) and (p.is_file() or p.is_symlink()):
                         p.unlink(missing_ok=True)
 
     # ------------------------------------------------------------ chunks
@@ -254,16 +347,10 @@ class RunStore:
     def save_chunk(self, outputs: ModelOutputs) -> Path:
         """Writes one finished chunk atomically; its name carries the SHA-256 of its bytes."""
         jobs = outputs.jobs()
-        first, last = jobs[0], jobs[-1]
         buf = io.BytesIO()
         np.savez(buf, run_hash=np.array(self.run_hash), **outputs.to_arrays())
         data = buf.getvalue()
-        digest = hashlib.sha256(data).hexdigest()
-        name = (
-            f"chunk-s{first.stream}-r{first.round:07d}m{int(first.member)}"
-            f"-r{last.round:07d}m{int(last.member)}.{digest}.npz"
-        )
-        path = self.chunk_dir / name
+        path = self.chunk_dir / chunk_name(jobs[0], jobs[-1], hashlib.sha256(data).hexdigest())
         try:
             atomic_write_bytes(path, data)
         except OSError as e:
@@ -274,18 +361,30 @@ class RunStore:
         """Every model finished on disk, as one record (None when there is none).
 
         A file that fails to read, verify or parse is set aside as ``.corrupt``
-        (with one warning line) and its models count as not trained.
+        (with one warning line) and its models count as not trained.  A chunk of
+        another run, or one that links out of the run folder, is skipped with one line
+        and left as it is.
         """
         parts = []
         for path in sorted(self.chunk_dir.glob("chunk-*.npz")):
+            if path.is_symlink() and not _inside(path, self.run_dir):
+                _warn(
+                    f"{path.name} is a symbolic link out of the run folder; not read, "
+                    "its models are trained again"
+                )
+                continue
             try:
                 parts.append(self._read_chunk(path))
+            except _OtherRun as e:
+                _warn(f"{path.name} belongs to another run ({e}); left as it is, not used")
             except Exception as e:  # noqa: BLE001 - any failure means: train these again
                 reason = show(f"{type(e).__name__}: {e}", 100)
-                print(
-                    f"jaxmia: warning: {path.name} is damaged ({reason}); set aside as "
-                    ".corrupt, its models are trained again",
-                    file=sys.stderr,
+                if path.is_symlink():
+                    _warn(f"{path.name} cannot be read ({reason}); its models are trained again")
+                    continue
+                _warn(
+                    f"{path.name} is damaged ({reason}); set aside as .corrupt, its models "
+                    "are trained again"
                 )
                 os.replace(path, path.with_name(path.name + ".corrupt"))
         return ModelOutputs.concat(parts)
@@ -299,6 +398,36 @@ class RunStore:
             raise ValueError("checksum mismatch")
         with np.load(io.BytesIO(data), allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
-        if str(arrays.pop("run_hash", "")) != self.run_hash:
-            raise ValueError("written by a different run")
+        other = str(arrays.pop("run_hash", ""))
+        if other != self.run_hash:
+            raise _OtherRun(f"run hash {show(other, 20)}, this run's is {self.run_hash}")
         return ModelOutputs.from_arrays(arrays)
+
+
+class _OtherRun(ValueError):
+    """A sound chunk written by another run."""
+
+
+def _warn(text: str) -> None:
+    print(f"jaxmia: warning: {text}", file=sys.stderr)
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """Whether ``path``, its links followed, lies inside ``folder`` (links followed too)."""
+    target = Path(os.path.realpath(path))
+    root = Path(os.path.realpath(folder))
+    return target == root or root in target.parents
+
+
+def _check_chunk_folder(run_dir: Path) -> None:
+    """Refuses a chunks/ that is a file or resolves outside the run folder (UserError):
+    jaxmia renames and deletes chunk files, and must never do so in another folder."""
+    chunks = run_dir / CHUNKS
+    if chunks.is_symlink() and not _inside(chunks, run_dir):
+        raise UserError(
+            f"{chunks} is a symbolic link to {show(os.path.realpath(chunks))}, outside the run "
+            "folder; jaxmia keeps a run's chunks inside its folder and never follows a link "
+            "out of it: remove the link (chunks of another run are never shared)"
+        )
+    if chunks.exists() and not chunks.is_dir():
+        raise UserError(f"{chunks} exists and is not a folder")

@@ -10,6 +10,8 @@ The modules, in the order the data flows through them:
 * ``one_model.py``: the data on the device (``DeviceData``, ``put_data``) and
   the per-model functions (``init_state``, ``train_epoch``, ``evaluate_model``,
   and ``train_one`` that strings them together).
+* ``queries.py``: the deterministic views (mirrors, reflect-padded shifts) the
+  scoring pass evaluates each scored image under.
 * ``chunk.py``: ``ChunkTrainer``, the per-model functions mapped over a chunk of
   models, sharded over the devices and compiled once per stage.
 * ``memory.py``: ``model_footprint_bytes`` and ``auto_models_per_chunk``, how

@@ -117,7 +117,7 @@ class ChunkTrainer:
         epoch_c = epoch_fn.lower(self.data, state_shape, rows, masks, ids, eps).compile()
         n_scored = setup.score_batches * setup.score_batch
         scored = jax.ShapeDtypeStruct((k, n_scored), jnp.int32, sharding=self._stacked)
-        eval_fn = jax.jit(self._sharded(evaluate, 4, 4))
+        eval_fn = jax.jit(self._sharded(evaluate, 4, 5))
         eval_c = eval_fn.lower(self.data, state_shape, rows, masks, scored).compile()
         self.compile_seconds = time.perf_counter() - t0
         self._compiled = (init_c, epoch_c, eval_c)
@@ -169,8 +169,8 @@ class ChunkTrainer:
             if on_epoch is not None:
                 loss.block_until_ready()
                 on_epoch(e)
-        loss, logits, train_acc, test_acc = eval_c(self.data, state, idx, mask, scored)
-        fetched = jax.device_get((loss, logits, train_acc, test_acc, epoch_losses))
+        loss, logits, train_acc, test_acc, views = eval_c(self.data, state, idx, mask, scored)
+        fetched = jax.device_get((loss, logits, train_acc, test_acc, epoch_losses, views))
         params = batch_stats = None
         if keep_params:
             params, batch_stats = jax.tree.map(
@@ -185,4 +185,5 @@ class ChunkTrainer:
             train_accuracy=fetched[2],
             test_accuracy=fetched[3],
             epoch_loss=np.stack(fetched[4], axis=1),
+            view_logits=np.asarray(fetched[5])[:, :n_scored],
         )

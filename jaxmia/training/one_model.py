@@ -44,6 +44,7 @@ from jax.sharding import PartitionSpec as P
 from jaxmia.data import Dataset
 from jaxmia.models import MODELS
 from jaxmia.training import augment
+from jaxmia.training.queries import query_view
 from jaxmia.training.setup import TrainSetup, make_optimizer, step_lr
 from jaxmia.training.state import TrainState
 
@@ -241,10 +242,13 @@ def evaluate_model(setup: TrainSetup, data: DeviceData, state: TrainState, idx, 
 
     scored int32[S'] are the training-set indices of the images to score (S'
     = score_batches * score_batch, padded).  Returns (loss float32[S'], logits
-    float32[S', C], train accuracy, test accuracy): the scored images go
-    through the network score_batch at a time (in one pass for up to
-    MAX_SCORE_BATCH); the accuracies (float32 scalars) count hits over the
-    model's own real training slots and the (masked) test set.
+    float32[S', C], train accuracy, test accuracy, view logits float32[S', Q-1,
+    C]): the scored images go through the network score_batch at a time (in
+    one pass for up to MAX_SCORE_BATCH); the accuracies (float32 scalars)
+    count hits over the model's own real training slots and the (masked) test
+    set.  ``loss`` and ``logits`` are those of the plain image, query 0; with
+    ``setup.queries`` Q > 1 the view logits are those of queries 1 .. Q-1
+    (queries.py), one forward pass of score_batch images per query.
     """
     model = make_model(setup)
 
@@ -255,12 +259,19 @@ def evaluate_model(setup: TrainSetup, data: DeviceData, state: TrainState, idx, 
     def score_batch(_, rows):
         x, y = model_inputs(data, rows)
         logits = apply(x)
-        return None, (optax.softmax_cross_entropy_with_integer_labels(logits, y), logits)
+        if setup.queries > 1:
+            views = jnp.arange(1, setup.queries, dtype=jnp.int32)
+            extra = lax.map(lambda q: apply(query_view(x, q, setup.queries)), views)
+            extra = jnp.swapaxes(extra, 0, 1)  # [B, Q-1, C]
+        else:
+            extra = jnp.zeros((x.shape[0], 0, logits.shape[-1]), jnp.float32)
+        return None, (optax.softmax_cross_entropy_with_integer_labels(logits, y), logits, extra)
 
-    _, (loss, logits) = lax.scan(
+    _, (loss, logits, views) = lax.scan(
         score_batch, None, scored.reshape(setup.score_batches, setup.score_batch)
     )
     loss, logits = loss.reshape(-1), logits.reshape(-1, logits.shape[-1])
+    views = views.reshape(loss.shape[0], *views.shape[2:])  # no -1: Q-1 may be 0
 
     def count_correct(carry, batch):
         b_x, b_y, b_mask = batch
@@ -292,14 +303,15 @@ def evaluate_model(setup: TrainSetup, data: DeviceData, state: TrainState, idx, 
     test_hits, _ = lax.scan(test_batch, jnp.zeros((), jnp.int32), test)
     train_acc = train_hits / jnp.maximum(mask.sum(), 1)
     test_acc = test_hits / jnp.maximum(data.test_mask.sum(), 1)
-    return loss, logits, train_acc.astype(jnp.float32), test_acc.astype(jnp.float32)
+    return loss, logits, train_acc.astype(jnp.float32), test_acc.astype(jnp.float32), views
 
 
 def train_one(setup: TrainSetup, data: DeviceData, idx, mask, ids, scored):
     """Trains one model from scratch and evaluates it: the whole job, for one model.
 
     Returns (the final TrainState, (loss, logits, train accuracy, test accuracy,
-    epoch losses float32[epochs])), the outputs as ``evaluate_model`` gives them.
+    epoch losses float32[epochs], view logits)), the outputs as ``evaluate_model``
+    gives them.
     The chunk trainer runs the same three stages, mapped over a stack of
     models, with the host loop between epochs.
     """
@@ -308,5 +320,5 @@ def train_one(setup: TrainSetup, data: DeviceData, idx, mask, ids, scored):
     for e in range(setup.epochs):
         state, loss = train_epoch(setup, data, state, idx, mask, ids, jnp.int32(e))
         epoch_losses.append(loss)
-    loss, logits, train_acc, test_acc = evaluate_model(setup, data, state, idx, mask, scored)
-    return state, (loss, logits, train_acc, test_acc, jnp.stack(epoch_losses))
+    loss, logits, train_acc, test_acc, views = evaluate_model(setup, data, state, idx, mask, scored)
+    return state, (loss, logits, train_acc, test_acc, jnp.stack(epoch_losses), views)

@@ -46,6 +46,7 @@ class TrainSetup:
     full_steps: int  # the first full_steps batches of an epoch always hold a real example
     score_batch: int  # scored images go through the network score_batch at a time
     score_batches: int  # S scored images padded to score_batches * score_batch
+    queries: int = 1  # views of each scored image (queries.py); 1: the plain image only
 
     @property
     def slots(self) -> int:
@@ -124,6 +125,9 @@ def make_setup(cfg: Config, dataset: Dataset, platform: str, plan: Plan) -> Trai
         full_steps=-(-min_real // b),
         score_batch=score_batch,
         score_batches=-(-n_scored // score_batch),
+        # A plan that scores augmented views says how many (the many-targets
+        # plan's ``queries``); the others score the plain image.
+        queries=getattr(plan, "queries", 1),
     )
 
 

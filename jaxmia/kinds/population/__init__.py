@@ -7,6 +7,10 @@ analysis for the alpha rule and the Yeom rule).
 
 from __future__ import annotations
 
+from functools import partial
+
+import numpy as np
+
 from jaxmia.errors import UserError
 from jaxmia.keys import Key, integer
 from jaxmia.kinds.base import Analysis, KindBase, refuse_bad_arrays
@@ -52,10 +56,14 @@ class Population(KindBase):
 
         return assemble(cfg, plan, dataset, outputs, self.jobs(cfg))
 
-    def check_arrays(self, arrays: dict, where: str) -> None:
+    def check_arrays(self, arrays: dict, where: str, cfg=None) -> None:
         from jaxmia.kinds.population.analysis import check_population_arrays
 
-        refuse_bad_arrays(check_population_arrays, arrays, where)
+        sizes = {"C": cfg.num_classes, "n": cfg.subset_size} if cfg is not None else None
+        refuse_bad_arrays(partial(check_population_arrays, sizes=sizes), arrays, where)
+
+    def counts(self, arrays: dict) -> dict:
+        return {"repetitions": int(np.shape(arrays["model_used"])[0])}
 
     def analyze(self, arrays: dict, cfg, meta: dict) -> Analysis:
         from jaxmia.attack.summary import Settings

@@ -27,8 +27,8 @@ import numpy as np
 
 from jaxmia.attack import metrics, scores, thresholds
 from jaxmia.attack.summary import Settings
-from jaxmia.errors import UserError
-from jaxmia.kinds.population.arrays import SCHEMA
+from jaxmia.errors import NothingToAnalyse
+from jaxmia.kinds.population.arrays import MIN_SIZES, SCHEMA
 from jaxmia.runs import schema
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
     "left_out",
     "population_results",
     "population_scores",
+    "summary_bounds",
     "repetition_metrics",
     "used_repetitions",
     "yeom_rule",
@@ -65,32 +66,46 @@ SUMMARY_METRICS = (
     (("generalization_gap",), False),
 )
 
+# Summaries on the loss scale, which has no value below 0: their intervals stop there
+# (the alpha rule's threshold too when the rule cuts the loss itself).
+_LOSSES = (("yeom", "threshold"), ("member_loss_mean",), ("nonmember_loss_mean",))
+
+
+def summary_bounds(path: tuple, is_rate: bool, settings: Settings):
+    """(lo, hi) an entry's interval is clipped to: [0, 1] for a rate, [0, inf) for a loss,
+    None for a value of any sign (a threshold on φ or on the log likelihood ratio)."""
+    if is_rate:
+        return (0.0, 1.0)
+    loss_cut = settings.score == "loss" and settings.threshold_rule != "lira"
+    if path in _LOSSES or (path == ("alpha_rule", "threshold") and loss_cut):
+        return (0.0, math.inf)
+    return None
+
+
 INTERVAL_METHOD = (
     "Student t over the repetitions: mean ± t_{(1+confidence)/2, R-1} · s / sqrt(R), s the "
-    "sample std (ddof 1) of the R values; intervals of rates clipped to [0, 1]"
+    "sample std (ddof 1) of the R values; intervals of rates clipped to [0, 1], of losses "
+    "to [0, inf)"
 )
 
 
 # ---------------------------------------------------------------- the arrays
 
 
-def check_population_arrays(arrays) -> tuple[int, int]:
-    """Checks the arrays' keys, shapes and row sets; returns (R, n).
+def check_population_arrays(arrays, sizes: dict | None = None) -> tuple[int, int]:
+    """Checks the arrays' keys, shapes, values and row sets; returns (R, n).
+
+    ``sizes``: symbol sizes known from run.json (C, n), which the arrays must agree with.
 
     Raises:
-      ValueError: a missing key, a shape that does not fit the others, labels out of
-        range, or a repetition whose member and non-member rows are not 2n distinct
-        training indices (the attack would compare a point with itself).
+      ValueError: a missing key, a shape that does not fit the others, values out of
+        range, a used model's non-finite output, or a repetition whose member and
+        non-member rows are not 2n distinct training indices (the attack would compare
+        a point with itself).
     """
-    sizes = schema.check(arrays, SCHEMA)
-    r, n, c = sizes["R"], sizes["n"], sizes["C"]
-    if r == 0 or n == 0:
-        raise ValueError(f"member_rows must be int[R, n] with R, n >= 1, got shape {(r, n)}")
+    sizes = schema.check(arrays, SCHEMA, sizes, minimum=MIN_SIZES)
+    r, n = sizes["R"], sizes["n"]
     rows = np.asarray(arrays["member_rows"])
-    for key in ("member_labels", "nonmember_labels"):
-        lab = np.asarray(arrays[key])
-        if lab.min() < 0 or lab.max() >= c:
-            raise ValueError(f"{key} must be class indices in [0, {c})")
     both = np.concatenate([rows, np.asarray(arrays["nonmember_rows"])], axis=1)
     for i in range(r):
         if np.unique(both[i]).size != 2 * n:
@@ -101,29 +116,26 @@ def check_population_arrays(arrays) -> tuple[int, int]:
 
 
 def used_repetitions(arrays) -> np.ndarray:
-    """bool[R]: the model is used (``model_used``) and its every loss is finite."""
-    ok = np.asarray(arrays["model_used"], bool).copy()
-    for key in ("member_losses", "nonmember_losses"):
-        ok &= np.isfinite(np.asarray(arrays[key], np.float64)).all(axis=1)
-    return ok
+    """bool[R]: the model is used (``model_used``: its outputs are finite; the arrays'
+    check refuses a used model whose outputs are not)."""
+    return np.asarray(arrays["model_used"], bool).copy()
 
 
 def left_out(arrays) -> list[str]:
-    """The target models left out (losses not finite), in words."""
+    """The target models left out (outputs not finite), in words."""
     return [f"repetition {int(r)}, target model" for r in np.flatnonzero(~used_repetitions(arrays))]
 
 
 def population_scores(arrays, score: str, r: int) -> tuple[np.ndarray, np.ndarray]:
     """(member float64[n], non-member float64[n]): native ``score`` values under model r.
 
-    The loss is the one the device computed (float32, as the pipeline reports it); the
-    logit-scale scores come from the saved logits in float64.
+    Every score, the loss included, comes from the saved logits in float64
+    (``attack.scores.from_outputs``).
     """
     out = []
     for who in ("member", "nonmember"):
-        logits, loss = arrays[f"{who}_logits"][r], arrays[f"{who}_losses"][r]
         labels = np.asarray(arrays[f"{who}_labels"][r]).astype(np.int64)
-        out.append(scores.from_outputs(score, logits, labels, loss))
+        out.append(scores.from_outputs(score, arrays[f"{who}_logits"][r], labels))
     return out[0], out[1]
 
 
@@ -144,7 +156,9 @@ def yeom_rule(member_loss, nonmember_loss) -> dict:
     """
     mem = scores.check_scores(member_loss, "member losses")
     non = scores.check_scores(nonmember_loss, "non-member losses")
-    t = float(np.mean(mem))
+    # Equal losses have exactly their value as mean (np.mean of 68 copies of 0.97648...
+    # rounds one ulp above it, and the strict rule would then call every point a member).
+    t = float(np.mean(mem)) if np.ptp(mem) > 0 else float(mem[0])
     tp = int(np.count_nonzero(mem < t))
     fp = int(np.count_nonzero(non < t))
     tpr, fpr = tp / mem.size, fp / non.size
@@ -165,10 +179,10 @@ def _heldout_method(decision: thresholds.Decision, n: int) -> str:
     if decision.k is not None:
         method = (
             "order statistic: FPR on fresh non-members ~ Beta(k+1, n-k) = "
-            f"Beta({decision.k + 1}, {n - decision.k})"
+            f"Beta({decision.k + 1}, {(decision.n_cut or n) - decision.k})"
         )
         if decision.rule == "lira":
-            method += " (approximate: the ratio is fitted on these same points)"
+            method += thresholds.lira_rule_note(decision, n)
         return method
     return "normal model of the non-member scores: Student t (mean), noncentral t"
 
@@ -195,7 +209,9 @@ def repetition_metrics(
     s_mem, s_non = scores.to_attack(mem, score), scores.to_attack(non, score)
     n = int(non.size)
 
-    decision, warnings = thresholds.choose_threshold(mem, non, alpha=a, rule=rule, score=score)
+    decision, warnings = thresholds.choose_threshold(
+        mem, non, alpha=a, rule=rule, score=score, variance=settings.lira_variance
+    )
     with np.errstate(invalid="ignore"):
         tpr = float(np.count_nonzero(decision.statistic(mem) > decision.cut) / mem.size)
         fpr = float(np.count_nonzero(decision.statistic(non) > decision.cut) / n)
@@ -268,6 +284,40 @@ def _which(reps: list[int], used: list[int]) -> str:
     return ("repetition " if len(reps) == 1 else "repetitions ") + ", ".join(map(str, reps))
 
 
+def _by_construction(summary: dict, per_rep: list[dict], n: int) -> None:
+    """Replaces the t-intervals of the alpha rule's numbers that are not estimates.
+
+    An order-statistic rule puts its cut so that at most k of the n non-members it was
+    chosen on lie beyond it: the in-sample FPR is k/n (less on ties) in every
+    repetition, and a t-interval over them reads [k/n, k/n], which says nothing about
+    fresh non-members.  What does is the law of the held-out FPR (Beta(k+1, n-k) for
+    those rules, Student t for the gaussian one), which depends on the rule, alpha and
+    n alone: the same for every model, a law and not an estimate with a spread.
+    """
+    ks = {p["alpha_rule"]["k"] for p in per_rep}
+    rule = summary["alpha_rule"]
+    law = rule["expected_heldout_fpr"]
+    law["ci"] = None
+    if len(ks) == 1 and None not in ks:
+        k = ks.pop()
+        rule["fpr"].update(
+            ci=None,
+            note=f"in sample, by construction: the cut lets at most k = {k} of the {n} "
+            "non-members it was chosen on lie beyond it; expected_heldout_fpr is the FPR "
+            "on fresh non-members",
+        )
+        law["note"] = (
+            f"the law of the held-out FPR, Beta(k+1, n-k) = Beta({k + 1}, {n - k}), the same "
+            "for every model (its 95% quantile: per_repetition's expected_heldout_fpr_upper95)"
+        )
+    else:
+        rule["fpr"]["note"] = "in sample: on the non-members the threshold was fitted on"
+        law["note"] = (
+            "what the rule promises on fresh non-members (see expected_heldout_fpr_method), "
+            "set by the rule, alpha and n: not an estimate with a spread over models"
+        )
+
+
 def population_results(arrays, settings: Settings) -> dict:
     """Every statistic of a population run, JSON-ready, from its arrays alone.
 
@@ -284,7 +334,7 @@ def population_results(arrays, settings: Settings) -> dict:
 
     Raises:
       ValueError: malformed arrays (``check_population_arrays``) or settings.
-      UserError: no model with finite losses is left.
+      NothingToAnalyse: no model with finite outputs is left (a UserError).
     """
     scores.get(settings.score)
     thresholds.check_rule(settings.threshold_rule)
@@ -297,10 +347,7 @@ def population_results(arrays, settings: Settings) -> dict:
     used = [int(r) for r in np.flatnonzero(ok)]
     dropped = [int(r) for r in np.flatnonzero(~ok)]
     if not used:
-        raise UserError(
-            f"all {n_rep} target models had non-finite losses: nothing to analyse "
-            "(lower lr, or check the data)"
-        )
+        raise NothingToAnalyse(f"no target model has finite outputs (0 of {n_rep} used)")
 
     warnings: list[str] = []
     if dropped:
@@ -349,9 +396,9 @@ def population_results(arrays, settings: Settings) -> dict:
     summary: dict = {}
     for path, is_rate in SUMMARY_METRICS:
         values = [_get(p, path) for p in per_rep]
-        _put(
-            summary, path, metrics.t_interval(values, conf, bounds=(0.0, 1.0) if is_rate else None)
-        )
+        bounds = summary_bounds(path, is_rate, settings)
+        _put(summary, path, metrics.t_interval(values, conf, bounds=bounds))
+    _by_construction(summary, per_rep, n)
 
     return {
         "experiment": "population",

@@ -20,21 +20,28 @@ from jaxmia.runs.schema import Field
 
 __all__ = ["SCHEMA", "assemble"]
 
+_USED = {"finite_where": "model_used"}
+_RATE = {"at_least": 0.0, "at_most": 1.0, "finite_where": "model_used"}
+_CLASS = {"at_least": 0, "below": "C"}
+
 SCHEMA = (
-    Field("member_rows", "int", ("R", "n"), "training-set indices of each model's members"),
-    Field("nonmember_rows", "int", ("R", "n")),
-    Field("member_labels", "int", ("R", "n")),
-    Field("nonmember_labels", "int", ("R", "n")),
-    Field("member_losses", "float", ("R", "n")),
-    Field("nonmember_losses", "float", ("R", "n")),
-    Field("member_logits", "float", ("R", "n", "C")),
-    Field("nonmember_logits", "float", ("R", "n", "C")),
+    Field(
+        "member_rows", "int", ("R", "n"), "training-set indices of each model's members", at_least=0
+    ),
+    Field("nonmember_rows", "int", ("R", "n"), at_least=0),
+    Field("member_labels", "int", ("R", "n"), **_CLASS),
+    Field("nonmember_labels", "int", ("R", "n"), **_CLASS),
+    Field("member_losses", "float", ("R", "n"), **_USED),
+    Field("nonmember_losses", "float", ("R", "n"), **_USED),
+    Field("member_logits", "float", ("R", "n", "C"), **_USED),
+    Field("nonmember_logits", "float", ("R", "n", "C"), **_USED),
     Field("model_used", "bool", ("R",)),
-    Field("train_accuracy", "float", ("R",)),
-    Field("test_accuracy", "float", ("R",)),
+    Field("train_accuracy", "float", ("R",), **_RATE),
+    Field("test_accuracy", "float", ("R",), **_RATE),
     Field("class_names", "str", ("C",)),
     Field("synthetic", "bool", ()),
 )
+MIN_SIZES = {"R": 1, "n": 1}
 
 
 def assemble(cfg, plan, dataset, outputs, jobs) -> dict:

@@ -26,8 +26,15 @@ def format_summary(r: dict) -> str:
         lines.append(f"TPR at FPR {float(fpr):.1%}: {mean_ci(entry)}")
     for key, name in (("alpha_rule", "Threshold at alpha"), ("yeom", "Yeom rule")):
         part = summary.get(key) or {}
+        fpr = part.get("fpr") or {}
+        fpr_text = mean_ci(fpr)
+        if fpr.get("ci") is None and str(fpr.get("note") or "").startswith("in sample, by"):
+            fpr_text += " (in sample, by construction)"
         lines.append(
             f"{name}: threshold {mean_ci(part.get('threshold'))}; TPR {mean_ci(part.get('tpr'))}"
-            f"; FPR {mean_ci(part.get('fpr'))}"
+            f"; FPR {fpr_text}"
         )
+        law = part.get("expected_heldout_fpr")
+        if isinstance(law, dict) and law.get("mean") is not None:
+            lines.append(f"  Expected FPR on fresh non-members {mean_ci(law)}")
     return "\n".join(lines + footer(r))

@@ -97,33 +97,7 @@ def _loss_panels(ax_lin, ax_log, results, rep, mem, non, draw_alpha):
     ax_lin.set_title(title, fontsize=10)
 
     # Log axis: members pile up near 0, where the linear axis cannot resolve them.
-    positive = np.concatenate([mem, non])
-    positive = positive[positive > 0]
-    n_zero = int(np.count_nonzero(mem <= 0) + np.count_nonzero(non <= 0))
-    if positive.size:
-        lo = float(positive.min())
-        top = max(float(positive.max()), lo * 10)
-        log_edges = np.logspace(np.log10(lo), np.log10(top), 61)
-        for values, color, who in (
-            (mem, plotting.MEMBER_COLOR, "member"),
-            (non, plotting.NONMEMBER_COLOR, "non-member"),
-        ):
-            v = values[values > 0]
-            ax_log.hist(
-                v,
-                bins=log_edges,
-                alpha=0.45,
-                color=color,
-                weights=np.full(v.size, 1.0 / values.size),
-                label=f"{who}s",
-            )
-        ax_log.set_xscale("log")
-    ax_log.set_xlabel("cross-entropy loss (log axis)")
-    ax_log.set_ylabel("fraction of the points per bin")
-    title = "log axis"
-    if n_zero:
-        title += f" ({n_zero} losses of exactly 0 not shown)"
-    ax_log.set_title(title, fontsize=10)
+    plotting.log_loss_histogram(ax_log, mem, non)
 
     for ax in (ax_lin, ax_log):
         if yeom_t is not None and (ax is ax_lin or yeom_t > 0):
@@ -249,21 +223,19 @@ def roc_figure(results: dict, curves, *, title_suffix="") -> Figure:
                     text += f" (needs n >= {round(1 / float(f))})"
                 label += f"\nTPR@{float(f) * 100:g}% FPR: {text}"
         ax.step(
-            np.maximum(fpr, lo),
-            np.maximum(tpr, lo),
+            plotting.on_log(fpr, lo),
+            plotting.on_log(tpr, lo),
             where="post",
             color=_CURVE_COLOR,
             lw=1.0,
             alpha=0.55 if many else 1.0,
             label=label,
         )
-    plotting.log_roc_axes(
-        ax, lo, xlabel=f"false positive rate (rates of 0 drawn at 1/n = {lo:.2g})"
-    )
+    plotting.log_roc_axes(ax, lo, xlabel="false positive rate (rates of 0 at the mark 0)")
     per = results["per_repetition"]
     ax.plot(
-        [max(p["yeom"]["fpr"], lo) for p in per],
-        [max(p["yeom"]["tpr"], lo) for p in per],
+        plotting.on_log([p["yeom"]["fpr"] for p in per], lo),
+        plotting.on_log([p["yeom"]["tpr"] for p in per], lo),
         "o",
         color=_YEOM_COLOR,
         ms=4,
@@ -271,8 +243,8 @@ def roc_figure(results: dict, curves, *, title_suffix="") -> Figure:
         label=f"Yeom rule (on the loss), per model\n(TPR {_ci_text(summ['yeom']['tpr'])})",
     )
     ax.plot(
-        [max(p["alpha_rule"]["fpr"], lo) for p in per],
-        [max(p["alpha_rule"]["tpr"], lo) for p in per],
+        plotting.on_log([p["alpha_rule"]["fpr"] for p in per], lo),
+        plotting.on_log([p["alpha_rule"]["tpr"] for p in per], lo),
         "x",
         color=_ALPHA_COLOR,
         ms=5,
@@ -305,19 +277,17 @@ def pr_figure(results: dict, curves, *, title_suffix="") -> Figure:
     ax = fig.add_subplot()
     many = len(curves) > 1
     for i, (s_mem, s_non) in enumerate(curves):
-        fpr, tpr, _ = metrics.roc(s_mem, s_non)
-        tp, fp = tpr * np.size(s_mem), fpr * np.size(s_non)
-        keep = tp + fp > 0
         label = None
         if i == 0:
             label = (
                 f"{len(curves)} target model{'s' if many else ''}: average precision "
                 f"{'mean ' if many else ''}{_ci_text(summ['average_precision'])}"
             )
-        ax.step(
-            tpr[keep],
-            tp[keep] / (tp[keep] + fp[keep]),
-            where="post",
+        # Each staircase's drawn area is that model's average precision.
+        plotting.pr_staircase(
+            ax,
+            s_mem,
+            s_non,
             color=_CURVE_COLOR,
             lw=1.0,
             alpha=0.55 if many else 1.0,

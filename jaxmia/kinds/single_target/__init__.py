@@ -77,11 +77,17 @@ class SingleTarget(KindBase):
         )
         return {**arrays, "class_names": np.array(dataset.class_names)}
 
-    def check_arrays(self, arrays: dict, where: str) -> None:
-        from jaxmia.kinds.single_target.arrays import SCHEMA
-        from jaxmia.runs import schema
+    def check_arrays(self, arrays: dict, where: str, cfg=None) -> None:
+        from jaxmia.kinds.single_target.arrays import check
 
-        refuse_bad_arrays(partial(schema.check, schema=SCHEMA), arrays, where)
+        sizes = {"C": cfg.num_classes} if cfg is not None else None
+        refuse_bad_arrays(partial(check, sizes=sizes), arrays, where)
+
+    def counts(self, arrays: dict) -> dict:
+        return {
+            "n_iterations": int(np.shape(arrays["member_losses"])[0]),
+            "eval_pairs": int(np.shape(arrays["eval_member_losses"])[0]),
+        }
 
     def analyze(self, arrays: dict, cfg, meta: dict) -> Analysis:
         from jaxmia.attack.summary import Settings

@@ -14,14 +14,14 @@ import numpy as np
 
 from jaxmia.attack import scores
 from jaxmia.attack.summary import Settings, summarize
-from jaxmia.errors import NonFiniteLoss
+from jaxmia.errors import NothingToAnalyse
 
 
 def single_target_scores(arrays: dict, score: str) -> dict[str, np.ndarray]:
     """Native-scale scores of the used models: member, nonmember, eval_member, eval_nonmember.
 
-    The loss is the one the device computed (float32, as the pipeline reports
-    it); the logit-scale scores come from the saved logits in float64.
+    Every score, the loss included, comes from the saved logits in float64
+    (``attack.scores.from_outputs``).
     """
     ok = np.asarray(arrays["round_used"], bool)
     ev = np.asarray(arrays["eval_used"], bool)
@@ -34,8 +34,7 @@ def single_target_scores(arrays: dict, score: str) -> dict[str, np.ndarray]:
         ("eval_nonmember", ev),
     ):
         logits = np.asarray(arrays[f"{name}_logits"])[used]
-        loss = np.asarray(arrays[f"{name}_losses"])[used]
-        out[name] = scores.from_outputs(score, logits, label, loss)
+        out[name] = scores.from_outputs(score, logits, label)
     return out
 
 
@@ -43,7 +42,10 @@ def single_target_results(arrays: dict, settings: Settings) -> dict:
     """Every statistic of a single-target run, JSON-ready, from its arrays alone."""
     ok = np.asarray(arrays["round_used"], bool)
     if not ok.any():
-        raise NonFiniteLoss("every calibration round has a non-finite loss; nothing to fit")
+        raise NothingToAnalyse(
+            f"no calibration round has finite outputs from both its IN and its OUT model "
+            f"(0 of {ok.size} rounds used)"
+        )
     s = single_target_scores(arrays, settings.score)
     summary = summarize(
         s["member"],
@@ -55,6 +57,7 @@ def single_target_results(arrays: dict, settings: Settings) -> dict:
         score=settings.score,
         delta=settings.delta,
         confidence=settings.confidence,
+        lira_variance=settings.lira_variance,
     )
     warnings = summary.pop("warnings", [])
     return {

@@ -22,32 +22,38 @@ from __future__ import annotations
 
 import numpy as np
 
+from jaxmia.runs import schema
 from jaxmia.runs.outputs import ModelOutputs
 from jaxmia.runs.plan import CALIBRATION, EVALUATION, Job
 from jaxmia.runs.schema import Field
 
-__all__ = ["ARRAYS", "SCHEMA", "assemble", "left_out"]
+__all__ = ["ARRAYS", "MIN_SIZES", "SCHEMA", "assemble", "check", "left_out"]
+
+_USED = {"finite_where": "round_used"}
+_EVAL_USED = {"finite_where": "eval_used"}
+_RATE = {"at_least": 0.0, "at_most": 1.0, "finite_where": "round_used"}
 
 SCHEMA = (
-    Field("member_losses", "float", ("l",), "x's loss under each IN model"),
-    Field("nonmember_losses", "float", ("l",), "x's loss under each OUT model"),
-    Field("member_logits", "float", ("l", "C")),
-    Field("nonmember_logits", "float", ("l", "C")),
+    Field("member_losses", "float", ("l",), "x's loss under each IN model", **_USED),
+    Field("nonmember_losses", "float", ("l",), "x's loss under each OUT model", **_USED),
+    Field("member_logits", "float", ("l", "C"), **_USED),
+    Field("nonmember_logits", "float", ("l", "C"), **_USED),
     Field("finite", "bool", ("l", 2), "the (IN, OUT) model's losses are finite"),
     Field("round_used", "bool", ("l",), "both models of the round finite"),
-    Field("eval_member_losses", "float", ("E",)),
-    Field("eval_nonmember_losses", "float", ("E",)),
-    Field("eval_member_logits", "float", ("E", "C")),
-    Field("eval_nonmember_logits", "float", ("E", "C")),
+    Field("eval_member_losses", "float", ("E",), **_EVAL_USED),
+    Field("eval_nonmember_losses", "float", ("E",), **_EVAL_USED),
+    Field("eval_member_logits", "float", ("E", "C"), **_EVAL_USED),
+    Field("eval_nonmember_logits", "float", ("E", "C"), **_EVAL_USED),
     Field("eval_finite", "bool", ("E", 2)),
     Field("eval_used", "bool", ("E",)),
-    Field("target_label", "int", (), "x's class"),
-    Field("target_image", "uint8", ("H", "W", "channels")),
-    Field("train_accuracy", "float", ("l", 2)),
-    Field("test_accuracy", "float", ("l", 2)),
+    Field("target_label", "int", (), "x's class", at_least=0, below="C"),
+    Field("target_image", "uint8", ("H", "W", 3)),
+    Field("train_accuracy", "float", ("l", 2), **_RATE),
+    Field("test_accuracy", "float", ("l", 2), **_RATE),
     Field("synthetic", "bool", ()),
     Field("class_names", "str", ("C",), required=False),
 )
+MIN_SIZES = {"l": 1}
 ARRAYS = tuple(f.name for f in SCHEMA if f.required)
 
 
@@ -97,6 +103,28 @@ def assemble(
         ),
         "synthetic": np.array(bool(synthetic)),
     }
+
+
+def check(arrays, sizes: dict | None = None) -> dict[str, int]:
+    """SCHEMA (with ``sizes`` known from run.json), and that round_used marks exactly the
+    rounds whose two models are finite (``finite``), as ``assemble`` writes them.
+
+    Raises:
+      ValueError: the first problem, in one line.
+    """
+    known = schema.check(arrays, SCHEMA, sizes, minimum=MIN_SIZES)
+    for used, finite, what in (
+        ("round_used", "finite", "round"),
+        ("eval_used", "eval_finite", "pair"),
+    ):
+        both = np.asarray(arrays[finite], bool).all(axis=1)
+        differ = np.flatnonzero(both != np.asarray(arrays[used], bool))
+        if differ.size:
+            raise ValueError(
+                f"{used} must be True exactly where both models are finite ({finite}); "
+                f"{what} {int(differ[0])} disagrees"
+            )
+    return known
 
 
 def left_out(arrays) -> list[str]:

@@ -23,10 +23,14 @@ from jaxmia.kinds.single_target.files import (
 from jaxmia.plotting import MEMBER_COLOR as _MEMBER_COLOR
 from jaxmia.plotting import NONMEMBER_COLOR as _NONMEMBER_COLOR
 from jaxmia.plotting import (
+    alpha_line,
     interval_point,
+    log_loss_histogram,
     log_roc_axes,
     new_figure,
+    on_log,
     plot_reflected_kdes,
+    pr_staircase,
     save_png,
     shade_member_region,
 )
@@ -125,33 +129,38 @@ def _roc_figure(s_mem, s_non, results, title_suffix) -> Figure:
     ax = fig.add_subplot()
     # The staircase of the deterministic rules "member iff s > u": at each FPR the best
     # TPR any threshold reaches without exceeding it (the TPR-at-FPR of the summary).
-    # Rates of 0 cannot sit on log axes: they are drawn on the axes' edge, lo.
-    x, y = np.maximum(fpr, lo), np.maximum(tpr, lo)
+    # Rates of 0 cannot sit on log axes: they have their own place below lo, marked 0.
+    x, y = on_log(fpr, lo), on_log(tpr, lo)
     label = [f"{scores.SCORES[results['score']].symbol} (AUC {results['auc']:.3f})"]
     for f, v in results.get("tpr_at_fpr", {}).items():
         label.append(f"TPR@{float(f) * 100:g}% FPR: {_rate_text(v)}")
     ax.step(x, y, where="post", color="tab:blue", lw=2, label="\n".join(label))
     log_roc_axes(ax, lo)
     alpha = results.get("alpha")
-    if alpha is not None:
-        ax.axvline(alpha, color="gray", ls=":", lw=1, label=f"alpha = {alpha:g} (asked)")
+    notes = []
+    if n_out < 20:
+        notes.append(
+            f"only {n_out} OUT models: FPRs below 1/l = {1.0 / n_out:.2g} cannot be measured"
+        )
+    off = alpha_line(ax, alpha, lo, f"alpha = {alpha:g} (asked)" if alpha is not None else "")
+    if off:
+        notes.append(off)
 
     text = f"{results['threshold_rule']} rule on the {where}:\nTPR {op_tpr:.3f}, FPR {op_fpr:.3f}"
     if op_fpr == 0 or op_tpr == 0:
-        text += " (a 0 is drawn on the axis edge)"
+        text += " (a 0 is drawn at the mark 0)"
     if ev is not None:
         conf = ev.get("confidence", 0.95)
         text += f"\n({conf * 100:g}% Clopper–Pearson bars)"
         interval_point(ax, op_fpr, op_tpr, ev["fpr_ci"], ev["tpr_ci"], lo=lo, label=text)
     else:
-        ax.plot(
-            [max(op_fpr, lo)], [max(op_tpr, lo)], "o", color="tab:red", label=text, clip_on=False
-        )
-    if n_out < 20:
+        px, py = on_log([op_fpr, op_tpr], lo)
+        ax.plot([px], [py], "o", color="tab:red", label=text, clip_on=False)
+    if notes:
         ax.text(
             0.03,
             0.97,
-            f"only {n_out} OUT models: FPRs below 1/l = {1.0 / n_out:.2g} cannot be measured",
+            "\n".join(notes),
             transform=ax.transAxes,
             va="top",
             fontsize=9,
@@ -166,17 +175,13 @@ def _roc_figure(s_mem, s_non, results, title_suffix) -> Figure:
 
 
 def _pr_figure(s_mem, s_non, results, title_suffix) -> Figure:
-    fpr, tpr, _ = metrics.roc(s_mem, s_non)
-    keep = (tpr + fpr) > 0
-    recall = tpr[keep]
-    # Equal numbers of IN and OUT models: prevalence 1/2, so precision = TPR / (TPR + FPR).
-    precision = tpr[keep] / (tpr[keep] + fpr[keep])
-    ap = float(np.sum(np.diff(np.concatenate([[0.0], recall])) * precision))
+    ap = metrics.average_precision(s_mem, s_non)
     op_fpr, op_tpr, where, _ = _operating_point(results)
 
     fig = new_figure((6.4, 5.5))
     ax = fig.add_subplot()
-    ax.step(recall, precision, where="post", color="tab:blue", lw=2, label=f"AP {ap:.3f}")
+    # Its drawn area is the AP of the legend (plotting.pr_staircase).
+    pr_staircase(ax, s_mem, s_non, color="tab:blue", lw=2, label=f"AP {ap:.3f}")
     ax.axhline(0.5, color="gray", ls="--", lw=1, label="chance (prevalence ½)")
     if op_tpr + op_fpr > 0:
         ax.plot(
@@ -212,6 +217,12 @@ def _histogram_panel(ax, name, mem, non, results, *, ev_mem=None, ev_non=None):
     t = results.get("threshold") if chosen and results.get("threshold_rule") != "lira" else None
     if t is not None:
         lo, hi = min(lo, t), max(hi, t)
+    # Every evaluation model's tick is shown, however far beyond the calibration range.
+    ticks = [np.asarray(v, np.float64) for v in (ev_mem, ev_non) if v is not None and np.size(v)]
+    ticks = np.concatenate(ticks) if ticks else np.zeros(0)
+    ticks = ticks[np.isfinite(ticks)]
+    if ticks.size:
+        lo, hi = min(lo, float(ticks.min())), max(hi, float(ticks.max()))
     pad = 0.05 * (hi - lo) if hi > lo else 0.5
     if name == "loss":
         # Losses are >= 0: the density is a KDE reflected at 0, with no mass below it.
@@ -252,6 +263,22 @@ def _histogram_panel(ax, name, mem, non, results, *, ev_mem=None, ev_non=None):
             ax.plot([], [], "|", color="black", ms=10, label="evaluation models (ticks)")
     ax.set_xlabel(_PANEL_LABEL[name])
     ax.set_ylabel("density")
+    ax.legend(fontsize="x-small")
+
+
+def _log_loss_panel(ax, mem, non, results, ev_mem=None, ev_non=None) -> None:
+    """x's loss on a log axis: the members' pile-up near 0 that the linear panel cannot
+    resolve; the threshold of a loss rule, and the evaluation models' ticks."""
+    log_loss_histogram(ax, mem, non, names=("member (IN)", "non-member (OUT)"), unit="models")
+    t = results.get("threshold")
+    on_loss = results.get("score") == "loss" and results.get("threshold_rule") != "lira"
+    if on_loss and t is not None and t > 0:
+        ax.axvline(t, color="black", lw=1.5, ls=":", label=results.get("decision"))
+    for vals, color in ((ev_mem, _MEMBER_COLOR), (ev_non, _NONMEMBER_COLOR)):
+        if vals is not None and np.size(vals):
+            v = np.asarray(vals, np.float64)
+            v = v[np.isfinite(v) & (v > 0)]
+            ax.plot(v, np.zeros_like(v), "|", color=color, ms=14, mew=1.5)
     ax.legend(fontsize="x-small")
 
 
@@ -305,6 +332,7 @@ def plot_attack(
         member_phi, nonmember_phi = mem, non
     if member_loss is not None and nonmember_loss is not None:
         panels["loss"] = (member_loss, nonmember_loss)
+        panels["log loss"] = (member_loss, nonmember_loss)
     if member_phi is not None and nonmember_phi is not None:
         panels["lira"] = (member_phi, nonmember_phi)
     if score == "hinge":
@@ -312,12 +340,18 @@ def plot_attack(
     fig = new_figure((6.0 * len(panels), 4.8))
     axes = np.atleast_1d(fig.subplots(1, len(panels)))
     for ax, (name, (pm, pn)) in zip(axes, panels.items(), strict=True):
+        pm = scores.check_scores(pm, f"member {name}")
+        pn = scores.check_scores(pn, f"non-member {name}")
+        if name == "log loss":
+            loss_ticks = (eval_member, eval_nonmember) if score == "loss" else (None, None)
+            _log_loss_panel(ax, pm, pn, results, *loss_ticks)
+            continue
         mine = name == score
         _histogram_panel(
             ax,
             name,
-            scores.check_scores(pm, f"member {name}"),
-            scores.check_scores(pn, f"non-member {name}"),
+            pm,
+            pn,
             results,
             ev_mem=eval_member if mine else None,
             ev_non=eval_nonmember if mine else None,

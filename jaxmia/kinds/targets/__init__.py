@@ -2,13 +2,20 @@
 
 Every target is attacked as the single-target run attacks x, with the models
 that trained on it as its IN models and the rest as its OUT models; fresh
-evaluation models test each target's threshold.
+evaluation models test each target's threshold.  The field's attacks (LiRA,
+RMIA, the loss attack) then run on the whole pool under the leave-one-model-out
+protocol papers report (attacks.py).
 """
 
 from __future__ import annotations
 
-from jaxmia.errors import UserError
-from jaxmia.keys import Key, integer, integer_list, number
+from functools import partial
+
+import numpy as np
+
+from jaxmia.attack import lira, rmia
+from jaxmia.errors import UserError, show
+from jaxmia.keys import Key, choice, integer, integer_list, number
 from jaxmia.kinds.base import Analysis, KindBase, refuse_bad_arrays
 from jaxmia.kinds.targets import files
 from jaxmia.kinds.targets.plan import TargetsPlan, draw_targets, inclusion_block
@@ -16,7 +23,13 @@ from jaxmia.runs.plan import CALIBRATION, EVALUATION, Job
 
 MAX_MODELS = 1_000_000
 MAX_TARGETS = 100_000
-_BETWEEN = "strictly between 0 and 1"
+MAX_BOOTSTRAP = 100_000
+QUERIES = (1, 2, 18, 50)  # the image; and its mirror; x shifts of ±1 px; x shifts of ±2 px
+
+
+def _queries(name, v) -> None:
+    if isinstance(v, bool) or v not in QUERIES:
+        raise UserError(f"{name} must be one of {', '.join(map(str, QUERIES))}, got {show(v)}")
 
 
 class Targets(KindBase):
@@ -34,11 +47,42 @@ class Targets(KindBase):
             number(0, 1, lo_open=True, hi_open=True, what="strictly between 0 and 1"),
         ),
         Key("eval_models", 0, integer(0, MAX_MODELS), hashed=False),
+        # Views every model scores of each target and population point
+        # (training/queries.py); 1 is the plain image alone, as before the key.
+        Key("queries", 1, _queries, hash_default=False),
+        # Points no model trains on, scored by every model (RMIA's population z).
+        Key("population_size", 0, integer(0, MAX_TARGETS), hash_default=False),
+        # The attacks' options (attacks.py); jaxmia analyze recomputes them.
+        Key("lira_center", "median", choice(lira.CENTERS), hashed=False),
+        Key("lira_offline_test", "one_sided", choice(lira.OFFLINE_TESTS), hashed=False),
+        Key("rmia_gamma", rmia.GAMMA, number(0, 1e6, lo_open=True, hi_open=False), hashed=False),
+        Key(
+            "rmia_temperature",
+            rmia.TEMPERATURE,
+            number(0, 1e6, lo_open=True, hi_open=False),
+            hashed=False,
+        ),
+        Key(
+            "rmia_offline_a",
+            rmia.OFFLINE_A,
+            number(0, 1, lo_open=False, hi_open=False),
+            hashed=False,
+        ),
+        Key("bootstrap_samples", 1000, integer(0, MAX_BOOTSTRAP), hashed=False),
     )
     arrays_file = files.ARRAYS_FILE
     figure_files = files.FIGURES
     table_files = files.TABLES
-    metadata_keys = ("n_models", "eval_models", "inclusion", "subset_size", "epochs", "seed")
+    metadata_keys = (
+        "n_models",
+        "eval_models",
+        "inclusion",
+        "subset_size",
+        "epochs",
+        "seed",
+        "queries",
+        "population_size",
+    )
 
     def validate(self, cfg) -> None:
         if (cfg.targets is None) == (cfg.n_targets is None):
@@ -60,10 +104,11 @@ class Targets(KindBase):
 
     def check_against(self, cfg, n_train: int, n_test: int) -> None:
         t = len(cfg.targets) if cfg.targets is not None else cfg.n_targets
-        if cfg.subset_size + t > n_train:
+        z = cfg.population_size
+        if cfg.subset_size + t + z > n_train:
             raise UserError(
-                f"subset_size + the number of targets must be at most the training-set "
-                f"size {n_train}, got {cfg.subset_size} + {t}"
+                f"subset_size + the number of targets + population_size must be at most the "
+                f"training-set size {n_train}, got {cfg.subset_size} + {t} + {z}"
             )
         if cfg.targets is not None and max(cfg.targets) >= n_train:
             raise UserError(
@@ -80,7 +125,14 @@ class Targets(KindBase):
 
     def plan(self, cfg, n_train: int) -> TargetsPlan:
         return TargetsPlan(
-            cfg.seed, n_train, tuple(cfg.targets), cfg.subset_size, cfg.batch_size, cfg.inclusion
+            cfg.seed,
+            n_train,
+            tuple(cfg.targets),
+            cfg.subset_size,
+            cfg.batch_size,
+            cfg.inclusion,
+            queries=cfg.queries,
+            population_size=cfg.population_size,
         )
 
     def jobs(self, cfg) -> list[Job]:
@@ -100,23 +152,47 @@ class Targets(KindBase):
 
         return assemble(cfg, plan, dataset, outputs)
 
-    def check_arrays(self, arrays: dict, where: str) -> None:
+    def check_arrays(self, arrays: dict, where: str, cfg=None) -> None:
         from jaxmia.kinds.targets.analysis import check_targets_arrays
+        from jaxmia.kinds.targets.attacks import check_attack_arrays
 
-        refuse_bad_arrays(check_targets_arrays, arrays, where)
+        sizes = None
+        if cfg is not None:
+            sizes = {"C": cfg.num_classes}
+            if cfg.targets is not None:
+                sizes["T"] = len(cfg.targets)
+        a = refuse_bad_arrays(partial(check_targets_arrays, sizes=sizes), arrays, where)
+        refuse_bad_arrays(check_attack_arrays, arrays, where)
+        if cfg is not None and cfg.targets is not None:
+            held = a["targets"].tolist()
+            if held != list(cfg.targets):
+                i = next(
+                    i for i, (x, y) in enumerate(zip(held, cfg.targets, strict=True)) if x != y
+                )
+                raise UserError(
+                    f"{where}: holds other targets than run.json lists (target {i}: "
+                    f"{held[i]} in the file, {cfg.targets[i]} in run.json); it is another "
+                    "run's: rerun the run to rewrite it"
+                )
+
+    def counts(self, arrays: dict) -> dict:
+        e = arrays["eval_membership"] if "eval_membership" in arrays else np.zeros((0, 0))
+        return {"n_models": int(np.shape(arrays["membership"])[0]), "eval_models": len(e)}
 
     def analyze(self, arrays: dict, cfg, meta: dict) -> Analysis:
         from jaxmia.attack.summary import Settings
-        from jaxmia.kinds.targets import analysis
+        from jaxmia.kinds.targets import analysis, attacks
 
         settings = Settings.from_config(cfg)
         summary, rows = analysis.targets_results(arrays, settings)
-        results = {**meta, **summary}
+        block, attack_rows, drawing = attacks.targets_attacks(arrays, cfg)
+        results = {**meta, **summary, "attacks": block}
 
         def tables(folder):
             analysis.write_targets_csv(folder / files.CSV_FILE, rows)
+            analysis.write_targets_csv(folder / files.ATTACKS_CSV_FILE, attack_rows)
 
-        return Analysis(results, self.figures(arrays, rows=rows), tables)
+        return Analysis(results, self.figures(arrays, rows=rows, attacks=drawing), tables)
 
 
 KIND = Targets()

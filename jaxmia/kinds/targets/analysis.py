@@ -25,7 +25,8 @@ from jaxmia import fileio
 from jaxmia.attack import bounds, metrics, scores
 from jaxmia.attack.summary import Settings, summarize
 from jaxmia.attack.thresholds import Decision, GaussianFit
-from jaxmia.kinds.targets.arrays import SCHEMA
+from jaxmia.errors import NothingToAnalyse
+from jaxmia.kinds.targets.arrays import MIN_SIZES, SCHEMA
 from jaxmia.runs import schema
 
 __all__ = [
@@ -42,6 +43,8 @@ __all__ = [
 
 CSV_FILE = "targets.csv"
 N_EXTREMES = 16  # most and least vulnerable targets listed and drawn
+# Below this many evaluation models the intervals over models are said to be rough.
+MIN_EVAL_MODELS = 16
 # summarize says this once per target when it gets no evaluation scores; the
 # evaluation here is pooled over targets and warned about once.
 _NO_EVAL_WARNING = "no evaluation models of both kinds"
@@ -53,17 +56,20 @@ _NUMBER = re.compile(r"\d+(?:\.\d+)?(?:e[-+]?\d+)?")
 # ---------------------------------------------------------------- the arrays
 
 
-def check_targets_arrays(arrays) -> dict[str, np.ndarray]:
+def check_targets_arrays(arrays, sizes: dict | None = None) -> dict[str, np.ndarray]:
     """The arrays as numpy arrays of the documented dtypes and shapes; raises ValueError.
 
-    ``eval_*`` may be missing or have E = 0 (no evaluation models).
+    ``eval_*`` may be missing or have E = 0 (no evaluation models).  ``sizes``: symbol
+    sizes known from run.json (C, T), which the arrays must agree with.
     """
     evals = ("eval_membership", "eval_losses", "eval_logits", "eval_model_used")
     given = [k for k in evals if k in arrays]
     if given and len(given) < len(evals):
         missing = ", ".join(k for k in evals if k not in arrays)
         raise ValueError(f"lack {missing} (the evaluation arrays come together)")
-    sizes = schema.check(arrays, SCHEMA)
+    sizes = schema.check(arrays, SCHEMA, sizes, minimum=MIN_SIZES)
+    if np.unique(np.asarray(arrays["targets"])).size != sizes["T"]:
+        raise ValueError("targets must be distinct training-set indices")
     m, t, c = sizes["M"], sizes["T"], sizes["C"]
     a = {}
     a["targets"] = np.asarray(arrays["targets"]).astype(np.int64)
@@ -84,8 +90,6 @@ def check_targets_arrays(arrays) -> dict[str, np.ndarray]:
         a["eval_model_used"] = np.zeros(0, bool)
     if c < 2:
         raise ValueError(f"logits must be float[M, T, C] with C >= 2, got {a['logits'].shape}")
-    if ((a["target_labels"] < 0) | (a["target_labels"] >= c)).any():
-        raise ValueError(f"target_labels must be classes in [0, {c})")
     names = arrays.get("class_names")
     a["class_names"] = (
         np.asarray([str(n) for n in np.asarray(names).tolist()])
@@ -110,9 +114,8 @@ def _label_name(a: dict, t: int) -> str:
 def target_scores(arrays, score: str) -> dict[str, np.ndarray]:
     """Native-scale scores of the used models for every target.
 
-    The loss is the one the device computed (float32, as the pipeline reports it,
-    widened to float64); ``lira`` and ``hinge`` come from the saved logits in
-    float64 (``scores.compute``), the convention of the single-target run.
+    Every score, the loss included, comes from the saved logits in float64
+    (``attack.scores.from_outputs``), as for a single target.
 
     Returns:
       calibration: float64[M_used, T]; membership: bool[M_used, T];
@@ -124,8 +127,7 @@ def target_scores(arrays, score: str) -> dict[str, np.ndarray]:
     for prefix, key in (("", "calibration"), ("eval_", "eval")):
         used = a[f"{prefix}model_used"]
         member = a[f"{prefix}membership"][used]
-        logits, loss = a[f"{prefix}logits"][used], a[f"{prefix}losses"][used]
-        out[key] = scores.from_outputs(score, logits, a["target_labels"], loss)
+        out[key] = scores.from_outputs(score, a[f"{prefix}logits"][used], a["target_labels"])
         out["membership" if key == "calibration" else "eval_membership"] = member
     return out
 
@@ -153,6 +155,8 @@ def target_summary(arrays, settings: Settings, t: int, *, items: bool = True) ->
         delta=settings.delta,
         confidence=settings.confidence,
         items=items,
+        lira_variance=settings.lira_variance,
+        more_models="n_models",
     )
 
 
@@ -230,13 +234,18 @@ def targets_results(arrays, settings: Settings) -> tuple[dict, list[dict]]:
     Returns:
       (results, rows): ``results`` is the JSON-ready summary (README, many targets);
       ``rows`` holds one dict per target, in the order of ``targets``, with index,
-      label, n_member, n_nonmember, auc, balanced_accuracy, power, calibration_fpr,
+      label, n_member, n_nonmember, auc, auc_ci_low, auc_ci_high (``AUC_INTERVAL_METHOD``
+      at settings.confidence), balanced_accuracy, power, calibration_fpr,
       threshold, k, expected_heldout_fpr(_upper95), tpr_at_fpr_<f>, gaussian_threshold,
       gaussian_power, member/nonmember_loss_mean/std, for scores other than the loss
       member/nonmember_score_mean/std, and with evaluation models eval_n_member,
       eval_n_nonmember, eval_true_positives, eval_false_negatives,
       eval_false_positives, eval_true_negatives.  A target without IN or without OUT
       models has None in every statistic.
+
+    Raises:
+      ValueError: arrays that do not fit their schema.
+      NothingToAnalyse: no target has both an IN and an OUT model among the used ones.
     """
     a = check_targets_arrays(arrays)
     score, rule, alpha = settings.score, settings.threshold_rule, settings.alpha
@@ -249,7 +258,9 @@ def targets_results(arrays, settings: Settings) -> tuple[dict, list[dict]]:
     per_target_warnings: list[list[str]] = []
     rows: list[dict] = []
     no_stats: list[int] = []
-    tally = np.zeros(4, np.int64)  # pooled TP, FN, FP, TN
+    # Per used evaluation model: TP, FN, FP, TN over the targets (the model is the unit
+    # of the pooled intervals: its decisions on different targets share it).
+    per_model = np.zeros((s["eval"].shape[0], 4), np.int64)
     expected_fp = 0.0  # sum over targets of expected held-out FPR x OUT evaluation models
     expected_known = True
 
@@ -275,12 +286,16 @@ def targets_results(arrays, settings: Settings) -> tuple[dict, list[dict]]:
             delta=settings.delta,
             confidence=settings.confidence,
             items=False,
+            lira_variance=settings.lira_variance,
+            more_models="n_models",
         )
         per_target_warnings.append(
             [w for w in summary["warnings"] if not w.startswith(_NO_EVAL_WARNING)]
         )
         row.update(
             auc=summary["auc"],
+            auc_ci_low=None,  # filled below, for every target at once
+            auc_ci_high=None,
             balanced_accuracy=summary["balanced_accuracy"],
             power=summary["power"],
             calibration_fpr=summary["calibration_fpr"],
@@ -309,21 +324,15 @@ def targets_results(arrays, settings: Settings) -> tuple[dict, list[dict]]:
         if has_eval:
             # The summary's own decision, applied as summary.evaluate_decision applies it.
             decision = _decision(summary)
-            ev_in, ev_out = _column(s["eval"], s["eval_membership"], t)
-            p_in, p_out = decision.predict(ev_in), decision.predict(ev_out)
-            counts = np.array(
-                [
-                    np.count_nonzero(p_in),
-                    np.count_nonzero(~p_in),
-                    np.count_nonzero(p_out),
-                    np.count_nonzero(~p_out),
-                ],
-                np.int64,
-            )
-            tally += counts
+            called = decision.predict(s["eval"][:, t])  # bool[E_used]
+            inside = s["eval_membership"][:, t]
+            cells = np.stack([called & inside, ~called & inside, called & ~inside], 1)
+            cells = np.concatenate([cells, (~called & ~inside)[:, None]], 1)
+            per_model += cells
+            counts = cells.sum(0)
             row.update(
-                eval_n_member=int(ev_in.size),
-                eval_n_nonmember=int(ev_out.size),
+                eval_n_member=int(inside.sum()),
+                eval_n_nonmember=int((~inside).sum()),
                 eval_true_positives=int(counts[0]),
                 eval_false_negatives=int(counts[1]),
                 eval_false_positives=int(counts[2]),
@@ -332,12 +341,18 @@ def targets_results(arrays, settings: Settings) -> tuple[dict, list[dict]]:
             if summary["expected_heldout_fpr"] is None:
                 expected_known = False
             else:
-                expected_fp += summary["expected_heldout_fpr"] * ev_out.size
+                expected_fp += summary["expected_heldout_fpr"] * int((~inside).sum())
         rows.append(row)
 
+    if len(no_stats) == n_targets:
+        raise NothingToAnalyse(
+            f"no target has both an IN and an OUT model among the {int(a['model_used'].sum())} "
+            f"of {m_all} models used (a model with non-finite outputs is left out)"
+        )
     # Every row has every column (None where a target has no statistics).
     columns = dict.fromkeys(k for r in rows for k in r)
     rows = [{c: r.get(c) for c in columns} for r in rows]
+    _auc_intervals(rows, settings.confidence)
 
     # ---- the summary over targets
     m_used = int(a["model_used"].sum())
@@ -369,6 +384,7 @@ def targets_results(arrays, settings: Settings) -> tuple[dict, list[dict]]:
                 "index": rows[i]["index"],
                 "label": rows[i]["label"],
                 "auc": rows[i]["auc"],
+                "auc_ci": [rows[i]["auc_ci_low"], rows[i]["auc_ci_high"]],
                 "power": rows[i]["power"],
             }
             for i in positions
@@ -399,6 +415,7 @@ def targets_results(arrays, settings: Settings) -> tuple[dict, list[dict]]:
         "threshold_rule": rule,
         "threshold_scale": "log likelihood ratio" if rule == "lira" else score,
         "alpha": float(alpha),
+        "confidence": float(settings.confidence),
         "decision": "each target its own threshold, chosen on its own IN and OUT models",
         "auc_median": auc_q["median"],
         "auc_q1": auc_q["q1"],
@@ -406,6 +423,7 @@ def targets_results(arrays, settings: Settings) -> tuple[dict, list[dict]]:
         "auc_mean": auc_q["mean"],
         "auc_min": auc_q["min"],
         "auc_max": auc_q["max"],
+        "auc_interval_method": AUC_INTERVAL_METHOD,
         "power_mean": float(np.mean(power)) if power.size else None,
         "power_median": float(np.median(power)) if power.size else None,
         "n_power_at_least_half": n_strong,
@@ -424,27 +442,21 @@ def targets_results(arrays, settings: Settings) -> tuple[dict, list[dict]]:
         if key in a and m_used:
             results[key] = float(np.mean(a[key][a["model_used"]]))
 
-    tp, fn, fp, tn = (int(v) for v in tally)
+    tp, fn, fp, tn = (int(v) for v in per_model.sum(0))
     if has_eval and tp + fn + fp + tn:
         results["evaluation"] = _pooled_evaluation(
-            tp, fn, fp, tn, settings.confidence, expected_fp if expected_known else None
+            per_model, settings.confidence, expected_fp if expected_known else None
         )
-        if tp + fn and fp + tn:
-            e, e_sym, fpr_ub, fnr_ub = bounds.epsilon_lower_bound(
-                fp, fp + tn, fn, tp + fn, confidence=settings.confidence, delta=settings.delta
+        n_models = results["evaluation"]["n_models"]
+        if n_models < MIN_EVAL_MODELS:
+            warnings.append(
+                f"only {n_models} evaluation models: the pooled intervals and the epsilon "
+                "bound take the model as the unit (one model's decisions on different "
+                f"targets are not independent), and below {MIN_EVAL_MODELS} models they are "
+                "wide and their coverage rough; raise eval_models"
             )
-            results["epsilon_lower_bound"] = {
-                "value": float(e),
-                "symmetric": float(e_sym),
-                "fpr_upper": float(fpr_ub),
-                "fnr_upper": float(fnr_ub),
-                "confidence": settings.confidence,
-                "delta": float(settings.delta),
-                "method": "Clopper-Pearson (Jagielski et al. 2020) on the decisions pooled over "
-                "targets and evaluation models: log((1 - delta - FNR_ub) / FPR_ub), each bound "
-                "one-sided at 1 - (1 - confidence)/2; the decisions of one model on different "
-                "targets are not independent, so the confidence is nominal",
-            }
+        if tp + fn and fp + tn:
+            results["epsilon_lower_bound"] = _pooled_epsilon(per_model, settings)
     else:
         warnings.append(
             "no evaluation models (eval_models: 0, or none used): realised TPR/FPR and the "
@@ -454,43 +466,104 @@ def targets_results(arrays, settings: Settings) -> tuple[dict, list[dict]]:
     return results, rows
 
 
+AUC_INTERVAL_METHOD = (
+    "per target, two-sided at confidence: Clopper-Pearson on the binomial equivalent of "
+    "the Mann-Whitney statistic, AUC x m successes in m = 3 l_in l / (l_in + l + 1) trials "
+    "(attack.metrics.auc_interval); conservative towards AUC 0 and 1"
+)
+
+
+def _auc_intervals(rows: list[dict], confidence: float) -> None:
+    """Fills auc_ci_low and auc_ci_high of every row with statistics (one vectorised call)."""
+    have = [i for i, r in enumerate(rows) if r.get("auc") is not None]
+    if not have:
+        return
+    lo, hi = metrics.auc_interval(
+        [rows[i]["auc"] for i in have],
+        [rows[i]["n_member"] for i in have],
+        [rows[i]["n_nonmember"] for i in have],
+        confidence,
+    )
+    for i, a, b in zip(have, lo.tolist(), hi.tolist(), strict=True):
+        rows[i]["auc_ci_low"], rows[i]["auc_ci_high"] = a, b
+
+
 def _decision(summary: dict) -> Decision:
     """The ``Decision`` an attack summary reports, rebuilt from its numbers (exactly:
     the threshold is the cut, negated for the loss; the lira rule's fits are the
-    summary's Gaussian fits, the same ``fit_gaussian`` of the same scores)."""
+    summary's ``lira_rule`` fits, the rule's own)."""
     score, rule, threshold = summary["score"], summary["threshold_rule"], summary["threshold"]
     if threshold is None:
         return Decision(score, rule, math.inf)
     if rule != "lira":
         cut = float(scores.to_attack(threshold, score))
         return Decision(score, rule, cut, summary["k"])
-    fits = summary["gaussian_fits"]
+    own = summary["lira_rule"]
     member, nonmember = (
-        GaussianFit(fits[who]["mean"], fits[who]["std"]) for who in ("member", "nonmember")
+        GaussianFit(own[who]["mean"], own[who]["std"]) for who in ("member_fit", "nonmember_fit")
     )
     return Decision(score, rule, float(threshold), summary["k"], member, nonmember)
 
 
-def _pooled_evaluation(tp, fn, fp, tn, confidence, expected_fp) -> dict:
+_UNIT = (
+    "with the evaluation model as the unit: the rate pooled over targets and models, "
+    "and a cluster-robust interval over the models (attack.metrics.rate_over_models: "
+    "ratio-estimator sandwich on the logit scale with t_{E-1}, never narrower than "
+    "Clopper-Pearson on the pooled counts, exact at a rate of 0 or 1), since one model's "
+    "decisions on different targets are not independent"
+)
+
+
+def _pooled_evaluation(per_model: np.ndarray, confidence: float, expected_fp) -> dict:
+    """The evaluation pooled over targets, from int[E, 4] counts (TP, FN, FP, TN) per model."""
+    tp, fn, fp, tn = (int(v) for v in per_model.sum(0))
     n_mem, n_non = tp + fn, fp + tn
+    n_in, n_out = per_model[:, 0] + per_model[:, 1], per_model[:, 2] + per_model[:, 3]
+    tpr, tpr_lo, tpr_hi = metrics.rate_over_models(per_model[:, 0], n_in, confidence)
+    fpr, fpr_lo, fpr_hi = metrics.rate_over_models(per_model[:, 2], n_out, confidence)
     return {
         "n_decisions": n_mem + n_non,
         "n_member": n_mem,
         "n_nonmember": n_non,
+        "n_models": int(np.count_nonzero(n_in + n_out)),
         "true_positives": tp,
         "false_negatives": fn,
         "false_positives": fp,
         "true_negatives": tn,
-        "tpr": tp / n_mem if n_mem else None,
-        "tpr_ci": list(metrics.clopper_pearson(tp, n_mem, confidence)) if n_mem else None,
-        "fpr": fp / n_non if n_non else None,
-        "fpr_ci": list(metrics.clopper_pearson(fp, n_non, confidence)) if n_non else None,
+        "tpr": tpr,
+        "tpr_ci": [tpr_lo, tpr_hi] if n_mem else None,
+        "fpr": fpr,
+        "fpr_ci": [fpr_lo, fpr_hi] if n_non else None,
         "accuracy": (tp + tn) / (n_mem + n_non),
         "expected_fpr": expected_fp / n_non if expected_fp is not None and n_non else None,
         "confidence": confidence,
+        "unit": "evaluation model",
         "method": "each target's own threshold applied to its evaluation models' scores; "
-        "counts pooled over targets; two-sided Clopper-Pearson intervals, which treat the "
-        "decisions as independent (one model's decisions on different targets are not)",
+        f"counts pooled over targets; two-sided intervals {_UNIT}",
+    }
+
+
+def _pooled_epsilon(per_model: np.ndarray, settings: Settings) -> dict:
+    """The ε lower bound (Jagielski et al. 2020) from upper bounds on the pooled FPR and FNR,
+    each one-sided at 1 - (1 - confidence)/2 with the evaluation model as the unit."""
+    conf, delta = settings.confidence, float(settings.delta)
+    bounds.epsilon_lower_bound(0, 1, 0, 1, confidence=conf, delta=delta)  # validates both
+    n_in, n_out = per_model[:, 0] + per_model[:, 1], per_model[:, 2] + per_model[:, 3]
+    fpr_ub = metrics.rate_over_models(per_model[:, 2], n_out, conf)[2]
+    fnr_ub = metrics.rate_over_models(per_model[:, 1], n_in, conf)[2]
+    value = float(bounds.epsilon_from_upper_bounds(fpr_ub, fnr_ub, delta))
+    reverse = float(bounds.epsilon_from_upper_bounds(fnr_ub, fpr_ub, delta))
+    return {
+        "value": value,
+        "symmetric": max(value, reverse),
+        "fpr_upper": fpr_ub,
+        "fnr_upper": fnr_ub,
+        "confidence": conf,
+        "delta": delta,
+        "unit": "evaluation model",
+        "method": "log((1 - delta - FNR_ub) / FPR_ub) (Jagielski et al. 2020) on the decisions "
+        "pooled over targets and evaluation models, each bound one-sided at "
+        f"1 - (1 - confidence)/2, {_UNIT}",
     }
 
 
@@ -547,15 +620,22 @@ def read_targets_csv(path) -> list[dict]:
 def pooled_roc(arrays, score: str) -> dict:
     """Two ROCs of the calibration models, pooled over targets (attack scale, high = member).
 
-    own:    each target its own threshold: at each FPR f, the mean over targets of the TPR
-            of the empirical threshold at FPR <= f (the target's tpr_at_fpr(f)); on the
-            grid ``fpr`` (float64[G]).
+    own:    each target its own threshold, at the FPR it promises on fresh models: for a
+            target with l OUT models the cut s_(k+1) (k + 1 OUT models at or beyond it)
+            has expected held-out FPR (k+1)/(l+1) (Beta(k+1, l-k)); at each f of the grid
+            ``fpr`` the curve is the mean over targets of the TPR of the most powerful cut
+            whose expected held-out FPR is at most f (k = floor(f (l+1)) - 1: the
+            ``conformal`` rule at alpha = f), 0 where no cut promises that little.  Plotted
+            at its calibration FPR k/l instead, the curve overstated what the cuts do on
+            fresh models (issue 17: TPR 0.48 at FPR <= 0.0625 for cuts whose expected
+            held-out FPR was 0.111, and 0.172 realised).
     global: one threshold for every target: the ROC of all (model, target) scores at once
             (``metrics.roc`` of the pooled IN and OUT scores).
 
     Returns:
       {"fpr": float64[G], "own_tpr": float64[G], "global_fpr", "global_tpr",
-       "min_nonmember": the fewest OUT models of a target}
+       "min_nonmember": the fewest OUT models of a target, "lo": the smallest non-zero
+       FPR either curve has}
     """
     s = target_scores(arrays, score)
     stat = scores.to_attack(s["calibration"], score)
@@ -564,8 +644,11 @@ def pooled_roc(arrays, score: str) -> dict:
     n_in = member.sum(0)
     n_out = member.shape[0] - n_in
     ok = (n_in > 0) & (n_out > 0)
-    lo = 0.5 / max(int(n_out[ok].max()) if ok.any() else 1, 1)
-    grid = np.unique(np.concatenate([np.geomspace(lo, 1.0, 200), [1.0]]))
+    l_max = int(n_out[ok].max()) if ok.any() else 1
+    # Every held-out FPR (k+1)/(l+1) of every target is a point of the grid, and a
+    # geometric grid between them, so the staircase is drawn exactly.
+    steps = [(np.arange(1, int(n) + 2) / (int(n) + 1)) for n in np.unique(n_out[ok])]
+    grid = np.unique(np.concatenate([np.geomspace(1.0 / (l_max + 1), 1.0, 200), *steps, [1.0]]))
     own = np.zeros(grid.size)
     count = 0
     for t in range(n_targets):
@@ -576,8 +659,9 @@ def pooled_roc(arrays, score: str) -> dict:
         n = s_out.size
         cuts = np.append(s_out, -np.inf)  # cut s_(k+1) for k = 0 .. n
         tpr_k = (s_in[None, :] > cuts[:, None]).mean(1)
-        k = np.floor(grid * n + 1e-9).astype(np.int64).clip(0, n)
-        own += tpr_k[k]
+        # The largest k with (k+1)/(n+1) <= f (a hair of slack for the grid's rounding).
+        k = np.floor(grid * (n + 1) + 1e-9).astype(np.int64) - 1
+        own += np.where(k >= 0, tpr_k[k.clip(0, n)], 0.0)
         count += 1
     own = own / max(count, 1)
     pooled_in = stat[member & ok[None, :]]
@@ -586,10 +670,12 @@ def pooled_roc(arrays, score: str) -> dict:
         g_fpr, g_tpr, _ = metrics.roc(pooled_in, pooled_out)
     else:
         g_fpr = g_tpr = np.zeros(0)
+    positive = [grid[0], *g_fpr[g_fpr > 0], *g_tpr[g_tpr > 0], *own[own > 0]]
     return {
         "fpr": grid,
         "own_tpr": own,
         "global_fpr": g_fpr,
         "global_tpr": g_tpr,
         "min_nonmember": int(n_out[ok].min()) if ok.any() else 0,
+        "lo": float(min(positive)),
     }
