@@ -535,11 +535,12 @@ def test_augmentation_does_not_depend_on_the_chunking(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_batchnorm_model_resumes_bit_identically(tmp_path, tiny_models):
-    # The WRN with the whole recipe (BatchNorm, augmentation, schedule): a run cut
-    # after its first chunk and resumed equals the uninterrupted run, bit for bit.
+@pytest.mark.parametrize("model", sorted(TINY_MODELS))
+def test_a_batchnorm_model_resumes_bit_identically(tmp_path, tiny_models, model):
+    # Each ResNet with the whole recipe (BatchNorm, augmentation, schedule): a run
+    # cut after its first chunk and resumed equals the uninterrupted run, bit for bit.
     one_device = jax.local_devices()[:1]
-    c = cfg(**TINY_WRN, strategy="map", n_iterations=2, eval_pairs=1)
+    c = cfg(**{**TINY_WRN, "model": model}, strategy="map", n_iterations=2, eval_pairs=1)
     whole = run(c, tmp_path / "whole", devices=one_device)
     cut = tmp_path / "cut"
     run(c, cut, devices=one_device)
