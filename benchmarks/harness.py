@@ -3,6 +3,7 @@
     python benchmarks/harness.py --config configs/bench_cpu.yaml --quick
     python benchmarks/harness.py --config configs/bench_cpu.yaml --reps 3 --sweep 1,2,4,8,16
     python benchmarks/harness.py --gpu          # GPU sizes (synthetic data), see README
+    python benchmarks/harness.py --config configs/bench_cpu_resnets.yaml --model wrn28_2 --quick
 
 Every run is a subprocess of its own, so its peak resident memory (VmHWM)
 belongs to it alone and nothing it compiled or cached in memory helps the next
@@ -21,7 +22,14 @@ ever compared side by side.  ``--sweep-convs xla,im2col`` repeats the chunk-size
 sweep once per convolution, with ``strategy: vmap`` (the GPU question: grouped
 convolution against batched GEMMs).
 
-Results: ``<out>/<backend>-<YYYY-MM-DD>.json`` and a PNG next to it.
+``--model NAME`` trains another network of jaxmia's registry in every
+implementation (the baseline's torch twin of it) and in the faithfulness check;
+for a network with BatchNorm the baseline modes default to ``tuned`` (``func``
+trains the CNN only).  The machine's single-precision matrix-multiply peak
+(torch.mm of 4096 x 4096, all cores, best of several) is measured once per run,
+so that each implementation's GFLOP/s is also given as a share of it.
+
+Results: ``<out>/<backend>-<YYYY-MM-DD>[-<model>].json`` and a PNG next to it.
 """
 
 from __future__ import annotations
@@ -75,6 +83,7 @@ QUICK_BASELINE_MAX_JOBS = 16
 # does not depend on how many it trains).
 GPU_PRESET = {
     "overrides": {"subset_size": 1000, "n_iterations": 256, "epochs": 2, "eval_pairs": 0},
+    "resnet_overrides": {"subset_size": 500, "n_iterations": 64, "epochs": 1},
     "models_per_chunk": 512,
     "sweep": [1, 4, 16, 64, 256, 1024, 2048],
     "baseline_max_jobs": 16,
@@ -205,17 +214,22 @@ def run_impl(
     }
 
 
-def metrics(run: dict, flops: int) -> dict:
-    """The numbers the table shows, from one run."""
+def metrics(run: dict, flops: int, peak_gflops: float | None = None) -> dict:
+    """The numbers the table shows, from one run (``peak_gflops``: the machine's sgemm rate)."""
     r = run["results"]
     isps = r["image_steps_per_second"]
+    gflops = isps * flops / 1e9
     return {
         "conv": r.get("conv"),
         "strategy": r.get("strategy"),
         "devices": len(r["devices"]) if isinstance(r.get("devices"), list) else r.get("devices"),
         "models_per_second": r["models_per_second"],
         "image_steps_per_second": isps,
-        "gflops_per_second": round(isps * flops / 1e9, 2),
+        "gflops_per_second": round(gflops, 2),
+        "share_of_sgemm_peak": round(gflops / peak_gflops, 4) if peak_gflops else None,
+        "seconds_per_model": round(1 / r["models_per_second"], 3)
+        if r["models_per_second"]
+        else None,
         "train_seconds": r["train_seconds"],
         "compile_seconds": r["compile_seconds"],
         "models_trained": r["models_trained"],
@@ -295,6 +309,35 @@ def faithfulness(jax_run: dict, torch_run: dict, n_rounds_min: int) -> dict:
 
 LSCPU_KEYS = ("Model name", "CPU family", "Model", "Thread(s) per core", "Core(s) per socket")
 
+# The peak a GEMM reaches here: torch.mm (oneDNN/MKL) of n x n float32 on every
+# core (CUDA when the baseline runs there), best of several calls after a warm-up.
+SGEMM_PROBE = """
+import sys, time, torch
+dev, n = sys.argv[1], int(sys.argv[2])
+torch.set_num_threads(torch.get_num_threads())
+a, b = torch.randn(n, n, device=dev), torch.randn(n, n, device=dev)
+sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
+best = float("inf")
+for _ in range(6):
+    sync(); t = time.perf_counter(); torch.mm(a, b); sync()
+    best = min(best, time.perf_counter() - t)
+print(2 * n**3 / best / 1e9)
+"""
+
+
+def sgemm_peak_gflops(device: str = "cpu", n: int = 4096) -> float | None:
+    """GFLOP/s of the best float32 n x n matrix product (None without torch)."""
+    try:
+        out = subprocess.run(
+            [sys.executable, "-c", SGEMM_PROBE, device, str(n)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        return round(float(out.stdout.strip().splitlines()[-1]), 1)
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return None
+
 
 def machine_info() -> dict:
     info = {
@@ -307,13 +350,7 @@ def machine_info() -> dict:
         lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
         for line in lscpu.splitlines():
             key, _, value = line.partition(":")
-            if key.strip() in (
-                "Model name",
-                "CPU family",
-                "Model",
-                "Thread(s) per core",
-                "Core(s) per socket",
-            ):
+            if key.strip() in LSCPU_KEYS:
                 info[key.strip()] = value.strip()
     except (OSError, subprocess.SubprocessError):
         pass
@@ -388,13 +425,18 @@ def benchmark(opts) -> dict:
             base = load_config(config_path).to_dict()
             base.pop("run_name", None)
         base.update(opts.overrides)
+        if opts.model:
+            base["model"] = opts.model
         main_cfg = write_config(base, work, "bench")
         cfg = load_config(main_cfg)  # validates the overrides
         flops = MODELS[cfg.model].flops_per_image_step(cfg.num_classes)
+        modes = opts.modes or default_modes(cfg.model)
 
         machine = machine_info()
+        if not opts.smoke:
+            machine["sgemm_gflops"] = sgemm_peak_gflops(opts.device)
         variants = {f"jaxmia-{v}": (o, e) for v, o, e in opts.variants}
-        impls = ["jaxmia", *variants, *opts.modes]
+        impls = ["jaxmia", *variants, *modes]
         configs = {name: main_cfg for name in impls}
         envs: dict[str, dict] = {}
         for name, (overrides, env) in variants.items():
@@ -410,7 +452,7 @@ def benchmark(opts) -> dict:
                 impl = "jaxmia" if name in variants else name
                 run = run_impl(impl, configs[name], work, opts, env_extra=envs.get(name))
                 raw[name].append(run)
-                runs[name].append(metrics(run, flops))
+                runs[name].append(metrics(run, flops, machine.get("sgemm_gflops")))
                 say(
                     f"    {runs[name][-1]['image_steps_per_second']:.0f} image-steps/s, "
                     f"train {runs[name][-1]['train_seconds']:.1f} s, "
@@ -420,7 +462,7 @@ def benchmark(opts) -> dict:
         table = {name: {**median_metrics(runs[name]), "runs": runs[name]} for name in impls}
         backend = raw["jaxmia"][0]["results"].get("backend", "cpu")
         jax_rate = table["jaxmia"]["image_steps_per_second"]
-        speedups = {m: round(jax_rate / table[m]["image_steps_per_second"], 3) for m in opts.modes}
+        speedups = {m: round(jax_rate / table[m]["image_steps_per_second"], 3) for m in modes}
         variant_speedups = {}
         if "tuned" in table:
             tuned_rate = table["tuned"]["image_steps_per_second"]
@@ -493,6 +535,9 @@ def benchmark(opts) -> dict:
                     ft = run_impl("tuned", fpath, work, opts, every_job=True)
             else:
                 fpath, min_rounds = Path(opts.faithfulness_config), 64
+                if opts.model:  # the same check, on the network being measured
+                    fbase = {**yaml.safe_load(fpath.read_text()), "model": opts.model}
+                    fpath = write_config(fbase, work, fpath.stem)
                 say(f"[faithfulness] {fpath} ...")
                 fj = run_impl("jaxmia", fpath, work, opts)
                 ft = run_impl("tuned", fpath, work, opts, every_job=True)
@@ -514,11 +559,13 @@ def benchmark(opts) -> dict:
             "machine": machine,
             "config": {"path": str(opts.config if not opts.smoke else "smoke"), **base},
             "reps": opts.reps,
+            "model": cfg.model,
             "flops_per_image_step": flops,
             "flop_count": (
                 f"jaxmia.models.MODELS[{cfg.model!r}].flops_per_image_step: multiply-add = 2 "
-                "FLOPs; forward = conv1 + conv2 + fc1 + fc2 (pooling, ReLU, softmax and the "
-                "update not counted); backward = 2 x forward minus conv1's input gradient"
+                "FLOPs over the convolutions (border taps included) and dense layers; "
+                "backward = 2 x forward minus the first layer's input gradient; BatchNorm, "
+                "ReLU, pooling, softmax and the update not counted"
             ),
             "image_steps": "models x epochs x mean training-set size / train seconds",
             "speedup_vs_tuned": speedups.get("tuned"),
@@ -532,7 +579,8 @@ def benchmark(opts) -> dict:
         }
         out = Path(opts.out)
         out.mkdir(parents=True, exist_ok=True)
-        json_path = out / f"{backend}-{today}.json"
+        suffix = "" if cfg.model == "cnn" else f"-{cfg.model}"
+        json_path = out / f"{backend}-{today}{suffix}.json"
         json_path.write_text(json.dumps(report, indent=2) + "\n")
         plot(report, json_path.with_suffix(".png"))
         report["json_path"] = str(json_path)
@@ -549,18 +597,24 @@ def benchmark(opts) -> dict:
 def format_table(report: dict) -> str:
     """The markdown table for benchmarks/README.md."""
     head = (
-        "| implementation | models/s | image-steps/s | GFLOP/s | train s | compile s "
-        "| peak RSS MiB | peak device MiB |\n|---|---|---|---|---|---|---|---|"
+        "| implementation | models/s | s per model | image-steps/s | GFLOP/s | share of sgemm "
+        "| train s | compile s | peak RSS MiB | peak device MiB |\n"
+        "|---|---|---|---|---|---|---|---|---|---|"
     )
-    lines = [head]
+    lines = [f"model: {report.get('model', 'cnn')}", head]
     for name, m in report["implementations"].items():
         label = f"pytorch-{name}" if name in MODES else name
         if name not in MODES and m.get("conv"):
             label += f" ({m['conv']}, {m['strategy']}, {m['devices']} dev)"
         dev = "" if m["peak_device_mib"] is None else f"{m['peak_device_mib']:.0f}"
+        share = m.get("share_of_sgemm_peak")
+        per_model = m.get("seconds_per_model")
         lines.append(
-            f"| {label} | {m['models_per_second']:.3f} | {m['image_steps_per_second']:.0f} "
-            f"| {m['gflops_per_second']:.2f} | {m['train_seconds']:.1f} "
+            f"| {label} | {m['models_per_second']:.3f} "
+            f"| {'' if per_model is None else f'{per_model:.2f}'} "
+            f"| {m['image_steps_per_second']:.0f} "
+            f"| {m['gflops_per_second']:.2f} | {'' if share is None else f'{share:.1%}'} "
+            f"| {m['train_seconds']:.1f} "
             f"| {m['compile_seconds']:.1f} | {m['peak_rss_mib']:.0f} | {dev} |"
         )
     lines.append(f"\nspeedup_vs_tuned: {report['speedup_vs_tuned']}")
@@ -568,8 +622,8 @@ def format_table(report: dict) -> str:
         lines.append(f"{name} vs tuned: {ratio}")
     machine = report.get("machine", {})
     lines.append(
-        f"CPU: {machine.get('Model name')}; load average at start {machine.get('loadavg_start')}, "
-        f"at end {machine.get('loadavg_end')}"
+        f"CPU: {machine.get('Model name')}; sgemm peak {machine.get('sgemm_gflops')} GFLOP/s; "
+        f"load average at start {machine.get('loadavg_start')}, at end {machine.get('loadavg_end')}"
     )
     lines.append(format_sweep(report))
     return "\n".join(lines)
@@ -648,6 +702,12 @@ def _convs(text: str) -> list[str]:
     return [c.strip() for c in text.split(",") if c.strip()]
 
 
+def default_modes(model: str) -> list[str]:
+    """Every baseline mode for the CNN; the tuned one for the others (func trains the CNN only,
+    and the per-example seed mode of a ResNet on a CPU takes hours for nothing new)."""
+    return list(DEFAULT_MODES) if model == "cnn" else ["tuned"]
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="harness", description=__doc__.split("\n")[0])
     p.add_argument("--config", default=str(ROOT / "configs" / "bench_cpu.yaml"))
@@ -659,9 +719,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--modes",
         type=_modes,
-        default=list(DEFAULT_MODES),
-        help="baseline modes (opacus: DP-SGD, for a config with dp:)",
+        default=None,
+        help="baseline modes (default: all non-private ones for the CNN, tuned for the "
+        "BatchNorm networks; opacus: DP-SGD, for a config with dp:)",
     )
+    p.add_argument("--model", default=None, help="the network (jaxmia.models.MODELS) to train")
     p.add_argument("--sweep", type=_int_list, default=None, help="models_per_chunk values")
     p.add_argument(
         "--sweep-convs",
@@ -709,7 +771,12 @@ def parse(argv: list[str] | None = None):
         opts.run_timeout = min(opts.run_timeout, 120.0)
     elif opts.gpu:
         opts.overrides = dict(GPU_PRESET["overrides"])
-        opts.overrides["models_per_chunk"] = GPU_PRESET["models_per_chunk"]
+        # The ResNets need ~10-20x the CNN's memory per model: let jaxmia size
+        # their chunks from the device's memory (training/memory.py).
+        big = opts.model not in (None, "cnn")
+        opts.overrides["models_per_chunk"] = "auto" if big else GPU_PRESET["models_per_chunk"]
+        if big:  # 1.3-2.3 GFLOP per image-step: fewer images keep a run to seconds
+            opts.overrides.update(GPU_PRESET["resnet_overrides"])
         opts.sweep = opts.sweep or GPU_PRESET["sweep"]
         opts.device = opts.device or GPU_PRESET["device"]
         if opts.baseline_max_jobs is None:

@@ -4,10 +4,13 @@
 
 It reads jaxmia's YAML configs and trains the same jobs as jaxmia (the round plan
 comes from ``jaxmia.kinds.single_target.plan``, so both train on identical index
-sets), with the same
-CNN, the same initialisation scheme (PyTorch's defaults, which jaxmia copies), the
-same optimizer (``torch.optim.SGD``, whose formula jaxmia follows) and the same
-per-channel normalisation.  What differs is only how the work is organised:
+sets), with the same network (``model:``: the CNN, WRN-28-2 or ResNet-9, each a
+torch twin of jaxmia/models/ with the same initialisation scheme and BatchNorm
+settings), the same optimizer (``torch.optim.SGD``, whose formula jaxmia follows,
+Nesterov included), the same learning-rate schedule (jaxmia's, per step), label
+smoothing, augmentation (``augment:``, drawn from a torch generator by the same
+law) and per-channel normalisation.  What differs is only how the work is
+organised:
 
 * ``seed``:  a ``Dataset`` whose ``__getitem__`` turns one uint8 image into a
   normalised tensor, and a ``DataLoader(shuffle=True, num_workers=0)``, as the
@@ -18,7 +21,8 @@ per-channel normalisation.  What differs is only how the work is organised:
   speed-up is measured against this one.
 * ``func``:  ``torch.func.stack_module_state`` + ``functional_call`` + ``vmap``
   over a chunk of models (PyTorch's model-ensembling recipe), each model with its
-  own batches, and an SGD-momentum update written in torch ops.
+  own batches, and an SGD-momentum update written in torch ops (the CNN with
+  the seed's recipe only: no BatchNorm buffers, schedule or augmentation).
 * ``opacus``: DP-SGD with Opacus (``GradSampleModule`` + ``DPOptimizer``), model
   after model, for a config with ``dp:``: the tuned mode's tensors, Poisson
   sampling at jaxmia's q for jaxmia's steps, each model at jaxmia's sigma
@@ -27,10 +31,11 @@ per-channel normalisation.  What differs is only how the work is organised:
   (``pip install opacus``; the harness's ``pytorch-opacus``).
 
 Each model's data order comes from a torch generator seeded from
-(seed, stream, round, member), and its initial weights from another one, so the
-three modes train the same models in the same order (up to floating-point
-rounding); jaxmia draws its own init and order from the same tuple with JAX's
-generator, so it matches the baseline in distribution, not model by model.
+(seed, stream, round, member), its initial weights from another one and its
+augmentation from a third, so the modes train the same models in the same order
+(up to floating-point rounding); jaxmia draws its own init, order and
+augmentation from the same tuple with JAX's generator, so it matches the
+baseline in distribution, not model by model.
 
 Outputs, in ``<output-dir>/<run-name>-torch-<mode>/``: results.json and losses.npz
 with jaxmia's keys and arrays, plus the baseline's implementation and timing.
@@ -56,6 +61,7 @@ from jaxmia.kinds.single_target.plan import (
     evaluation_jobs,
     job_rows,
     resolve_target,
+    steps_per_epoch,
 )
 from jaxmia.runs import products
 from jaxmia.runs.outputs import ModelOutputs
@@ -72,7 +78,8 @@ MODES = ("seed", "tuned", "func")  # the non-private modes
 DP_MODES = ("opacus",)  # modes for a config with dp:
 ALL_MODES = MODES + DP_MODES
 AUTO_MODELS_PER_CHUNK = 8
-_INIT, _ORDER = 0, 1  # the two purposes a job's seeds are drawn for
+_INIT, _ORDER, _AUGMENT = 0, 1, 2  # the purposes a job's seeds are drawn for
+CROP_PAD = 4  # jaxmia.training.augment.CROP_PAD
 
 
 # --------------------------------------------------------------------------
@@ -107,7 +114,7 @@ def job_seed(seed: int, job: Job, purpose: int) -> int:
 
 
 # --------------------------------------------------------------------------
-# The model and its optimizer.
+# The models (torch twins of jaxmia/models/) and the optimizer.
 
 
 def build_cnn(num_classes: int) -> nn.Module:
@@ -126,15 +133,223 @@ def build_cnn(num_classes: int) -> nn.Module:
     )
 
 
-def init_model(num_classes: int, seed: int) -> nn.Module:
-    """The CNN with PyTorch's default initialisation, drawn from ``seed`` only."""
+if torch is not None:
+
+    class FlaxBatchNorm2d(nn.BatchNorm2d):
+        """torch's BatchNorm2d with jaxmia's (Flax's) running variance.
+
+        jaxmia's momentum 0.9 is torch's 0.1 and its eps is torch's; one
+        difference is left: torch moves ``running_var`` with the unbiased batch
+        variance (n/(n-1) of the biased one that both normalise with), Flax with
+        the biased one.  After torch's update this takes back the extra
+        momentum * var / (n - 1), so the running averages agree to rounding.
+        The corrected average is a new tensor, not an in-place change: oneDNN's
+        channels_last kernel keeps the running variance for its backward pass.
+        """
+
+        def __init__(self, channels: int, momentum: float = 0.9, eps: float = 1e-5):
+            super().__init__(channels, eps=eps, momentum=1.0 - momentum)
+
+        def forward(self, x):
+            if not self.training:
+                return super().forward(x)
+            old = self.running_var.clone()
+            y = super().forward(x)
+            n = x.numel() // x.size(1)
+            with torch.no_grad():
+                moved = self.running_var - (1.0 - self.momentum) * old  # momentum * unbiased
+                self.running_var = self.running_var - moved / n
+            return y
+
+    class WideResNet(nn.Module):
+        """jaxmia.models.wrn.WideResNet in torch: layers named as jaxmia's parameter tree."""
+
+        def __init__(self, num_classes: int, depth: int = 28, width: int = 2):
+            super().__init__()
+            n = (depth - 4) // 6
+            layers = {"conv": nn.Conv2d(3, 16, 3, padding=1, bias=False)}
+            self.blocks = []
+            cin = 16
+            for g, features in enumerate((16 * width, 32 * width, 64 * width)):
+                for b in range(n):
+                    stride, name = (2 if g > 0 and b == 0 else 1), f"g{g}b{b}"
+                    layers[f"{name}_bn1"] = FlaxBatchNorm2d(cin)
+                    layers[f"{name}_conv1"] = nn.Conv2d(
+                        cin, features, 3, stride=stride, padding=1, bias=False
+                    )
+                    layers[f"{name}_bn2"] = FlaxBatchNorm2d(features)
+                    layers[f"{name}_conv2"] = nn.Conv2d(
+                        features, features, 3, padding=1, bias=False
+                    )
+                    proj = cin != features or stride != 1
+                    if proj:
+                        layers[f"{name}_proj"] = nn.Conv2d(
+                            cin, features, 1, stride=stride, bias=False
+                        )
+                    self.blocks.append((name, proj))
+                    cin = features
+            layers["bn"] = FlaxBatchNorm2d(cin)
+            layers["fc"] = nn.Linear(cin, num_classes)
+            self.layers = nn.ModuleDict(layers)
+            with torch.no_grad():  # jaxmia.models.wrn's initialisers
+                for layer in self.layers.values():
+                    if isinstance(layer, nn.Conv2d):
+                        nn.init.kaiming_normal_(layer.weight, mode="fan_out", nonlinearity="relu")
+                fc = self.layers["fc"]
+                # variance_scaling(1, fan_avg, truncated_normal): truncated at 2 std,
+                # the std divided by the truncation's 0.8796 so the variance is 1/fan_avg.
+                std = (2.0 / (fc.in_features + fc.out_features)) ** 0.5 / 0.87962566103423978
+                nn.init.trunc_normal_(fc.weight, 0.0, std, -2 * std, 2 * std)
+                nn.init.zeros_(fc.bias)
+
+        def forward(self, x):
+            lay = self.layers
+            x = lay["conv"](x)
+            for name, proj in self.blocks:
+                o1 = F.relu(lay[f"{name}_bn1"](x))
+                y = F.relu(lay[f"{name}_bn2"](lay[f"{name}_conv1"](o1)))
+                y = lay[f"{name}_conv2"](y)
+                x = (lay[f"{name}_proj"](o1) if proj else x) + y
+            x = F.relu(lay["bn"](x)).mean((2, 3))
+            return lay["fc"](x)
+
+    class ResNet9(nn.Module):
+        """jaxmia.models.resnet9.ResNet9 in torch: layers named as jaxmia's parameter tree.
+
+        PyTorch's default initialisation, as jaxmia's twin copies it.
+        """
+
+        STAGES = (
+            ("prep", 1),
+            ("layer1", 2),
+            ("res1a", 2),
+            ("res1b", 2),
+            ("layer2", 4),
+            ("layer3", 8),
+            ("res3a", 8),
+            ("res3b", 8),
+        )
+
+        def __init__(self, num_classes: int, width: int = 64):
+            super().__init__()
+            layers, cin = {}, 3
+            for name, mult in self.STAGES:
+                layers[f"{name}_conv"] = nn.Conv2d(cin, mult * width, 3, padding=1, bias=False)
+                layers[f"{name}_bn"] = FlaxBatchNorm2d(mult * width)
+                cin = mult * width
+            layers["fc"] = nn.Linear(cin, num_classes, bias=False)
+            self.layers = nn.ModuleDict(layers)
+
+        def conv_bn(self, name, x):
+            return F.relu(self.layers[f"{name}_bn"](self.layers[f"{name}_conv"](x)))
+
+        def forward(self, x):
+            x = F.max_pool2d(self.conv_bn("layer1", self.conv_bn("prep", x)), 2)
+            x = x + self.conv_bn("res1b", self.conv_bn("res1a", x))
+            x = F.max_pool2d(self.conv_bn("layer2", x), 2)
+            x = F.max_pool2d(self.conv_bn("layer3", x), 2)
+            x = x + self.conv_bn("res3b", self.conv_bn("res3a", x))
+            return self.layers["fc"](x.amax((2, 3))) * 0.125  # jaxmia's LOGIT_SCALE
+
+
+# jaxmia's builders (jaxmia.models.MODELS[...].builder) and their torch twins.
+TWINS = {
+    "jaxmia.models.cnn:SmallCNN": lambda num_classes: build_cnn(num_classes),
+    "jaxmia.models.wrn:WideResNet": lambda num_classes, **kw: WideResNet(num_classes, **kw),
+    "jaxmia.models.resnet9:ResNet9": lambda num_classes, **kw: ResNet9(num_classes, **kw),
+}
+
+
+def build_model(model: str, num_classes: int) -> nn.Module:
+    """The torch twin of jaxmia's ``model`` (a name in jaxmia.models.MODELS), its options
+    included; UserError for a model without one."""
+    from jaxmia.models import MODELS
+
+    spec = MODELS[model]
+    if spec.builder not in TWINS:
+        raise UserError(f"the baseline has no torch twin of model: {model} ({spec.builder})")
+    return TWINS[spec.builder](num_classes, **dict(spec.options))
+
+
+def init_model(model: str, num_classes: int, seed: int) -> nn.Module:
+    """The twin of ``model`` with its initialisation scheme, drawn from ``seed`` only."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return build_cnn(num_classes)
+        return build_model(model, num_classes)
+
+
+def load_flax_variables(module: nn.Module, variables: dict) -> None:
+    """Copies jaxmia's parameters and batch statistics into a twin whose layers are named as
+    they are (``WideResNet``, ``ResNet9``): conv kernels HWIO -> OIHW, dense [in, out] ->
+    [out, in], BatchNorm scale/bias/mean/var -> weight/bias/running_mean/running_var."""
+    names = {"kernel": "weight", "scale": "weight", "bias": "bias"}
+    names_stats = {"mean": "running_mean", "var": "running_var"}
+    state = {}
+    for collection, rename in (("params", names), ("batch_stats", names_stats)):
+        for layer, leaves in (variables.get(collection) or {}).items():
+            for leaf, value in leaves.items():
+                a = torch.from_numpy(np.array(value, np.float32))
+                if a.ndim == 4:
+                    a = a.permute(3, 2, 0, 1)
+                elif a.ndim == 2:
+                    a = a.T
+                state[f"layers.{layer}.{rename[leaf]}"] = a.contiguous()
+    missing = module.load_state_dict(state, strict=False)
+    left = [k for k in missing.missing_keys if not k.endswith("num_batches_tracked")]
+    if left or missing.unexpected_keys:
+        raise ValueError(f"not a twin: missing {left}, unexpected {missing.unexpected_keys}")
+
+
+def has_batch_norm(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
 
 
 def make_sgd(cfg: Config, params) -> torch.optim.Optimizer:
-    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(
+        params,
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay,
+        nesterov=cfg.nesterov,
+    )
+
+
+def step_rates(cfg: Config, steps_per_epoch: int) -> np.ndarray | None:
+    """float64[epochs * steps_per_epoch]: jaxmia's learning rate at each global step
+    (jaxmia.training.setup.lr_schedule), or None for the constant ``cfg.lr``."""
+    from jaxmia.training.setup import lr_schedule
+
+    schedule = lr_schedule(cfg.lr_schedule, cfg.lr, cfg.warmup_epochs, cfg.epochs, steps_per_epoch)
+    if schedule is None:
+        return None
+    return np.asarray(schedule(np.arange(cfg.epochs * steps_per_epoch)), np.float64)
+
+
+def augment_batch(x: torch.Tensor, kind: str, flip, offsets) -> torch.Tensor:
+    """jaxmia.training.augment.apply on float[B, C, H, W]: the crop at ``offsets`` (int64[B, 2],
+    (dy, dx) into the image reflect-padded by 4) and the mirror where ``flip`` (bool[B])."""
+    if kind == "none":
+        return x
+    b, c, h, w = x.shape
+    dev = x.device
+    if kind == "flip_crop":
+        padded = F.pad(x, (CROP_PAD,) * 4, mode="reflect")
+        offsets = offsets.to(dev)
+        rows = (offsets[:, 0, None] + torch.arange(h, device=dev)).view(b, 1, h, 1)
+        cols = (offsets[:, 1, None] + torch.arange(w, device=dev)).view(b, 1, 1, w)
+        batch = torch.arange(b, device=dev).view(b, 1, 1, 1)
+        x = padded[batch, torch.arange(c, device=dev).view(1, c, 1, 1), rows, cols]
+    return torch.where(flip.to(dev).view(b, 1, 1, 1), x.flip(3), x)
+
+
+def draw_augmentation(kind: str, batch: int, g: torch.Generator):
+    """(flip bool[B], offsets int64[B, 2]) by jaxmia's law (training/augment.py), from ``g``."""
+    flip = torch.rand(batch, generator=g) < 0.5
+    if kind == "flip_crop":
+        offsets = torch.randint(0, 2 * CROP_PAD + 1, (batch, 2), generator=g)
+    else:
+        offsets = torch.full((batch, 2), CROP_PAD)
+    return flip, offsets
 
 
 def order_generator(cfg: Config, job: Job) -> torch.Generator:
@@ -219,29 +434,59 @@ if torch is not None:
 # One model at a time (seed and tuned modes).
 
 
-def fit_tuned(cfg, model, data: TensorData, rows: np.ndarray, orders) -> list[float]:
+def sgd_step(cfg, model, opt, x, y, lr=None) -> torch.Tensor:
+    """One training step on the batch (x, y): mean (label-smoothed) CE, backward, SGD at
+    rate ``lr`` (None: the optimizer's own); returns the loss, detached."""
+    if lr is not None:
+        for group in opt.param_groups:
+            group["lr"] = float(lr)
+    loss = F.cross_entropy(model(x), y, label_smoothing=cfg.label_smoothing)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss.detach()
+
+
+def fit_tuned(
+    cfg, model, data: TensorData, rows: np.ndarray, orders, steps_per_epoch: int, augment=None
+) -> list[float]:
     """Trains one model in place; returns the mean training loss of each epoch.
 
     ``orders`` yields, per epoch, a permutation (int64 tensor) of ``rows``'
-    positions; batches are consecutive slices of batch_size, the last one partial.
+    positions; batches are consecutive slices of batch_size, the last one
+    partial.  Step s of epoch e takes jaxmia's rate of global step
+    e * steps_per_epoch + s.  ``augment(e, s, n)`` gives a batch of n its
+    (flip, offsets) (``draw_augmentation``'s layout); needed unless cfg.augment
+    is none.
     """
     opt = make_sgd(cfg, model.parameters())
+    rates = step_rates(cfg, steps_per_epoch)
     rows_t = torch.as_tensor(rows, device=data.x.device)
     b = cfg.batch_size
+    # The augmented batch back in the data's layout (channels_last in tuned mode).
+    cl = data.x.is_contiguous(memory_format=torch.channels_last)
+    layout = torch.channels_last if cl else torch.contiguous_format
     epoch_loss = []
     model.train()
-    for perm in orders:
+    for e, perm in enumerate(orders):
         order = rows_t[perm.to(rows_t.device)]
         total = torch.zeros((), device=data.x.device)
-        for s in range(0, len(order), b):
-            batch = order[s : s + b]
-            loss = F.cross_entropy(model(data.x[batch]), data.y[batch])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += loss.detach() * len(batch)
+        for s, start in enumerate(range(0, len(order), b)):
+            batch = order[start : start + b]
+            x = data.x[batch]
+            if cfg.augment != "none":
+                x = augment_batch(x, cfg.augment, *augment(e, s, len(batch)))
+                x = x.contiguous(memory_format=layout)
+            lr = None if rates is None else rates[e * steps_per_epoch + s]
+            total += sgd_step(cfg, model, opt, x, data.y[batch], lr) * len(batch)
         epoch_loss.append(float(total) / len(order))
     return epoch_loss
+
+
+def job_augmentation(cfg, job: Job):
+    """The baseline's own augmentation of a job: draws from a generator seeded by the job."""
+    g = torch.Generator().manual_seed(job_seed(cfg.seed, job, _AUGMENT))
+    return lambda epoch, step, n: draw_augmentation(cfg.augment, n, g)
 
 
 def _hits(model, x, y, eval_batch: int) -> int:
@@ -267,13 +512,14 @@ def evaluate_tuned(model, data: TensorData, rows: np.ndarray, target: int, eval_
 def run_tuned(cfg, data: TensorData, jobs, sets, target, device, channels_last=True):
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     eval_batch = max(cfg.batch_size, 500)
+    steps = steps_per_epoch(cfg.subset_size, cfg.batch_size)
     out = {}
     for job, rows in zip(jobs, sets, strict=True):
-        model = init_model(cfg.num_classes, job_seed(cfg.seed, job, _INIT))
+        model = init_model(cfg.model, cfg.num_classes, job_seed(cfg.seed, job, _INIT))
         model = model.to(device, memory_format=fmt)
         g = order_generator(cfg, job)
         orders = (epoch_permutation(g, len(rows)) for _ in range(cfg.epochs))
-        epoch_loss = fit_tuned(cfg, model, data, rows, orders)
+        epoch_loss = fit_tuned(cfg, model, data, rows, orders, steps, job_augmentation(cfg, job))
         loss, logits, train_acc, test_acc = evaluate_tuned(model, data, rows, target, eval_batch)
         out[job] = _job_result(loss, logits, train_acc, test_acc, epoch_loss)
     return out
@@ -289,10 +535,13 @@ def run_seed(cfg, dataset, jobs, sets, target, device):
     test_set = ImageDataset(
         dataset.test_images, dataset.test_labels, np.arange(n_test), dataset.mean, dataset.std
     )
+    steps = steps_per_epoch(cfg.subset_size, cfg.batch_size)
+    rates = step_rates(cfg, steps)
     out = {}
     for job, rows in zip(jobs, sets, strict=True):
-        model = init_model(cfg.num_classes, job_seed(cfg.seed, job, _INIT)).to(device)
+        model = init_model(cfg.model, cfg.num_classes, job_seed(cfg.seed, job, _INIT)).to(device)
         opt = make_sgd(cfg, model.parameters())
+        augment = job_augmentation(cfg, job)
         train_set = ImageDataset(images, labels, rows, dataset.mean, dataset.std)
         loader = DataLoader(
             train_set,
@@ -302,16 +551,15 @@ def run_seed(cfg, dataset, jobs, sets, target, device):
             generator=order_generator(cfg, job),
         )
         epoch_loss = []
-        for _ in range(cfg.epochs):
+        for e in range(cfg.epochs):
             model.train()
             total, count = 0.0, 0
-            for x, y in loader:
+            for s, (x, y) in enumerate(loader):
                 x, y = x.to(device), y.to(device)
-                loss = F.cross_entropy(model(x), y)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                total += loss.item() * len(y)
+                if cfg.augment != "none":
+                    x = augment_batch(x, cfg.augment, *augment(e, s, len(y)))
+                lr = None if rates is None else rates[e * steps + s]
+                total += sgd_step(cfg, model, opt, x, y, lr).item() * len(y)
                 count += len(y)
             epoch_loss.append(total / count)
         model.eval()
@@ -428,7 +676,7 @@ def run_func(cfg, data: TensorData, jobs, sets, target, device, models_per_chunk
     from torch.func import functional_call, grad, stack_module_state, vmap
 
     b = cfg.batch_size
-    steps = -(-(cfg.subset_size + 1) // b)
+    steps = steps_per_epoch(cfg.subset_size, b)
     eval_batch = max(b, 250)
     base = build_cnn(cfg.num_classes).to("meta")
     lr, mom, wd = cfg.lr, cfg.momentum, cfg.weight_decay
@@ -448,7 +696,9 @@ def run_func(cfg, data: TensorData, jobs, sets, target, device, models_per_chunk
     for c in range(0, len(jobs), models_per_chunk):
         chunk, chunk_sets = jobs[c : c + models_per_chunk], sets[c : c + models_per_chunk]
         k = len(chunk)
-        models = [init_model(cfg.num_classes, job_seed(cfg.seed, j, _INIT)) for j in chunk]
+        models = [
+            init_model(cfg.model, cfg.num_classes, job_seed(cfg.seed, j, _INIT)) for j in chunk
+        ]
         params, _ = stack_module_state(models)
         params = {n: p.detach().to(device) for n, p in params.items()}
         bufs = {n: torch.zeros_like(p) for n, p in params.items()}
@@ -507,6 +757,16 @@ def run_func(cfg, data: TensorData, jobs, sets, target, device, models_per_chunk
 
 # --------------------------------------------------------------------------
 # The experiment.
+
+
+def func_mode_supports(cfg: Config) -> bool:
+    """Whether the func mode's hand-written SGD trains ``cfg``'s model and recipe."""
+    return (
+        cfg.model == "cnn"
+        and cfg.augment == "none"
+        and cfg.lr_schedule == "constant"
+        and not (cfg.warmup_epochs or cfg.nesterov or cfg.label_smoothing)
+    )
 
 
 def resolve_models_per_chunk(cfg: Config) -> int:
@@ -572,6 +832,11 @@ def run_baseline(
     """
     if mode not in ALL_MODES:
         raise UserError(f"--mode must be one of {', '.join(ALL_MODES)}; got {mode!r}")
+    if mode == "func" and not func_mode_supports(cfg):
+        raise UserError(
+            "--mode func trains model: cnn with the seed's recipe only (no augment, "
+            "lr_schedule constant without warm-up, no nesterov or label_smoothing)"
+        )
     n_train, n_test = len(dataset.train_labels), len(dataset.test_labels)
     cfg.check_against(n_train, n_test)
     target = resolve_target(cfg.target_index, cfg.seed, n_train)
@@ -663,6 +928,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default="./datasets")
     p.add_argument("--output-dir", default="./outputs")
     p.add_argument("--seed", type=int, default=None, help="overrides the config's seed")
+    p.add_argument("--model", default=None, help="overrides the config's model")
     p.add_argument("--max-jobs", type=int, default=None, help="train only the first N models")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
@@ -696,8 +962,9 @@ def main(argv: list[str] | None = None) -> int:
         if device == "cuda" and not torch.cuda.is_available():
             raise UserError("--device cuda: this torch build sees no CUDA device")
         cfg = load_config(args.config, seed=args.seed)
-        if cfg.model != "cnn":  # build_cnn is the one network written in torch here
-            raise UserError(f"the baseline trains model: cnn only, got model: {cfg.model}")
+        if args.model is not None:
+            cfg = cfg.replace(model=args.model)
+        build_model(cfg.model, cfg.num_classes)  # UserError for a model without a twin
         from jaxmia.data import load_dataset
 
         dataset = load_dataset(cfg.dataset, args.data_dir, num_classes=cfg.num_classes)

@@ -33,6 +33,9 @@ DATA_SOURCES = ("auto", "archive", "tfds")
 CONV_CHOICES = ("auto", "xla", "im2col", "winograd")
 STRATEGY_CHOICES = ("auto", "vmap", "map")
 DTYPE_CHOICES = ("float32", "bfloat16")
+# jaxmia.training.augment.AUGMENTATIONS (named here: the config imports no JAX).
+AUGMENT_CHOICES = ("none", "flip", "flip_crop")
+SCHEDULE_CHOICES = ("constant", "cosine", "onecycle")
 NONFINITE_CHOICES = ("stop", "skip")
 # The attack's names: jaxmia.attack imports scipy only where it computes.
 SCORE_CHOICES = tuple(SCORES)
@@ -102,6 +105,19 @@ COMMON_KEYS = (
     Key("model", "cnn", choice(lambda: tuple(MODELS))),  # a name in jaxmia.models.MODELS
     Key("momentum", 0.9, number(0, 1, lo_open=False, hi_open=True)),
     Key("weight_decay", 0.0, number(0, math.inf, lo_open=False, hi_open=True, what=">= 0")),
+    # The training recipe beyond the seed's (augmentation, schedule, Nesterov,
+    # label smoothing).  At their defaults they train as before and leave the
+    # run hash as it was, so earlier run folders resume.
+    Key("augment", "none", choice(AUGMENT_CHOICES), hash_default=False),
+    Key("lr_schedule", "constant", choice(SCHEDULE_CHOICES), hash_default=False),
+    Key(
+        "warmup_epochs",
+        0.0,
+        number(0, MAX_EPOCHS, lo_open=False, hi_open=False),
+        hash_default=False,
+    ),
+    Key("nesterov", False, flag, hash_default=False),
+    Key("label_smoothing", 0.0, number(0, 1, lo_open=False, hi_open=True), hash_default=False),
     Key("test_samples", None, integer(1, 2**31 - 1, allow_none=True)),
     Key("compute_dtype", "float32", choice(DTYPE_CHOICES)),
     # DP-SGD (privacy.py): one nested mapping, null for non-private training.
@@ -179,7 +195,10 @@ def _hashed_keys(self) -> list[str]:
 
 
 def _results_hash(self, data_fingerprint: str, version: str) -> str:
-    """Hash of the hashed keys' values, the data's fingerprint and jaxmia's version."""
+    """Hash of the hashed keys' values, the data's fingerprint and jaxmia's version.
+
+    A key marked ``hash_default=False`` (keys.py) counts only away from its default.
+    """
     d = self.to_dict()
     keyed = {k: d[k] for k in self.hashed_keys() if KEYS[k].hash_default or d[k] != KEYS[k].default}
     keyed["data"] = data_fingerprint
@@ -230,10 +249,24 @@ def _validate(cfg) -> None:
     for key in ALL_KEYS:  # every key's own check, whatever the kind
         key.check(key.name, getattr(cfg, key.name))
     cfg.kind.validate(cfg)  # the kind's checks that relate its keys
+    if cfg.warmup_epochs and cfg.warmup_epochs >= cfg.epochs:
+        raise UserError(
+            f"warmup_epochs must be below epochs ({cfg.epochs}), got {cfg.warmup_epochs}"
+        )
+    if cfg.nesterov and not cfg.momentum:
+        raise UserError(
+            "nesterov: true needs a momentum above 0 (Nesterov's look-ahead is along the momentum)"
+        )
     if cfg.dp is not None and MODELS[cfg.model].has_batch_stats:
         raise UserError(
             f"dp: model {cfg.model} keeps batch statistics, which mix the examples of a "
             "batch: per-example gradients (DP-SGD) need a model without them"
+        )
+    if cfg.dp is not None and cfg.augment != "none":
+        # DP-SGD computes each example's gradient twice (its norm, then the clipped
+        # sum), and a batch-wide augmentation draw would differ between the passes.
+        raise UserError(
+            f"dp: augment: {cfg.augment} is not supported under DP-SGD yet; use augment: none"
         )
     if cfg.dataset == "cifar100" and cfg.num_classes != 100:
         raise UserError(f"num_classes must be 100 for dataset cifar100, got {cfg.num_classes}")

@@ -38,6 +38,7 @@ def run_experiment(
     progress: bool = True,
     devices=None,
     stop: StopFlag | None = None,
+    cpu_devices: int | None = None,
 ) -> dict | None:
     """Runs (or resumes) one experiment and writes its products.
 
@@ -47,7 +48,9 @@ def run_experiment(
     process 0 saves them and writes the products.  Returns results.json's dict
     on process 0 and None elsewhere.  ``stop`` (interrupt.py) is checked
     between stages, chunks and epochs; a set flag ends the run with
-    StopRequested after the last finished chunk is saved.
+    StopRequested after the last finished chunk is saved.  ``cpu_devices``: the
+    single-threaded CPU devices the command line started (run.py), recorded in
+    run.json so that a resumed run starts the same ones (None: XLA's own).
     """
     stop = stop or StopFlag()
     proc, n_proc = jax.process_index(), jax.process_count()
@@ -76,7 +79,9 @@ def run_experiment(
     if lead:
         try:
             k = _models_per_chunk(cfg, setup, devices, len(wanted), n_proc, run_dir, run_hash)
-            identity = _identity(cfg, dataset, run_hash, setup, platform, k // len(devices))
+            identity = _identity(
+                cfg, dataset, run_hash, setup, platform, k // len(devices), cpu_devices
+            )
             store = RunStore.open(
                 run_dir, identity, fresh=fresh, product_files=_product_files(run_dir, kind)
             )
@@ -143,10 +148,10 @@ def _product_files(run_dir, kind) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
-def _identity(cfg, dataset, run_hash, setup, platform, models_per_device) -> dict:
+def _identity(cfg, dataset, run_hash, setup, platform, models_per_device, cpu_devices) -> dict:
     import jaxlib
 
-    return {
+    identity = {
         "results_hash": run_hash,
         "jaxmia_version": __version__,
         "data_fingerprint": dataset.fingerprint,
@@ -165,6 +170,11 @@ def _identity(cfg, dataset, run_hash, setup, platform, models_per_device) -> dic
             "models_per_device": models_per_device if setup.strategy == "vmap" else None,
         },
     }
+    if cpu_devices and platform == "cpu":
+        # Single-threaded devices sum in another order than one device on every
+        # core.  Recorded only when set, so folders of XLA's default still match.
+        identity["execution"]["cpu_devices"] = cpu_devices
+    return identity
 
 
 def _models_per_chunk(cfg, setup, devices, n_jobs, n_proc, run_dir, run_hash) -> int:

@@ -6,6 +6,7 @@ User mistakes end with one line on stderr and exit code 2.
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from pathlib import Path
@@ -39,10 +40,12 @@ def build_parser() -> OneLineParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument(
         "--cpu-devices",
-        type=int,
-        metavar="N",
+        type=_cpu_devices_arg,
+        default="auto",
+        metavar="N|auto",
         help="on a CPU: N single-threaded host devices, the chunk's models sharded over "
-        "them (one per core measured fastest on an idle machine); results are unchanged",
+        "them; 1: one device on every core (the behaviour before auto); auto (default): "
+        "one per core, or one device when the machine is busy or XLA_FLAGS sets a count",
     )
     multi = p.add_argument_group(
         "several hosts", "start one process per host with jax.distributed; process 0 writes"
@@ -158,12 +161,77 @@ def _leave(line: str, code: int) -> None:
     os._exit(code)
 
 
+def _cpu_devices_arg(text: str):
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto or a number, got {text!r}") from None
+
+
+# Distributions whose presence means JAX may start on an accelerator, where
+# --cpu-devices auto has nothing to do.
+_ACCELERATOR_PLUGINS = ("jax-cuda", "jax_cuda", "jax-rocm", "jax_rocm", "libtpu")
+
+
+def _accelerator_installed() -> bool:
+    platforms = os.environ.get("JAX_PLATFORMS", "").strip().lower()
+    if platforms:
+        return platforms.split(",")[0] != "cpu"
+    from importlib import metadata
+
+    return any(
+        (dist.metadata["Name"] or "").lower().startswith(_ACCELERATOR_PLUGINS)
+        for dist in metadata.distributions()
+    )
+
+
+def choose_cpu_devices(
+    requested, *, recorded=None, cores=None, load=None, accelerator=None
+) -> tuple[int | None, str | None]:
+    """How many single-threaded CPU devices to start: (N, or None for XLA's own single
+    device on every core; one line to print, or None).
+
+    ``requested`` is --cpu-devices: a number (1 means XLA's default device), or
+    ``auto``: the count a resumed run folder ``recorded``, else one device per
+    core (``cores``, default the CPUs this process may use), unless XLA_FLAGS
+    already sets a device count (the user's, or the test suite's: left alone),
+    an accelerator plugin is installed (``accelerator``), there is one core,
+    or the machine is busy: a 1-minute load average (``load``) above the core
+    count when the run starts, where one of the single-threaded devices would
+    wait for a core and hold the whole chunk back (benchmarks/README.md).
+    Raises UserError for a number outside [1, 1024].
+    """
+    if requested != "auto":
+        if not 1 <= requested <= 1024:
+            raise UserError(f"--cpu-devices must be in [1, 1024], got {requested}")
+        return (requested if requested > 1 else None), None
+    if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
+        return None, None
+    if accelerator if accelerator is not None else _accelerator_installed():
+        return None, None
+    if recorded:
+        return recorded, None
+    cores = cores or len(os.sched_getaffinity(0))
+    if cores < 2:
+        return None, None
+    load = os.getloadavg()[0] if load is None else load
+    if load > cores:
+        return None, (
+            f"jaxmia: the machine is busy (load average {load:.1f} on {cores} cores): one CPU "
+            "device on every core instead of one per core (--cpu-devices N chooses)"
+        )
+    return cores, None
+
+
 def use_cpu_devices(n: int) -> None:
     """N single-threaded CPU devices: independent models on independent cores.
 
-    Small GEMMs scale poorly over threads, independent models perfectly; under
-    strategy map the results are the same on any number of devices.  Must run
-    before JAX is imported (XLA reads its flags once).
+    Small GEMMs scale poorly over threads, independent models perfectly; the
+    results equal one device's up to float rounding (the threads of one device
+    sum in another order).  Must run before JAX is imported (XLA reads its
+    flags once).
     """
     if not 1 <= n <= 1024:
         raise UserError(f"--cpu-devices must be in [1, 1024], got {n}")
@@ -230,12 +298,9 @@ def _dispatch(argv: list[str] | None) -> int:
 
 
 def _main(args, stop) -> int:
-    if args.cpu_devices is not None:  # before anything imports JAX
-        use_cpu_devices(args.cpu_devices)
+    # Nothing here imports JAX before the CPU devices are set up.
     from jaxmia.config import load_config
-    from jaxmia.experiment import NonFiniteLoss, run_experiment
-    from jaxmia.kinds import format_summary
-    from jaxmia.runs.store import check_output_path
+    from jaxmia.runs.store import RunStore, check_output_path
 
     if args.seed is not None and args.seed < 0:
         raise UserError(f"--seed must be >= 0, got {args.seed}")
@@ -244,8 +309,20 @@ def _main(args, stop) -> int:
         cfg = cfg.replace(run_name=args.run_name)
     if "\x00" in args.data_dir:
         raise UserError("--data-dir must not contain a NUL byte")
-    check_output_path(args.output_dir, cfg.run_name)
+    run_dir = check_output_path(args.output_dir, cfg.run_name)
     _check_distributed(args)
+    old = None if args.fresh else RunStore.peek(run_dir)
+    recorded = ((old or {}).get("execution") or {}).get("cpu_devices")
+    cpu_devices, note = choose_cpu_devices(
+        args.cpu_devices, recorded=recorded if isinstance(recorded, int) else None
+    )
+    if note:
+        print(note, file=sys.stderr)
+    if cpu_devices is not None:
+        use_cpu_devices(cpu_devices)
+    from jaxmia.experiment import NonFiniteLoss, run_experiment
+    from jaxmia.kinds import format_summary
+
     enable_compile_cache()
     _init_distributed(args, stop)
     try:
@@ -256,6 +333,7 @@ def _main(args, stop) -> int:
             fresh=args.fresh,
             progress=not args.no_progress,
             stop=stop,
+            cpu_devices=cpu_devices,
         )
     except NonFiniteLoss as e:
         print(f"jaxmia: stopped: {e}", file=sys.stderr)

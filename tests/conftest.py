@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import os
 import shutil
 import tempfile
@@ -115,6 +116,64 @@ def chunk_trainer(cfg, dataset: Dataset, plan, setup, k: int):
 @pytest.fixture(scope="session")
 def tiny_dataset() -> Dataset:
     return make_tiny_dataset()
+
+
+# Narrow variants of the registered ResNets, the same modules at another depth
+# and width (name: (registered model, options)); tests train these.
+TINY_MODELS = {
+    "wrn10_1": ("wrn28_2", (("depth", 10), ("width", 1))),
+    "resnet9_w8": ("resnet9", (("width", 8),)),
+}
+# Every lever of the training recipe at once (issue 15), at a gentle rate.
+RECIPE = dict(
+    augment="flip_crop",
+    lr_schedule="cosine",
+    warmup_epochs=1.0,
+    nesterov=True,
+    label_smoothing=0.1,
+    lr=0.01,
+)
+
+
+def tiny_model_spec(name: str):
+    """The registry entry of one of TINY_MODELS."""
+    from jaxmia.models import MODELS
+
+    base, options = TINY_MODELS[name]
+    return dataclasses.replace(MODELS[base], name=name, options=options)
+
+
+@pytest.fixture
+def tiny_models(monkeypatch):
+    """TINY_MODELS in the model registry for the test's duration."""
+    from jaxmia.models import MODELS
+
+    for name in TINY_MODELS:
+        monkeypatch.setitem(MODELS, name, tiny_model_spec(name))
+
+
+def job_start(cfg, dataset: Dataset, job, target: int):
+    """One single-target job's (idx int32[P], mask bool[P], ids uint32[4], root key, init key,
+    order key), the keys derived as plan.py documents them: fold_in of the seed's key with
+    stream, round and member, split into init and order."""
+    import jax
+
+    from jaxmia.kinds.single_target.plan import job_rows
+
+    idx, mask, ids = job_rows(
+        [job],
+        seed=cfg.seed,
+        n_train=len(dataset.train_labels),
+        target=target,
+        subset_size=cfg.subset_size,
+        batch_size=cfg.batch_size,
+    )
+    idx, mask, ids = idx[0], mask[0], ids[0]
+    root = jax.random.key(ids[0])
+    for part in ids[1:]:
+        root = jax.random.fold_in(root, part)
+    init_key, order_key = jax.random.split(root)
+    return idx, mask, ids, root, init_key, order_key
 
 
 @pytest.fixture

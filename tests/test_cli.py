@@ -45,8 +45,18 @@ def jaxmia(*args, cwd=None, env_extra=None, check_rc=None):
     env = {**os.environ, "JAXMIA_NO_DOWNLOAD": "1"}  # the session's compile cache (conftest)
     env.pop("XLA_FLAGS", None)  # one CPU device, as a user's laptop has
     env.update(env_extra or {})
+    # --cpu-devices 1 (a later one in args wins): one device, whatever the load, so
+    # that no "machine is busy" line joins the output the tests read.
     proc = subprocess.run(
-        [sys.executable, "-m", "jaxmia.run", "--no-progress", *map(str, args)],
+        [
+            sys.executable,
+            "-m",
+            "jaxmia.run",
+            "--no-progress",
+            "--cpu-devices",
+            "1",
+            *map(str, args),
+        ],
         capture_output=True,
         text=True,
         cwd=cwd or ROOT,
@@ -307,6 +317,40 @@ def test_cpu_devices_split_the_chunk_and_change_no_result(tmp_path):
     assert_one_line_exit_2(proc, "--cpu-devices must be in [1, 1024]")
 
 
+def test_cpu_devices_auto_chooses_by_the_machine(monkeypatch):
+    from jaxmia.errors import UserError
+    from jaxmia.run import choose_cpu_devices
+
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    quiet = dict(cores=4, load=1.5, accelerator=False)
+    assert choose_cpu_devices("auto", **quiet) == (4, None)  # one device per core
+    devices, note = choose_cpu_devices("auto", **{**quiet, "load": 4.5})
+    assert devices is None  # XLA's one device on every core
+    assert note.startswith("jaxmia: the machine is busy (load average 4.5 on 4 cores)")
+    assert "\n" not in note
+    # A resumed run starts the devices its run.json records, whatever the load.
+    assert choose_cpu_devices("auto", recorded=2, **{**quiet, "load": 9.0}) == (2, None)
+    assert choose_cpu_devices("auto", **{**quiet, "cores": 1}) == (None, None)
+    assert choose_cpu_devices("auto", **{**quiet, "accelerator": True}) == (None, None)
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=3")
+    assert choose_cpu_devices("auto", **quiet) == (None, None)  # the user's count stays
+    # A number is taken as it is: 1 is XLA's own device, more are single-threaded.
+    assert choose_cpu_devices(1, **quiet) == (None, None)
+    assert choose_cpu_devices(3, **{**quiet, "load": 9.0}) == (3, None)
+    with pytest.raises(UserError, match=r"--cpu-devices must be in \[1, 1024\], got 0"):
+        choose_cpu_devices(0, **quiet)
+
+
+def test_cpu_devices_must_be_a_number_or_auto():
+    proc = subprocess.run(
+        [sys.executable, "-m", "jaxmia.run", "--cpu-devices", "many"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert_one_line_exit_2(proc, "argument --cpu-devices: expected auto or a number, got 'many'")
+
+
 # ---------------------------------------------------------------- an unreachable coordinator
 
 
@@ -353,7 +397,8 @@ def test_ctrl_c_while_waiting_for_the_coordinator_stops_at_once(tmp_path):
 
     env = {**os.environ, "JAXMIA_NO_DOWNLOAD": "1"}
     env.pop("XLA_FLAGS", None)
-    args = [sys.executable, "-m", "jaxmia.run", "--no-progress"]
+    # --cpu-devices 1: no "machine is busy" line before the waiting line.
+    args = [sys.executable, "-m", "jaxmia.run", "--no-progress", "--cpu-devices", "1"]
     args += [str(a) for a in _coordinator_args(tmp_path, 300)]
     proc = subprocess.Popen(args, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
     try:

@@ -96,7 +96,7 @@ def test_seed_override_and_float_parsing(tmp_path):
         ({"run_name": "x" * 300}, "run_name must be at most 255 bytes"),
         ({"run_name": "a\\b"}, "run_name must be a plain folder name"),
         ({"data_source": "web"}, "data_source must be one of auto, archive, tfds"),
-        ({"model": "resnet"}, "model must be one of cnn; got 'resnet'"),
+        ({"model": "resnet"}, "model must be one of cnn, wrn28_2, resnet9; got 'resnet'"),
         ({"score": "prob"}, "score must be one of loss, lira, hinge"),
         ({"threshold_rule": "best"}, "threshold_rule must be one of empirical, conformal"),
         ({"delta": 1.0}, "delta must be in [0, 1)"),

@@ -218,3 +218,24 @@ def test_a_dp_run_reports_its_audit_and_analyze_recomputes_it(tmp_path, kind):
     assert (run / "results.json").read_bytes() == before
     assert (run / "privacy_audit.png").is_file()
     json.loads(before)
+
+
+def test_a_schedule_counts_dp_sgds_steps(tiny_dataset):
+    # Under Poisson sampling an epoch is DP-SGD's own step count (privacy.py), not
+    # the shuffled batches of the slots: a cosine schedule must end at 0 on the
+    # last of those steps, as optax.warmup_cosine_decay_schedule does over T of them.
+    from jaxmia.training.setup import make_schedule
+
+    cfg = tiny_config(
+        dp={"noise_multiplier": 1.0}, subset_size=40, batch_size=16, epochs=3, lr_schedule="cosine"
+    )
+    plan = single_target_plan(cfg, tiny_dataset, TINY_TARGET)
+    setup = make_setup(cfg, tiny_dataset, "cpu", plan)
+    assert setup.dp.sampling == "poisson"
+    assert setup.updates_per_epoch == setup.dp.steps_per_epoch
+    total = cfg.epochs * setup.dp.steps_per_epoch
+    t = np.arange(total + 1)
+    want = cfg.lr * (1 + np.cos(np.pi * t / total)) / 2
+    got = np.array([float(make_schedule(setup)(int(i))) for i in t])
+    # optax evaluates the cosine in float32: a few roundoffs of lr.
+    assert_close(got, want, 1e-6, scale=cfg.lr)

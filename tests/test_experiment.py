@@ -21,6 +21,7 @@ from jaxmia.experiment import NonFiniteLoss, run_experiment
 from jaxmia.runs.plan import CALIBRATION, Job
 from jaxmia.training.chunk import ChunkTrainer
 
+from conftest import TINY_MODELS
 from numerics import assert_close
 from reference_stats import naive_loss
 
@@ -253,7 +254,11 @@ def _write_cfg(tmp_path, **kw) -> Path:
 
 
 def _cmd(config, out, *extra):
-    return [sys.executable, "-m", "jaxmia.run", "--no-progress", "--config", str(config)] + [
+    # One CPU device whatever the load (--cpu-devices auto would pick by the load
+    # when each run starts, and print a line when the machine is busy).
+    return [sys.executable, "-m", "jaxmia.run", "--no-progress", "--cpu-devices", "1"] + [
+        "--config",
+        str(config),
         "--output-dir",
         str(out),
         *extra,
@@ -488,6 +493,103 @@ def csv_rows(path):
 
     with open(path, newline="") as f:
         yield from csv.DictReader(f)
+
+
+# --------------------------------------------------------------------------
+# The BatchNorm networks and augmentation (issue 15): resume and chunking.
+
+TINY_WRN = dict(
+    model="wrn10_1",
+    augment="flip_crop",
+    lr_schedule="cosine",
+    warmup_epochs=1.0,
+    nesterov=True,
+    label_smoothing=0.1,
+)
+# The registry entry a child process (below) adds: conftest's tiny WRN.
+REGISTER_WRN10_1 = (
+    "import dataclasses; from jaxmia.models import MODELS; "
+    "MODELS['wrn10_1'] = dataclasses.replace(MODELS['wrn28_2'], name='wrn10_1', "
+    f"options={TINY_MODELS['wrn10_1'][1]!r})"
+)
+
+
+@pytest.mark.slow
+def test_augmentation_does_not_depend_on_the_chunking(tmp_path):
+    # Each model draws its crops and flips from (seed, model, epoch, step): in
+    # chunks of 2 or of 4 (one compiled map body per model either way) the
+    # same models come out.  Augmentation keyed by a model's place in its chunk
+    # would give other crops, far beyond rounding.
+    c = cfg(augment="flip_crop", strategy="map")
+    four = run(c.replace(models_per_chunk=4), tmp_path / "four", devices=jax.local_devices()[:1])
+    two = run(c.replace(models_per_chunk=2), tmp_path / "two", devices=jax.local_devices()[:1])
+    run(c.replace(augment="none"), tmp_path / "plain", devices=jax.local_devices()[:1])
+    a, b = losses(tmp_path / "four"), losses(tmp_path / "two")
+    for key in ("member_losses", "nonmember_losses", "member_logits", "eval_member_losses"):
+        scale = None if key.endswith("logits") else 1.0
+        assert_close(b[key], a[key], LOSS_BOUND, scale=scale, what=key)  # another program
+    assert four["models_per_chunk"] == 4 and two["models_per_chunk"] == 2
+    # ... and the augmentation does change the models.
+    p = losses(tmp_path / "plain")
+    assert np.abs(p["member_losses"] - a["member_losses"]).max() > 1e-2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", sorted(TINY_MODELS))
+def test_a_batchnorm_model_resumes_bit_identically(tmp_path, tiny_models, model):
+    # Each ResNet with the whole recipe (BatchNorm, augmentation, schedule): a run
+    # cut after its first chunk and resumed equals the uninterrupted run, bit for bit.
+    one_device = jax.local_devices()[:1]
+    c = cfg(**{**TINY_WRN, "model": model}, strategy="map", n_iterations=2, eval_pairs=1)
+    whole = run(c, tmp_path / "whole", devices=one_device)
+    cut = tmp_path / "cut"
+    run(c, cut, devices=one_device)
+    for p in sorted((cut / "run" / "chunks").glob("chunk-*.npz"))[1:]:
+        p.unlink()
+    resumed = run(c, cut, devices=one_device)
+    assert resumed["models_trained"] == whole["models_trained"] - 2
+    a, b = losses(tmp_path / "whole"), losses(cut)
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+@pytest.mark.slow
+def test_kill_9_then_resume_a_batchnorm_model_on_the_recorded_devices(tmp_path):
+    # A child process with the test registry entry trains the tiny WRN on two
+    # single-threaded CPU devices, is killed, and resumes with --cpu-devices auto
+    # (the default), which must start the two devices run.json records whatever
+    # the load: the result equals an uninterrupted two-device run, bit for bit.
+    config = _write_cfg(tmp_path, n_iterations=12, eval_pairs=0, **TINY_WRN)
+    start = (
+        f"{REGISTER_WRN10_1}; import runpy; "
+        "runpy.run_module('jaxmia.run', run_name='__main__', alter_sys=True)"
+    )
+
+    def cmd(out, *devices):
+        args = ["--no-progress", "--config", str(config), "--output-dir", str(out), *devices]
+        return [sys.executable, "-c", start, *args]
+
+    whole = subprocess.run(
+        cmd(tmp_path / "whole", "--cpu-devices", "2"), env=_env(), capture_output=True, text=True
+    )
+    assert whole.returncode == 0, whole.stderr
+    killed_out = tmp_path / "killed"
+    proc = subprocess.Popen(
+        cmd(killed_out, "--cpu-devices", "2"), env=_env(), stderr=subprocess.PIPE, text=True
+    )
+    _wait_for_chunks(killed_out / "mia" / "chunks", 1, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    kept = len(list((killed_out / "mia" / "chunks").glob("chunk-*.npz")))
+    again = subprocess.run(cmd(killed_out), env=_env(), capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    res = json.loads((killed_out / "mia" / "results.json").read_text())
+    identity = json.loads((killed_out / "mia" / "run.json").read_text())
+    assert identity["execution"]["cpu_devices"] == 2 and len(res["devices"]) == 2
+    assert res["models_reused"] == 2 * kept and res["models_trained"] == 24 - 2 * kept
+    a, b = losses(tmp_path / "whole", "mia"), losses(killed_out, "mia")
+    for key in ("member_losses", "nonmember_losses", "member_logits", "test_accuracy"):
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
 
 
 def test_fresh_replaces_the_recorded_and_the_new_kinds_products_only(tmp_path):

@@ -37,13 +37,20 @@ import numpy as np
 import optax
 import pytest
 
-from jaxmia.kinds.single_target.plan import calibration_jobs, job_rows
+from jaxmia.kinds.single_target.plan import calibration_jobs
 from jaxmia.models.cnn import SmallCNN
 from jaxmia.training.chunk import ChunkTrainer
 from jaxmia.training.memory import auto_models_per_chunk, model_footprint_bytes
 from jaxmia.training.setup import make_optimizer, make_setup
 
-from conftest import TINY_TARGET, chunk_trainer, single_target_plan, tiny_config
+from conftest import (
+    TINY_TARGET,
+    chunk_trainer,
+    job_start,
+    single_target_plan,
+    tiny_config,
+    tiny_model_spec,
+)
 from numerics import assert_tree_close
 
 TARGET = TINY_TARGET
@@ -81,19 +88,7 @@ def reference_params(ds, cfg, job):
 
 def _reference_params(ds, cfg, job):
     setup = make_setup(cfg, ds, "cpu", single_target_plan(cfg, ds, TARGET))
-    idx, mask, ids = job_rows(
-        [job],
-        seed=cfg.seed,
-        n_train=len(ds.train_labels),
-        target=TARGET,
-        subset_size=cfg.subset_size,
-        batch_size=cfg.batch_size,
-    )
-    idx, mask, ids = idx[0], mask[0], ids[0]
-    key = jax.random.key(ids[0])
-    for part in ids[1:]:
-        key = jax.random.fold_in(key, part)
-    init_key, order_key = jax.random.split(key)
+    idx, mask, _, _, init_key, order_key = job_start(cfg, ds, job, TARGET)
     dtype = jnp.bfloat16 if cfg.compute_dtype == "bfloat16" else jnp.float32
     model = SmallCNN(cfg.num_classes, setup.conv, dtype)
     tx = make_optimizer(setup)
@@ -165,14 +160,22 @@ def test_auto_picks_only_tested_formulations(tiny_dataset):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("dp", [None, {"noise_multiplier": 1.0, "l2_clip": 1.0}])
-def test_model_footprint_bounds_a_compiled_chunk(tiny_dataset, dp):
+@pytest.mark.parametrize(
+    ("model", "dp"),
+    # DP-SGD refuses BatchNorm models (config.py), so the WRN runs without it.
+    [("cnn", None), ("wrn10_1", None), ("cnn", {"noise_multiplier": 1.0, "l2_clip": 1.0})],
+)
+def test_model_footprint_bounds_a_compiled_chunk(tiny_dataset, monkeypatch, model, dp):
     # The per-model growth of a vmapped chunk's compiled epoch (arguments + outputs
     # + temporaries - donated aliases, from k = 2 to k = 6 models; the replicated
     # data set cancels out) must not exceed the eval_shape estimate, and the
-    # estimate must not waste more than a third of the memory it reserves; under
-    # DP-SGD too, where the per-example gradients are most of it.
-    cfg = tiny_cfg(strategy="vmap", conv="xla", dp=dp)
+    # estimate must not waste more than a third of the memory it reserves.  For
+    # the BatchNorm WRN the estimate holds the batch statistics and BatchNorm's
+    # training-mode residuals; under DP-SGD the per-example gradients, most of it.
+    from jaxmia.models import MODELS
+
+    monkeypatch.setitem(MODELS, "wrn10_1", tiny_model_spec("wrn10_1"))
+    cfg = tiny_cfg(strategy="vmap", conv="xla", model=model, dp=dp)
     plan = single_target_plan(cfg, tiny_dataset, TARGET)
     setup = make_setup(cfg, tiny_dataset, "cpu", plan)
     total = {}

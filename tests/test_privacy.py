@@ -103,6 +103,19 @@ def test_a_batchnorm_model_is_refused_with_dp(monkeypatch):
     with pytest.raises(UserError, match="dp: model bn keeps batch statistics") as e:
         config_from_dict({"model": "bn", "dp": {"noise_multiplier": 1}})
     assert "\n" not in str(e.value)
+    # The real BatchNorm networks too.
+    with pytest.raises(UserError, match="dp: model wrn28_2 keeps batch statistics"):
+        config_from_dict({"model": "wrn28_2", "dp": {"noise_multiplier": 1}})
+
+
+def test_augmentation_is_refused_with_dp():
+    # DP-SGD takes each example's gradient in two passes; a batch's augmentation
+    # draw would not be the same example in both.
+    for augment in ("flip", "flip_crop"):
+        with pytest.raises(UserError, match=f"dp: augment: {augment} is not supported") as e:
+            config_from_dict({"augment": augment, "dp": {"noise_multiplier": 1}})
+        assert "\n" not in str(e.value)
+    config_from_dict({"augment": "none", "dp": {"noise_multiplier": 1}})  # accepted
 
 
 # ---------------------------------------------------------------- levels and mechanism

@@ -35,9 +35,11 @@ class ModelOutputs:
     test_accuracy: np.ndarray  # float32[J]
     epoch_loss: np.ndarray  # float32[J, epochs]: mean training loss of each epoch
     view_logits: np.ndarray  # float32[J, T, Q-1, C]: queries 1 .. Q-1 of each scored image
-    # Final parameters stacked [J, ...], only when the trainer was asked for
-    # them (tests); never stored.
+    # Final parameters and batch statistics (BatchNorm's running averages; {}
+    # for a model without) stacked [J, ...], only when the trainer was asked
+    # for them (tests); never stored.
     params: dict | None = dataclasses.field(default=None, compare=False, repr=False)
+    batch_stats: dict | None = dataclasses.field(default=None, compare=False, repr=False)
 
     _COLUMNS = (
         "stream",
@@ -114,7 +116,7 @@ class ModelOutputs:
         return cls(**values)
 
     @classmethod
-    def for_jobs(cls, jobs, params=None, **columns) -> ModelOutputs:
+    def for_jobs(cls, jobs, params=None, batch_stats=None, **columns) -> ModelOutputs:
         """Builds the record of these jobs from per-model columns (padding rows dropped)."""
         n = len(jobs)
         keys = {
@@ -123,7 +125,8 @@ class ModelOutputs:
             "member": np.array([j.member for j in jobs], bool),
         }
         rest = {k: np.asarray(v, cls._DTYPES[k])[:n] for k, v in columns.items()}
-        return dataclasses.replace(cls.from_arrays({**keys, **rest}), params=params)
+        record = cls.from_arrays({**keys, **rest})
+        return dataclasses.replace(record, params=params, batch_stats=batch_stats)
 
     @classmethod
     def concat(cls, parts) -> ModelOutputs | None:

@@ -146,7 +146,8 @@ class ChunkTrainer:
         pass it when something, a progress bar, wants to know); without it the
         host queues every epoch at once and waits only for the results.
         ``should_stop()`` is asked between epochs; when it says yes the chunk is
-        abandoned with ``Interrupted``.
+        abandoned with ``Interrupted``.  ``keep_params`` hands back the final
+        parameters and batch statistics (tests).
         """
         k = self.models_per_chunk
         if not 0 < len(jobs) <= k:
@@ -178,12 +179,15 @@ class ChunkTrainer:
                 on_epoch(e)
         loss, logits, train_acc, test_acc, views = eval_c(self.data, state, idx, mask, scored)
         fetched = jax.device_get((loss, logits, train_acc, test_acc, epoch_losses, views))
-        params = None
+        params = batch_stats = None
         if keep_params:
-            params = jax.tree.map(lambda a: np.asarray(a)[: len(jobs)], state.params)
+            params, batch_stats = jax.tree.map(
+                lambda a: np.asarray(a)[: len(jobs)], (state.params, state.batch_stats)
+            )
         return ModelOutputs.for_jobs(
             jobs,
             params=params,
+            batch_stats=batch_stats,
             loss=np.asarray(fetched[0])[:, :n_scored],
             logits=np.asarray(fetched[1])[:, :n_scored],
             train_accuracy=fetched[2],

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxmia.training.one_model import init_state, make_model
+from jaxmia.training.one_model import apply_model, init_state, make_model
 from jaxmia.training.setup import TrainSetup
 
 
@@ -17,13 +17,13 @@ def model_footprint_bytes(setup: TrainSetup) -> int:
     """Bytes one model of a vmapped chunk needs on the device during a training step.
 
     From ``jax.eval_shape`` of the real model, nothing compiled or allocated: the
-    TrainState (parameters, optimizer state and whatever else the model carries;
-    the epoch donates it, so its output reuses its buffers), one more parameter
-    tree for the gradients (XLA fuses the update into the step), the VJP's
-    residuals (the activations kept for the backward pass of one batch) and the
-    batch itself.  tests/test_formulations.py checks it against the per-model
-    growth of a compiled vmapped chunk's ``memory_analysis()``: the estimate is
-    10-30% above it.
+    TrainState (parameters, optimizer state, batch statistics and whatever else
+    the model carries; the epoch donates it, so its output reuses its buffers),
+    one more parameter tree for the gradients (XLA fuses the update into the
+    step), the VJP's residuals (the activations kept for the backward pass of
+    one batch, BatchNorm's in training mode included) and the batch itself.
+    tests/test_formulations.py checks it against the per-model growth of a
+    compiled vmapped chunk's ``memory_analysis()``: the estimate is 10-30% above it.
 
     Under DP-SGD (``setup.dp``) a pass holds ``dp.buffer`` examples, each with its
     own gradient: the residuals and the batch are the buffer's, and the
@@ -34,14 +34,19 @@ def model_footprint_bytes(setup: TrainSetup) -> int:
     x = jax.ShapeDtypeStruct((b, *setup.image_shape), jnp.float32)
     y = jax.ShapeDtypeStruct((b,), jnp.int32)
     state = jax.eval_shape(partial(init_state, setup), jax.ShapeDtypeStruct((4,), jnp.uint32))
+    mask = jnp.ones((b,), bool)
 
-    def loss(p, xb, yb):
-        logits = model.apply({"params": p}, xb)
+    def loss(p, stats, xb, yb):
+        logits, _ = apply_model(setup, model, p, stats, xb, train_mask=mask)
         return optax.softmax_cross_entropy_with_integer_labels(logits, yb).mean()
 
     # jax.vjp's backward function is a pytree whose leaves are the residuals.
     residuals = jax.eval_shape(
-        lambda p, xb, yb: jax.vjp(partial(loss, xb=xb, yb=yb), p)[1], state.params, x, y
+        lambda p, s, xb, yb: jax.vjp(partial(loss, stats=s, xb=xb, yb=yb), p)[1],
+        state.params,
+        state.batch_stats,
+        x,
+        y,
     )
 
     def nbytes(tree):

@@ -34,6 +34,11 @@ class TrainSetup:
     lr: float
     momentum: float
     weight_decay: float
+    nesterov: bool
+    lr_schedule: str  # "constant" | "cosine" | "onecycle"
+    warmup_epochs: float
+    label_smoothing: float
+    augment: str  # one of training.augment.AUGMENTATIONS
     conv: str  # "xla" | "im2col" | "winograd"
     strategy: str  # "vmap" | "map"
     compute_dtype: str  # "float32" | "bfloat16"
@@ -49,6 +54,11 @@ class TrainSetup:
     @property
     def slots(self) -> int:
         return self.steps_per_epoch * self.batch_size
+
+    @property
+    def updates_per_epoch(self) -> int:
+        """Optimizer steps per epoch: DP-SGD's Poisson steps, else one per batch of slots."""
+        return self.steps_per_epoch if self.dp is None else self.dp.steps_per_epoch
 
 
 def resolve_backend_choices(cfg: Config, platform: str) -> tuple[str, str]:
@@ -92,10 +102,6 @@ def make_setup(cfg: Config, dataset: Dataset, platform: str, plan: Plan) -> Trai
             f"model {cfg.model} takes {'x'.join(map(str, spec.input_shape))} images, the data "
             f"set {dataset.name} has {'x'.join(map(str, image_shape))} (H x W x C)"
         )
-    if spec.has_batch_stats:
-        raise ValueError(
-            f"model {cfg.model} keeps batch statistics, which the training step does not update yet"
-        )
     conv, strategy = resolve_backend_choices(cfg, platform)
     n_test = len(dataset.test_labels)
     n_eval = n_test if cfg.test_samples is None else cfg.test_samples
@@ -113,6 +119,11 @@ def make_setup(cfg: Config, dataset: Dataset, platform: str, plan: Plan) -> Trai
         lr=cfg.lr,
         momentum=cfg.momentum,
         weight_decay=cfg.weight_decay,
+        nesterov=cfg.nesterov,
+        lr_schedule=cfg.lr_schedule,
+        warmup_epochs=float(cfg.warmup_epochs),
+        label_smoothing=float(cfg.label_smoothing),
+        augment=cfg.augment,
         conv=conv,
         strategy=strategy,
         compute_dtype=cfg.compute_dtype,
@@ -155,9 +166,69 @@ def _dp_step(cfg: Config, slots: int, strategy: str) -> DPStep | None:
     )
 
 
-def make_optimizer(setup: TrainSetup) -> optax.GradientTransformation:
-    """SGD as torch.optim.SGD does it: grad + wd * param, then heavy-ball momentum."""
-    sgd = optax.sgd(setup.lr, momentum=setup.momentum or None)
+def make_optimizer(setup: TrainSetup, lr=None) -> optax.GradientTransformation:
+    """SGD as torch.optim.SGD does it: grad + wd * param, then momentum (heavy-ball or Nesterov).
+
+    ``lr`` is this step's learning rate (``step_lr``); None means the constant
+    ``setup.lr``.  The state does not depend on it, so one ``init`` serves every step.
+    """
+    sgd = optax.sgd(
+        setup.lr if lr is None else lr,
+        momentum=setup.momentum or None,
+        nesterov=setup.nesterov,
+    )
     if setup.weight_decay:
         return optax.chain(optax.add_decayed_weights(setup.weight_decay), sgd)
     return sgd
+
+
+def make_schedule(setup: TrainSetup) -> optax.Schedule | None:
+    """The learning rate of ``setup`` as a function of the global step (``lr_schedule``)."""
+    return lr_schedule(
+        setup.lr_schedule, setup.lr, setup.warmup_epochs, setup.epochs, setup.updates_per_epoch
+    )
+
+
+def lr_schedule(
+    kind: str, lr: float, warmup_epochs: float, epochs: int, steps_per_epoch: int
+) -> optax.Schedule | None:
+    """The learning rate as a function of the global step (epoch * steps_per_epoch + batch).
+
+    None for a constant rate without warm-up (the seed's training, which keeps
+    its Python-float rate).  Otherwise, with W = warmup_epochs * steps_per_epoch
+    steps (rounded) and T = epochs * steps_per_epoch (a model with an empty last batch
+    skips that step; the schedule still counts it), from optax:
+
+    * ``constant``: linear warm-up from 0 over W steps, then ``lr``;
+    * ``cosine``: ``optax.warmup_cosine_decay_schedule(0, lr, W, T, 0)``: the
+      warm-up, then lr * (1 + cos(pi t / (T - W))) / 2 down to 0 at the end;
+    * ``onecycle``: ``optax.cosine_onecycle_schedule(T, lr, pct_start)``, the
+      1cycle policy of Smith & Topin 2019 with torch's OneCycleLR defaults:
+      from lr/25 up to lr over W steps (pct_start = W / T; 0.3 of the steps
+      when warmup_epochs is 0), then cosine down to lr/25/1e4 (momentum is
+      not cycled).
+
+    A step's rate depends on its position in the training alone, so an IN and
+    an OUT model take the same rate at the same step even where one of them
+    skips an empty last batch.  The PyTorch baseline takes its rates from here
+    too.  Raises ValueError for an unknown ``kind``.
+    """
+    if kind == "constant" and not warmup_epochs:
+        return None
+    total = epochs * steps_per_epoch
+    warm = min(round(warmup_epochs * steps_per_epoch), total - 1)
+    if kind == "cosine":
+        return optax.warmup_cosine_decay_schedule(0.0, lr, warm, total, end_value=0.0)
+    if kind == "onecycle":
+        return optax.cosine_onecycle_schedule(total, lr, pct_start=warm / total if warm else 0.3)
+    if kind == "constant":
+        return optax.join_schedules(
+            [optax.linear_schedule(0.0, lr, warm), optax.constant_schedule(lr)], [warm]
+        )
+    raise ValueError(f"unknown lr_schedule {kind!r}")
+
+
+def step_lr(setup: TrainSetup, step):
+    """The learning rate of global step ``step`` (int32 scalar), or None for the constant lr."""
+    schedule = make_schedule(setup)
+    return None if schedule is None else schedule(step)
