@@ -94,7 +94,7 @@ def _load(run_dir: Path):
     """(config, arrays, results.json's old dict, run.json's identity, notes) of a run folder,
     after every check of the arrays: the config's model counts are the arrays' own."""
     from jaxmia.config import config_from_dict
-    from jaxmia.runs.store import read_identity
+    from jaxmia.runs.store import read_identity, train_size
 
     identity = read_identity(run_dir, hint=_FOLDER_HINT)
     cfg = config_from_dict(identity["config"], source=f"{run_dir}/run.json")
@@ -113,7 +113,7 @@ def _load(run_dir: Path):
         raise UserError(
             f"{npz} cannot be read ({show(str(e))}); rerun the run to rewrite it"
         ) from None
-    kind.check_arrays(arrays, str(npz), cfg)
+    kind.check_arrays(arrays, str(npz), cfg, train_size(identity))
     # The arrays say how many models there are: a run that grew and was killed before
     # its products keeps the arrays of the run before it, and run.json the new counts.
     counts = kind.counts(arrays)

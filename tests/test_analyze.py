@@ -235,6 +235,93 @@ def test_another_runs_targets_are_refused(tmp_path, capsys):
     assert "T=4" in line and "run.json" in line, line
 
 
+def _other_population_rows(a):
+    # The rows the seed-5 run draws: its population.npz copied into this seed-3 folder.
+    from jaxmia.kinds.population.plan import PopulationPlan
+
+    plan = PopulationPlan(5, 50_000, a["member_rows"].shape[1], 8)
+    for r in range(len(a["member_rows"])):
+        a["member_rows"][r], a["nonmember_rows"][r] = plan.sets(r)
+
+
+def _with_population_points(points):
+    def damage(a):
+        m, e, c = len(a["membership"]), len(a["eval_membership"]), a["logits"].shape[-1]
+        a["population_points"] = np.asarray(points, np.int32)
+        a["population_labels"] = np.zeros(len(points), np.int32)
+        a["population_logits"] = np.zeros((m, len(points), 1, c), np.float32)
+        a["eval_population_logits"] = np.zeros((e, len(points), 1, c), np.float32)
+
+    return damage
+
+
+# Another run's arrays beside this run.json: (kind, what was done, words the line holds).
+OTHER_RUNS = [
+    # losses.npz of a target_index 12 run in this target_index 11 folder.
+    ("single_target", _set("target_index", (), 12), "holds target 12"),
+    ("population", _other_population_rows, "repetition 0 holds other member"),
+    ("targets", _set("membership", (0, slice(None)), True), "membership of model 0"),
+    ("targets", _with_population_points([7, 8]), "other population points"),
+]
+
+
+@pytest.mark.parametrize(
+    ("kind", "damage", "words"), OTHER_RUNS, ids=[f"{k}-{w}" for k, _, w in OTHER_RUNS]
+)
+def test_another_runs_arrays_are_refused_in_every_kind(tmp_path, capsys, kind, damage, words):
+    run = golden_run(kind, tmp_path)
+    a = load(run, kind)
+    if kind == "single_target":
+        a["target_index"] = np.array(11, np.int32)  # what a run writes now
+        save(run, kind, a)
+        assert analyze.main([str(run), "--no-plots"]) == 0, capsys.readouterr().err
+        capsys.readouterr()
+    damage(a)
+    save(run, kind, a)
+    line = one_line(capsys, 2, run, "--no-plots")
+    assert line.startswith(f"jaxmia analyze: error: {run / ARRAYS[kind]}: "), line
+    assert words in line and "another run's" in line, line
+
+
+# A training-set index beyond the training set (run.json's data: 50,000 images).
+OUT_OF_RANGE = [
+    ("population", _set("member_rows", (0, 0), 10**9), "member_rows must be below N=50000"),
+    ("population", _set("nonmember_rows", (2, 5), 50_000), "nonmember_rows must be below"),
+    ("targets", _set("targets", 0, 10**9), "targets must be below N=50000"),
+    (
+        "targets",
+        _with_population_points([3, 10**9]),
+        "population_points must be below N=50000",
+    ),
+    ("single_target", _set("target_index", (), 50_000), "target_index must be below N=50000"),
+]
+
+
+@pytest.mark.parametrize(
+    ("kind", "damage", "words"), OUT_OF_RANGE, ids=[f"{k}-{w}" for k, _, w in OUT_OF_RANGE]
+)
+def test_indices_beyond_the_training_set_are_refused(tmp_path, capsys, kind, damage, words):
+    run = golden_run(kind, tmp_path)
+    a = load(run, kind)
+    if kind == "single_target":
+        a["target_index"] = np.array(11, np.int32)  # what a run writes now
+    damage(a)
+    save(run, kind, a)
+    line = one_line(capsys, 2, run, "--no-plots")
+    assert line.startswith(f"jaxmia analyze: error: {run / ARRAYS[kind]}: "), line
+    assert words in line, line
+
+
+def test_the_training_set_size_comes_from_run_json_or_the_data_fingerprint():
+    from jaxmia.runs.store import train_size
+
+    assert train_size({"train_size": 123, "data_fingerprint": "cifar10:sha256=x"}) == 123
+    assert train_size({"data_fingerprint": "synthetic:v1:classes=5:seed=1:n=700/90"}) == 700
+    assert train_size({"data_fingerprint": "cifar100:sha256=ab"}) == 50_000
+    assert train_size({"data_fingerprint": "cifar10:unverified:sha256=ab"}) is None
+    assert train_size({}) is None
+
+
 def test_a_grown_run_killed_before_its_products_reports_what_its_arrays_hold(tmp_path, capsys):
     # run.json asks for 16 rounds (a run that grew from 8 and was killed while training);
     # losses.npz holds the 8 of the run before. The results are those of the 8, and say so.

@@ -97,10 +97,12 @@ class Kind(Protocol):
     def arrays(self, cfg, plan: Plan, dataset, outputs: ModelOutputs) -> dict:
         """The arrays file's contents from the trained models' outputs."""
 
-    def check_arrays(self, arrays: dict, where: str, cfg=None) -> None:
+    def check_arrays(self, arrays: dict, where: str, cfg=None, n_train=None) -> None:
         """Refuses (UserError naming ``where``) arrays this jaxmia cannot analyse: not of
         the schema, out of range, non-finite where used, or (with ``cfg``, the run's own
-        config from run.json) not of this run (classes, targets, ...)."""
+        config from run.json) not of this run (classes, targets, the rows its plan draws
+        from the seed, ...).  ``n_train`` (run.json's training-set size, None when
+        unknown) bounds every training-set index and lets the plan be drawn again."""
 
     def counts(self, arrays: dict) -> dict:
         """The config keys that count models (n_iterations, ...), as the arrays hold them:

@@ -45,7 +45,8 @@ class Field:
         supplies its default).
       at_least, at_most: bounds of its finite values (None: none).
       below: ints only: every value is below this (an int, or a size symbol such as
-        "C": a class index is below the number of classes).
+        "C": a class index is below the number of classes; "N", the training set's
+        size, bounds a training-set index).  A symbol of unknown size checks nothing.
       finite_where: the name of a bool field whose True entries mark rows (the
         leading axes) of this field that must be finite: a model that is used has
         finite outputs.
@@ -153,7 +154,7 @@ def _check_values(f: Field, values: dict, known: dict) -> None:
     if finite.size == 0:
         return
     lo, hi = finite.min(), finite.max()
-    bound = known.get(f.below, f.below) if isinstance(f.below, str) else f.below
+    bound = known.get(f.below) if isinstance(f.below, str) else f.below
     label = f"{f.below}={bound}" if isinstance(f.below, str) else str(bound)
     if f.at_least is not None and lo < f.at_least:
         raise ValueError(f"{f.name} must be >= {f.at_least:g}, got {lo:g}")

@@ -185,6 +185,23 @@ def read_identity(run_dir: Path, hint: str = _RUN_HINT) -> dict:
     return old
 
 
+def train_size(identity: dict) -> int | None:
+    """The training set's size a run's indices refer to: run.json's ``train_size``, or, in
+    folders written before it was recorded, the size its data fingerprint names (the
+    synthetic data's "n=50000/10000", the official CIFAR's 50,000); None when unknown
+    (data taken on the user's word, of any size)."""
+    n = identity.get("train_size")
+    if isinstance(n, int) and not isinstance(n, bool) and n > 0:
+        return n
+    parts = str(identity.get("data_fingerprint") or "").split(":")
+    sized = [p[2:].split("/")[0] for p in parts if p.startswith("n=")]
+    if parts[0] == "synthetic" and sized and sized[0].isdigit():
+        return int(sized[0])
+    if parts[0] in ("cifar10", "cifar100") and parts[1:2] != ["unverified"]:
+        return 50_000  # data.OFFICIAL_COUNTS, checked when the run loaded the data
+    return None
+
+
 def lock_folder(run_dir: Path) -> int:
     """Takes the folder's exclusive lock (fcntl); returns its fd.
 

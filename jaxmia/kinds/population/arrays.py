@@ -26,9 +26,14 @@ _CLASS = {"at_least": 0, "below": "C"}
 
 SCHEMA = (
     Field(
-        "member_rows", "int", ("R", "n"), "training-set indices of each model's members", at_least=0
+        "member_rows",
+        "int",
+        ("R", "n"),
+        "training-set indices of each model's members",
+        at_least=0,
+        below="N",
     ),
-    Field("nonmember_rows", "int", ("R", "n"), at_least=0),
+    Field("nonmember_rows", "int", ("R", "n"), at_least=0, below="N"),
     Field("member_labels", "int", ("R", "n"), **_CLASS),
     Field("nonmember_labels", "int", ("R", "n"), **_CLASS),
     Field("member_losses", "float", ("R", "n"), **_USED),

@@ -12,6 +12,8 @@ pairs, C classes:
     eval_finite                               bool[E, 2]
     eval_used                                 bool[E]
     target_label                              int32[]      x's class
+    target_index                              int32[]      x's training-set index (absent
+                                                           in files before it was kept)
     target_image                              uint8[H, W, 3]   x itself
     train_accuracy, test_accuracy             float32[l, 2] (IN, OUT)
     synthetic                                 bool[]
@@ -47,6 +49,7 @@ SCHEMA = (
     Field("eval_finite", "bool", ("E", 2)),
     Field("eval_used", "bool", ("E",)),
     Field("target_label", "int", (), "x's class", at_least=0, below="C"),
+    Field("target_index", "int", (), "x's training-set index", False, at_least=0, below="N"),
     Field("target_image", "uint8", ("H", "W", 3)),
     Field("train_accuracy", "float", ("l", 2), **_RATE),
     Field("test_accuracy", "float", ("l", 2), **_RATE),
@@ -63,6 +66,7 @@ def assemble(
     n_iterations: int,
     eval_pairs: int,
     target_label: int,
+    target_index: int,
     target_image: np.ndarray,
     synthetic: bool,
 ) -> dict[str, np.ndarray]:
@@ -94,6 +98,7 @@ def assemble(
         "eval_finite": np.stack([ok[ev_in], ok[ev_out]], 1),
         "eval_used": ok[ev_in] & ok[ev_out],
         "target_label": np.array(target_label, np.int32),
+        "target_index": np.array(target_index, np.int32),
         "target_image": np.asarray(target_image, np.uint8),
         "train_accuracy": np.stack(
             [outputs.train_accuracy[cal_in], outputs.train_accuracy[cal_out]], 1

@@ -43,7 +43,7 @@ _USED = {"finite_where": "model_used"}
 _RATE = {"at_least": 0.0, "at_most": 1.0, "finite_where": "model_used"}
 
 SCHEMA = (
-    Field("targets", "int", ("T",), "training-set indices of the targets", at_least=0),
+    Field("targets", "int", ("T",), "training-set indices of the targets", at_least=0, below="N"),
     Field("target_labels", "int", ("T",), at_least=0, below="C"),
     Field("target_images", "uint8", ("T", "H", "W", 3), required=False),
     Field("membership", "bool", ("M", "T"), "model m trained on target t"),
@@ -62,7 +62,15 @@ SCHEMA = (
     # Query views and population points (queries > 1, population_size > 0).
     Field("augmented_logits", "float", ("M", "T", "A", "C"), "queries 1 .. Q-1", False),
     Field("eval_augmented_logits", "float", ("E", "T", "A", "C"), required=False),
-    Field("population_points", "int", ("Z",), "training-set indices no model trains on", False),
+    Field(
+        "population_points",
+        "int",
+        ("Z",),
+        "training-set indices no model trains on",
+        False,
+        at_least=0,
+        below="N",
+    ),
     Field("population_labels", "int", ("Z",), required=False),
     Field("population_logits", "float", ("M", "Z", "Q", "C"), "every query", False),
     Field("eval_population_logits", "float", ("E", "Z", "Q", "C"), required=False),
