@@ -312,6 +312,67 @@ def test_indices_beyond_the_training_set_are_refused(tmp_path, capsys, kind, dam
     assert words in line, line
 
 
+def _as_run_writes_now(kind: str, a: dict) -> dict:
+    """The golden arrays with the epoch-loss flags a run keeps now (every model trained
+    with finite losses)."""
+    if kind == "single_target":
+        a["train_finite"] = np.ones_like(a["finite"])
+        a["eval_train_finite"] = np.ones_like(a["eval_finite"])
+    else:
+        a["train_finite"] = np.ones_like(a["model_used"])
+        if kind == "targets":
+            a["eval_train_finite"] = np.ones_like(a["eval_model_used"])
+    return a
+
+
+# A finiteness flag edited to lie about finite outputs: (kind, the lie, words).
+LYING_FLAGS = [
+    (
+        "single_target",
+        _both(_set("finite", (0, 0), False), _set("round_used", 0, False)),
+        "finite[0, 0] is False, yet its saved outputs are finite",
+    ),
+    (
+        "single_target",
+        _both(_set("eval_finite", (1, 1), False), _set("eval_used", 1, False)),
+        "eval_finite[1, 1] is False",
+    ),
+    ("population", _set("model_used", 1, False), "model_used[1] is False"),
+    ("targets", _set("model_used", 2, False), "model_used[2] is False"),
+    ("targets", _set("eval_model_used", 0, False), "eval_model_used[0] is False"),
+    ("targets", _set("train_finite", 3, False), "model_used[3] is True"),
+]
+
+
+@pytest.mark.parametrize(
+    ("kind", "damage", "words"), LYING_FLAGS, ids=[f"{k}-{w[:20]}" for k, _, w in LYING_FLAGS]
+)
+def test_a_finiteness_flag_that_contradicts_its_values_is_refused(
+    tmp_path, capsys, kind, damage, words
+):
+    run = golden_run(kind, tmp_path)
+    a = _as_run_writes_now(kind, load(run, kind))
+    save(run, kind, a)
+    assert analyze.main([str(run), "--no-plots"]) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    damage(a)
+    save(run, kind, a)
+    line = one_line(capsys, 2, run, "--no-plots")
+    assert line.startswith(f"jaxmia analyze: error: {run / ARRAYS[kind]}: "), line
+    assert words in line and "contradicts" in line, line
+
+
+def test_a_model_whose_training_diverged_is_left_out_though_its_outputs_are_finite(tmp_path):
+    # What a run writes when a model's epoch loss was non-finite while x's loss was not.
+    run = golden_run("single_target", tmp_path)
+    a = _as_run_writes_now("single_target", load(run, "single_target"))
+    a["train_finite"][0, 0] = a["finite"][0, 0] = a["round_used"][0] = False
+    save(run, "single_target", a)
+    res = analyze.analyze(run, save_plots=False)
+    assert res["rounds_used"] == len(a["round_used"]) - 1
+    assert res["skipped"] == ["calibration round 0, IN model"]
+
+
 def test_the_training_set_size_comes_from_run_json_or_the_data_fingerprint():
     from jaxmia.runs.store import train_size
 

@@ -20,7 +20,7 @@ import dataclasses
 
 import numpy as np
 
-__all__ = ["Field", "check"]
+__all__ = ["Field", "check", "check_flag", "finite_rows"]
 
 _KINDS = {
     "float": lambda d: np.issubdtype(d, np.floating),
@@ -162,3 +162,46 @@ def _check_values(f: Field, values: dict, known: dict) -> None:
         raise ValueError(f"{f.name} must be <= {f.at_most:g}, got {hi:g}")
     if bound is not None and hi >= bound:
         raise ValueError(f"{f.name} must be below {label}, got {hi}")
+
+
+def finite_rows(*arrays, ndim: int) -> np.ndarray:
+    """bool[leading ndim axes]: every value of every array in that row is finite."""
+    ok = None
+    for a in arrays:
+        a = np.asarray(a)
+        row = np.isfinite(a.reshape(a.shape[:ndim] + (-1,))).all(axis=-1)
+        ok = row if ok is None else ok & row
+    return ok
+
+
+def check_flag(name: str, flag, outputs_finite, trained=None, trained_name: str = "") -> None:
+    """A saved finiteness flag (``finite``, ``model_used``) must say what the run computed:
+    True exactly where the model's saved outputs are finite (``outputs_finite``) and its
+    training losses were (``trained``, the field ``trained_name``).  Files written before
+    ``trained`` was kept cannot show why a model with finite outputs was flagged, so
+    without it only a True flag on non-finite outputs is a contradiction.
+
+    Raises:
+      ValueError: the first entry where the flag contradicts the values, in one line.
+    """
+    flag = np.asarray(flag, bool)
+    want = np.asarray(outputs_finite, bool)
+    if trained is not None:
+        want = want & np.asarray(trained, bool)
+        bad = flag != want
+    else:
+        bad = flag & ~want
+    if np.any(bad):
+        at = tuple(int(i) for i in np.argwhere(bad)[0])
+        where = ", ".join(str(i) for i in at)
+        why = (
+            "its saved outputs are finite"
+            + (f" and {trained_name} says its training was" if trained is not None else "")
+            if want[at]
+            else "its saved outputs are not finite"
+            + ("" if trained is None or np.asarray(trained, bool)[at] else f" (or {trained_name})")
+        )
+        raise ValueError(
+            f"{name}[{where}] is {bool(flag[at])}, yet {why}: the flag contradicts the "
+            "values it describes"
+        )
