@@ -220,6 +220,26 @@ def test_damaged_arrays_are_refused_with_one_line_naming_the_file(
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.name != ".lock"} == before
 
 
+# One array shortened: the line names it, not an intact array that comes after it.
+SHORTENED = [
+    ("single_target", "member_losses", "l=8"),
+    ("single_target", "eval_member_logits", "E=2"),
+    ("population", "member_rows", "R=3"),
+    ("population", "model_used", "R=3"),
+    ("targets", "membership", "M=8"),
+]
+
+
+@pytest.mark.parametrize(("kind", "key", "size"), SHORTENED)
+def test_a_shortened_array_is_the_one_named(tmp_path, capsys, kind, key, size):
+    run = golden_run(kind, tmp_path)
+    a = load(run, kind)
+    a[key] = a[key][:-1]
+    save(run, kind, a)
+    line = one_line(capsys, 2, run, "--no-plots")
+    assert f"{ARRAYS[kind]}: {key} must have shape" in line and size in line, line
+
+
 def test_another_runs_targets_are_refused(tmp_path, capsys):
     # Another run's targets.npz with 3 other targets copied into this 4-target folder: it
     # would give results for 3 targets while config.yaml lists 4.

@@ -104,6 +104,22 @@ def check(
     given = dict(sizes or {})
     known = dict(given)
     source = dict.fromkeys(given, given_by)  # symbol -> what set its size
+    # A symbol run.json does not give takes the size most fields agree on, so that the
+    # one damaged field is the one named, whichever comes first in the schema.
+    votes: dict[str, list[int]] = {}
+    for f in schema:
+        shape = np.shape(arrays[f.name]) if f.name in arrays else None
+        if shape is None or len(shape) != len(f.shape):
+            continue
+        for sym, n in zip(f.shape, shape, strict=True):
+            if isinstance(sym, str) and sym not in given:
+                votes.setdefault(sym, []).append(n)
+    for sym, ns in votes.items():
+        counts = {n: ns.count(n) for n in ns}
+        best = max(counts.values())
+        if best < len(ns) and list(counts.values()).count(best) == 1:
+            known[sym] = max(counts, key=counts.get)
+            source[sym] = f"{best} of the {len(ns)} fields that have it"
     values = {}
     for f in schema:
         if f.name not in arrays:
