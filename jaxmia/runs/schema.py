@@ -185,7 +185,8 @@ def finite_rows(*arrays, ndim: int) -> np.ndarray:
     ok = None
     for a in arrays:
         a = np.asarray(a)
-        row = np.isfinite(a.reshape(a.shape[:ndim] + (-1,))).all(axis=-1)
+        rest = int(np.prod(a.shape[ndim:], dtype=np.int64))
+        row = np.isfinite(a.reshape(a.shape[:ndim] + (rest,))).all(axis=-1)
         ok = row if ok is None else ok & row
     return ok
 
