@@ -304,7 +304,7 @@ class RunStore:
                     )
             store = cls(run_dir, identity, fd, product_files)
             if fresh:
-                store._delete_own_files()
+                store._delete_own_files({identity["results_hash"], (old or {}).get("results_hash")})
             store._clean_temporaries()
             body = {"jaxmia": RUN_MARK, **identity}
             atomic_write_bytes(run_dir / "run.json", (json.dumps(body, indent=2) + "\n").encode())
@@ -328,13 +328,19 @@ class RunStore:
             os.close(self._lock_fd)
             self._lock_fd = None
 
-    def _delete_own_files(self) -> None:
-        """--fresh: removes what jaxmia wrote here, and nothing else (a link named like one
-        of its files is removed itself; what it points to is never touched)."""
+    def _delete_own_files(self, own_hashes) -> None:
+        """--fresh: removes what jaxmia wrote here for this folder's runs (``own_hashes``:
+        the run run.json recorded and the new one), and nothing else: a chunk of another
+        run is left as it is (``load`` says so, as on a plain start); a link named like one
+        of its files is removed itself, what it points to is never touched."""
         for name in self.product_files:
             (self.run_dir / name).unlink(missing_ok=True)
         if self.chunk_dir.is_dir():
             for p in self.chunk_dir.iterdir():
+                if _CHUNK.match(p.name) and not p.is_symlink():
+                    other = _chunk_run_hash(p)
+                    if other is not None and other not in own_hashes:
+                        continue  # load() says so, in the line a plain start gives it
                 if _CHUNK.match(p.name) or self._own_temporary(p):
                     p.unlink()
             if not self.chunk_dir.is_symlink():
@@ -419,6 +425,15 @@ class RunStore:
         if other != self.run_hash:
             raise _OtherRun(f"run hash {show(other, 20)}, this run's is {self.run_hash}")
         return ModelOutputs.from_arrays(arrays)
+
+
+def _chunk_run_hash(path: Path) -> str | None:
+    """The run hash a chunk file records, or None when it cannot be read (damaged)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return str(z["run_hash"])
+    except Exception:  # noqa: BLE001 - an unreadable chunk is nobody's for certain
+        return None
 
 
 class _OtherRun(ValueError):
