@@ -163,7 +163,7 @@ def analyze(run_dir, *, stop=None, **overrides) -> dict:
     """
     from jaxmia.config import config_from_dict
     from jaxmia.kinds.base import metadata, write_run
-    from jaxmia.runs.products import RUN_KEYS
+    from jaxmia.runs.products import RECORD_FILE, RUN_KEYS, read_record
     from jaxmia.runs.store import lock_folder
 
     run_dir = Path(run_dir)
@@ -175,10 +175,21 @@ def analyze(run_dir, *, stop=None, **overrides) -> dict:
     fd = lock_folder(run_dir)
     try:
         run_info = {k: old[k] for k in RUN_KEYS if k in old}
-        # Without results.json the run's record still knows what made these models.
+        # Without results.json the run's record (record.json) still knows how the models
+        # were made, and run.json what made them.
+        for key, value in (read_record(run_dir) or {}).items():
+            run_info.setdefault(key, value)
         for key in ("results_hash", "jaxmia_version"):
             if key not in run_info and key in identity:
                 run_info[key] = identity[key]
+        lost = [k for k in RUN_KEYS if k not in run_info]
+        if lost:
+            notes = [
+                *notes,
+                f"the run's record is missing ({', '.join(lost)}): neither results.json nor "
+                f"{RECORD_FILE} holds it (a folder from before {RECORD_FILE} was kept); "
+                "left out, not invented",
+            ]
         meta = metadata(cfg.kind, cfg, bool(arrays["synthetic"]), identity.get("data_fingerprint"))
         return write_run(
             cfg.kind,

@@ -419,6 +419,36 @@ def test_a_grown_run_killed_before_its_products_reports_what_its_arrays_hold(tmp
     assert "n_iterations: 8" in (run / "config.yaml").read_text()
 
 
+def with_record(run: Path) -> Path:
+    """The folder with the record.json its run writes now (the golden folders predate it)."""
+    res = json.loads((run / "results.json").read_text())
+    (run / "record.json").write_text(json.dumps({k: res[k] for k in RUN_KEYS if k in res}))
+    return run
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_without_results_json_the_run_record_comes_back_from_record_json(tmp_path, kind):
+    run = with_record(golden_run(kind, tmp_path))
+    want = json.loads((run / "results.json").read_text())
+    (run / "results.json").unlink()
+    got = analyze.analyze(run, save_plots=False)
+    assert {k: got.get(k) for k in RUN_KEYS} == {k: want[k] for k in RUN_KEYS}
+    assert not any("record is missing" in w for w in got["warnings"])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_folder_without_any_record_says_so_instead_of_inventing_it(tmp_path, capsys, kind):
+    run = golden_run(kind, tmp_path, with_results=False)
+    assert analyze.main([str(run), "--no-plots"]) == 0
+    res = json.loads((run / "results.json").read_text())
+    lost = [k for k in RUN_KEYS if k not in ("results_hash", "jaxmia_version")]
+    assert not set(lost) & set(res)
+    note = f"the run's record is missing ({', '.join(lost)})"
+    assert res["warnings"][0].startswith(note)
+    assert note in capsys.readouterr().out
+    assert not (run / "record.json").exists()  # analyze never writes the run's record
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_without_results_json_the_run_record_comes_from_run_json(tmp_path, kind):
     run = golden_run(kind, tmp_path, with_results=False)
@@ -516,7 +546,7 @@ def _interrupt_during(monkeypatch, where: str):
 def test_ctrl_c_says_what_is_true_exits_130_and_a_rerun_restores_the_set(
     tmp_path, capsys, monkeypatch, where
 ):
-    run = golden_run("single_target", tmp_path)
+    run = with_record(golden_run("single_target", tmp_path))
     before = {p.name: p.read_bytes() for p in run.iterdir()}
     with monkeypatch.context() as m:
         _interrupt_during(m, where)
@@ -529,15 +559,10 @@ def test_ctrl_c_says_what_is_true_exits_130_and_a_rerun_restores_the_set(
         assert f"jaxmia analyze {run}" in line
         assert not (run / "results.json").exists()
     assert analyze.main([str(run)]) == 0
-    got = json.loads((run / "results.json").read_text())
-    want = json.loads(before["results.json"])
-    if where == "figures":
-        # results.json was gone: the run's timing record with it (results_hash and
-        # jaxmia_version come back from run.json); every statistic is restored.
-        timing = set(RUN_KEYS) - {"results_hash", "jaxmia_version"}
-        got = {k: v for k, v in got.items() if k not in timing}
-        want = {k: v for k, v in want.items() if k not in timing}
-    assert got == want
+    # results.json was gone: the run's record comes back from record.json, every
+    # statistic from the arrays.
+    assert json.loads((run / "results.json").read_text()) == json.loads(before["results.json"])
+    assert (run / "record.json").read_bytes() == before["record.json"]
 
 
 def test_ctrl_c_while_starting_is_one_line(capsys, monkeypatch):

@@ -162,7 +162,14 @@ def refuse_bad_arrays(check, arrays: dict, where: str):
 
 def product_files(kind) -> tuple[str, ...]:
     """Every file a run of ``kind`` writes at the top of its folder, besides run.json."""
-    return ("config.yaml", "results.json", kind.arrays_file, *kind.table_files, *kind.figure_files)
+    return (
+        "config.yaml",
+        "results.json",
+        products.RECORD_FILE,
+        kind.arrays_file,
+        *kind.table_files,
+        *kind.figure_files,
+    )
 
 
 def metadata(kind, cfg, synthetic: bool, fingerprint: str | None = None) -> dict:
@@ -225,6 +232,9 @@ def write_run(
         arrays_name=kind.arrays_file,
         tables=analysis.tables,
         between=between,
+        record={k: run_info[k] for k in products.RUN_KEYS if k in run_info}
+        if write_arrays
+        else None,
     )
     for what in out.get("skipped") or []:
         print(f"jaxmia: warning: non-finite loss for {what}; left out", file=sys.stderr)
