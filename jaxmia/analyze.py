@@ -94,7 +94,7 @@ def _load(run_dir: Path):
     """(config, arrays, results.json's old dict, run.json's identity, notes) of a run folder,
     after every check of the arrays: the config's model counts are the arrays' own."""
     from jaxmia.config import config_from_dict
-    from jaxmia.runs.store import read_identity
+    from jaxmia.runs.store import read_identity, train_size
 
     identity = read_identity(run_dir, hint=_FOLDER_HINT)
     cfg = config_from_dict(identity["config"], source=f"{run_dir}/run.json")
@@ -113,7 +113,7 @@ def _load(run_dir: Path):
         raise UserError(
             f"{npz} cannot be read ({show(str(e))}); rerun the run to rewrite it"
         ) from None
-    kind.check_arrays(arrays, str(npz), cfg)
+    kind.check_arrays(arrays, str(npz), cfg, train_size(identity))
     # The arrays say how many models there are: a run that grew and was killed before
     # its products keeps the arrays of the run before it, and run.json the new counts.
     counts = kind.counts(arrays)
@@ -163,7 +163,7 @@ def analyze(run_dir, *, stop=None, **overrides) -> dict:
     """
     from jaxmia.config import config_from_dict
     from jaxmia.kinds.base import metadata, write_run
-    from jaxmia.runs.products import RUN_KEYS
+    from jaxmia.runs.products import RECORD_FILE, RUN_KEYS, read_record
     from jaxmia.runs.store import lock_folder
 
     run_dir = Path(run_dir)
@@ -175,10 +175,21 @@ def analyze(run_dir, *, stop=None, **overrides) -> dict:
     fd = lock_folder(run_dir)
     try:
         run_info = {k: old[k] for k in RUN_KEYS if k in old}
-        # Without results.json the run's record still knows what made these models.
+        # Without results.json the run's record (record.json) still knows how the models
+        # were made, and run.json what made them.
+        for key, value in (read_record(run_dir) or {}).items():
+            run_info.setdefault(key, value)
         for key in ("results_hash", "jaxmia_version"):
             if key not in run_info and key in identity:
                 run_info[key] = identity[key]
+        lost = [k for k in RUN_KEYS if k not in run_info]
+        if lost:
+            notes = [
+                *notes,
+                f"the run's record is missing ({', '.join(lost)}): neither results.json nor "
+                f"{RECORD_FILE} holds it (a folder from before {RECORD_FILE} was kept); "
+                "left out, not invented",
+            ]
         meta = metadata(cfg.kind, cfg, bool(arrays["synthetic"]), identity.get("data_fingerprint"))
         return write_run(
             cfg.kind,

@@ -155,6 +155,8 @@ def _identity(cfg, dataset, run_hash, setup, platform, models_per_device, cpu_de
         "results_hash": run_hash,
         "jaxmia_version": __version__,
         "data_fingerprint": dataset.fingerprint,
+        # The size every saved training-set index must stay below (jaxmia analyze).
+        "train_size": len(dataset.train_labels),
         "hashed_keys": cfg.hashed_keys(),
         "config": cfg.to_dict(),
         # Everything besides the config that decides the bits of a loss.

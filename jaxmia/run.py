@@ -144,13 +144,29 @@ def _init_distributed(args, stop) -> None:
             _leave(f"interrupted while waiting for {where}; nothing was written", 128 + stop.signum)
         if time.monotonic() > deadline and helper.is_alive():
             _leave(
-                f"error: no contact with {where} within {args.coordinator_timeout:g} s: is "
-                "process 0 running, and can this host reach that address and port? "
+                f"error: no contact with {where} within {args.coordinator_timeout:g} s: "
+                f"{_what_to_check(args.process_id, args.num_processes)} "
                 "(--coordinator-timeout sets the wait)",
                 2,
             )
     if failure:
         raise UserError(f"cannot join the distributed run through {where}: {failure[0]}")
+
+
+def _what_to_check(process_id: int | None, num_processes: int | None) -> str:
+    """The question that ends the no-contact line, asked of the process that waited:
+    process 0 hosts the coordinator and waits for the others; the others wait for it."""
+    if process_id == 0:
+        others = (
+            f"are processes 1 .. {num_processes - 1}"
+            if num_processes and num_processes > 2
+            else "is process 1"
+        )
+        return (
+            f"this is process 0, the coordinator: {others} running with the same "
+            "--coordinator, and can their hosts reach this one at that port?"
+        )
+    return "is process 0 running, and can this host reach that address and port?"
 
 
 def _leave(line: str, code: int) -> None:

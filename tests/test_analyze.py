@@ -220,6 +220,26 @@ def test_damaged_arrays_are_refused_with_one_line_naming_the_file(
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.name != ".lock"} == before
 
 
+# One array shortened: the line names it, not an intact array that comes after it.
+SHORTENED = [
+    ("single_target", "member_losses", "l=8"),
+    ("single_target", "eval_member_logits", "E=2"),
+    ("population", "member_rows", "R=3"),
+    ("population", "model_used", "R=3"),
+    ("targets", "membership", "M=8"),
+]
+
+
+@pytest.mark.parametrize(("kind", "key", "size"), SHORTENED)
+def test_a_shortened_array_is_the_one_named(tmp_path, capsys, kind, key, size):
+    run = golden_run(kind, tmp_path)
+    a = load(run, kind)
+    a[key] = a[key][:-1]
+    save(run, kind, a)
+    line = one_line(capsys, 2, run, "--no-plots")
+    assert f"{ARRAYS[kind]}: {key} must have shape" in line and size in line, line
+
+
 def test_another_runs_targets_are_refused(tmp_path, capsys):
     # Another run's targets.npz with 3 other targets copied into this 4-target folder: it
     # would give results for 3 targets while config.yaml lists 4.
@@ -233,6 +253,154 @@ def test_another_runs_targets_are_refused(tmp_path, capsys):
     save(run, "targets", a)
     line = one_line(capsys, 2, run, "--no-plots")
     assert "T=4" in line and "run.json" in line, line
+
+
+def _other_population_rows(a):
+    # The rows the seed-5 run draws: its population.npz copied into this seed-3 folder.
+    from jaxmia.kinds.population.plan import PopulationPlan
+
+    plan = PopulationPlan(5, 50_000, a["member_rows"].shape[1], 8)
+    for r in range(len(a["member_rows"])):
+        a["member_rows"][r], a["nonmember_rows"][r] = plan.sets(r)
+
+
+def _with_population_points(points):
+    def damage(a):
+        m, e, c = len(a["membership"]), len(a["eval_membership"]), a["logits"].shape[-1]
+        a["population_points"] = np.asarray(points, np.int32)
+        a["population_labels"] = np.zeros(len(points), np.int32)
+        a["population_logits"] = np.zeros((m, len(points), 1, c), np.float32)
+        a["eval_population_logits"] = np.zeros((e, len(points), 1, c), np.float32)
+
+    return damage
+
+
+# Another run's arrays beside this run.json: (kind, what was done, words the line holds).
+OTHER_RUNS = [
+    # losses.npz of a target_index 12 run in this target_index 11 folder.
+    ("single_target", _set("target_index", (), 12), "holds target 12"),
+    ("population", _other_population_rows, "repetition 0 holds other member"),
+    ("targets", _set("membership", (0, slice(None)), True), "membership of model 0"),
+    ("targets", _with_population_points([7, 8]), "other population points"),
+]
+
+
+@pytest.mark.parametrize(
+    ("kind", "damage", "words"), OTHER_RUNS, ids=[f"{k}-{w}" for k, _, w in OTHER_RUNS]
+)
+def test_another_runs_arrays_are_refused_in_every_kind(tmp_path, capsys, kind, damage, words):
+    run = golden_run(kind, tmp_path)
+    a = load(run, kind)
+    if kind == "single_target":
+        a["target_index"] = np.array(11, np.int32)  # what a run writes now
+        save(run, kind, a)
+        assert analyze.main([str(run), "--no-plots"]) == 0, capsys.readouterr().err
+        capsys.readouterr()
+    damage(a)
+    save(run, kind, a)
+    line = one_line(capsys, 2, run, "--no-plots")
+    assert line.startswith(f"jaxmia analyze: error: {run / ARRAYS[kind]}: "), line
+    assert words in line and "another run's" in line, line
+
+
+# A training-set index beyond the training set (run.json's data: 50,000 images).
+OUT_OF_RANGE = [
+    ("population", _set("member_rows", (0, 0), 10**9), "member_rows must be below N=50000"),
+    ("population", _set("nonmember_rows", (2, 5), 50_000), "nonmember_rows must be below"),
+    ("targets", _set("targets", 0, 10**9), "targets must be below N=50000"),
+    (
+        "targets",
+        _with_population_points([3, 10**9]),
+        "population_points must be below N=50000",
+    ),
+    ("single_target", _set("target_index", (), 50_000), "target_index must be below N=50000"),
+]
+
+
+@pytest.mark.parametrize(
+    ("kind", "damage", "words"), OUT_OF_RANGE, ids=[f"{k}-{w}" for k, _, w in OUT_OF_RANGE]
+)
+def test_indices_beyond_the_training_set_are_refused(tmp_path, capsys, kind, damage, words):
+    run = golden_run(kind, tmp_path)
+    a = load(run, kind)
+    if kind == "single_target":
+        a["target_index"] = np.array(11, np.int32)  # what a run writes now
+    damage(a)
+    save(run, kind, a)
+    line = one_line(capsys, 2, run, "--no-plots")
+    assert line.startswith(f"jaxmia analyze: error: {run / ARRAYS[kind]}: "), line
+    assert words in line, line
+
+
+def _as_run_writes_now(kind: str, a: dict) -> dict:
+    """The golden arrays with the epoch-loss flags a run keeps now (every model trained
+    with finite losses)."""
+    if kind == "single_target":
+        a["train_finite"] = np.ones_like(a["finite"])
+        a["eval_train_finite"] = np.ones_like(a["eval_finite"])
+    else:
+        a["train_finite"] = np.ones_like(a["model_used"])
+        if kind == "targets":
+            a["eval_train_finite"] = np.ones_like(a["eval_model_used"])
+    return a
+
+
+# A finiteness flag edited to lie about finite outputs: (kind, the lie, words).
+LYING_FLAGS = [
+    (
+        "single_target",
+        _both(_set("finite", (0, 0), False), _set("round_used", 0, False)),
+        "finite[0, 0] is False, yet its saved outputs are finite",
+    ),
+    (
+        "single_target",
+        _both(_set("eval_finite", (1, 1), False), _set("eval_used", 1, False)),
+        "eval_finite[1, 1] is False",
+    ),
+    ("population", _set("model_used", 1, False), "model_used[1] is False"),
+    ("targets", _set("model_used", 2, False), "model_used[2] is False"),
+    ("targets", _set("eval_model_used", 0, False), "eval_model_used[0] is False"),
+    ("targets", _set("train_finite", 3, False), "model_used[3] is True"),
+]
+
+
+@pytest.mark.parametrize(
+    ("kind", "damage", "words"), LYING_FLAGS, ids=[f"{k}-{w[:20]}" for k, _, w in LYING_FLAGS]
+)
+def test_a_finiteness_flag_that_contradicts_its_values_is_refused(
+    tmp_path, capsys, kind, damage, words
+):
+    run = golden_run(kind, tmp_path)
+    a = _as_run_writes_now(kind, load(run, kind))
+    save(run, kind, a)
+    assert analyze.main([str(run), "--no-plots"]) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    damage(a)
+    save(run, kind, a)
+    line = one_line(capsys, 2, run, "--no-plots")
+    assert line.startswith(f"jaxmia analyze: error: {run / ARRAYS[kind]}: "), line
+    assert words in line and "contradicts" in line, line
+
+
+def test_a_model_whose_training_diverged_is_left_out_though_its_outputs_are_finite(tmp_path):
+    # What a run writes when a model's epoch loss was non-finite while x's loss was not.
+    run = golden_run("single_target", tmp_path)
+    a = _as_run_writes_now("single_target", load(run, "single_target"))
+    a["train_finite"][0, 0] = a["finite"][0, 0] = a["round_used"][0] = False
+    save(run, "single_target", a)
+    res = analyze.analyze(run, save_plots=False)
+    assert res["rounds_used"] == len(a["round_used"]) - 1
+    assert res["skipped"] == ["calibration round 0, IN model"]
+
+
+def test_the_training_set_size_comes_from_run_json_or_the_data_fingerprint():
+    from jaxmia.runs.store import train_size
+
+    assert train_size({"train_size": 123, "data_fingerprint": "cifar10:sha256=x"}) == 123
+    assert train_size({"data_fingerprint": "synthetic:v1:classes=5:seed=1:n=700/90"}) == 700
+    assert train_size({"data_fingerprint": "cifar100:sha256=ab"}) == 50_000
+    assert train_size({"data_fingerprint": "cifar10:unverified:sha256=ab"}) is None
+    assert train_size({}) is None
 
 
 def test_a_grown_run_killed_before_its_products_reports_what_its_arrays_hold(tmp_path, capsys):
@@ -249,6 +417,36 @@ def test_a_grown_run_killed_before_its_products_reports_what_its_arrays_hold(tmp
     assert "Rounds used" not in out
     assert any("16" in w and "8" in w and "run.json" in w for w in res["warnings"])
     assert "n_iterations: 8" in (run / "config.yaml").read_text()
+
+
+def with_record(run: Path) -> Path:
+    """The folder with the record.json its run writes now (the golden folders predate it)."""
+    res = json.loads((run / "results.json").read_text())
+    (run / "record.json").write_text(json.dumps({k: res[k] for k in RUN_KEYS if k in res}))
+    return run
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_without_results_json_the_run_record_comes_back_from_record_json(tmp_path, kind):
+    run = with_record(golden_run(kind, tmp_path))
+    want = json.loads((run / "results.json").read_text())
+    (run / "results.json").unlink()
+    got = analyze.analyze(run, save_plots=False)
+    assert {k: got.get(k) for k in RUN_KEYS} == {k: want[k] for k in RUN_KEYS}
+    assert not any("record is missing" in w for w in got["warnings"])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_folder_without_any_record_says_so_instead_of_inventing_it(tmp_path, capsys, kind):
+    run = golden_run(kind, tmp_path, with_results=False)
+    assert analyze.main([str(run), "--no-plots"]) == 0
+    res = json.loads((run / "results.json").read_text())
+    lost = [k for k in RUN_KEYS if k not in ("results_hash", "jaxmia_version")]
+    assert not set(lost) & set(res)
+    note = f"the run's record is missing ({', '.join(lost)})"
+    assert res["warnings"][0].startswith(note)
+    assert note in capsys.readouterr().out
+    assert not (run / "record.json").exists()  # analyze never writes the run's record
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -348,7 +546,7 @@ def _interrupt_during(monkeypatch, where: str):
 def test_ctrl_c_says_what_is_true_exits_130_and_a_rerun_restores_the_set(
     tmp_path, capsys, monkeypatch, where
 ):
-    run = golden_run("single_target", tmp_path)
+    run = with_record(golden_run("single_target", tmp_path))
     before = {p.name: p.read_bytes() for p in run.iterdir()}
     with monkeypatch.context() as m:
         _interrupt_during(m, where)
@@ -361,15 +559,10 @@ def test_ctrl_c_says_what_is_true_exits_130_and_a_rerun_restores_the_set(
         assert f"jaxmia analyze {run}" in line
         assert not (run / "results.json").exists()
     assert analyze.main([str(run)]) == 0
-    got = json.loads((run / "results.json").read_text())
-    want = json.loads(before["results.json"])
-    if where == "figures":
-        # results.json was gone: the run's timing record with it (results_hash and
-        # jaxmia_version come back from run.json); every statistic is restored.
-        timing = set(RUN_KEYS) - {"results_hash", "jaxmia_version"}
-        got = {k: v for k, v in got.items() if k not in timing}
-        want = {k: v for k, v in want.items() if k not in timing}
-    assert got == want
+    # results.json was gone: the run's record comes back from record.json, every
+    # statistic from the arrays.
+    assert json.loads((run / "results.json").read_text()) == json.loads(before["results.json"])
+    assert (run / "record.json").read_bytes() == before["record.json"]
 
 
 def test_ctrl_c_while_starting_is_one_line(capsys, monkeypatch):

@@ -141,3 +141,39 @@ def test_standard_attacks():
     assert [a.name for a in full][3:] == ["rmia_online", "rmia_offline", "rmia_offline_tuned"]
     assert full[4].settings == {"gamma": 1.5, "temperature": 2.0, "a": 0.3}
     assert full[5].prepare is not None and all(a.needs_population for a in full[3:])
+
+
+# ---------------------------------------------------------------- models that all agree
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_identical_models_leave_every_attack_exactly_indifferent(seed):
+    # Every model gives the same logits (the examples differ from one another): no attack
+    # can tell a member from a non-member, so every pooled AUC is exactly 0.5 and no TPR
+    # at FPR f exceeds f (members and non-members score alike), in both protocols. Blocks
+    # of 2 complementary models, as kinds/targets/plan.py draws them; references and fresh
+    # target models of 4 blocks each.
+    rng = np.random.default_rng(seed)
+    m, e, n, z, q, c = 8, 8, 12, 16, 2, 5
+    keep = np.zeros((m + e, n), bool)
+    for b in range((m + e) // 2):
+        keep[2 * b] = rng.random(n) < 0.5
+        keep[2 * b + 1] = ~keep[2 * b]
+    block = np.arange(m + e) // 2
+    logits = np.broadcast_to(3 * rng.normal(size=(1, n, q, c)), (m + e, n, q, c))
+    pop = np.broadcast_to(3 * rng.normal(size=(1, z, q, c)), (m + e, z, q, c))
+    labels, pop_labels = rng.integers(c, size=n), rng.integers(c, size=z)
+    for attack in protocol.standard_attacks(AttackOptions(), population=True):
+        ex, po = attack.signal(logits, labels, pop, pop_labels)
+        sig = Signals(np.ascontiguousarray(ex), np.ascontiguousarray(po), block)
+        refs, fresh = np.arange(m), np.arange(m, m + e)
+        runs = {
+            "leave_one_out": (sig.take(refs), keep[:m], protocol.leave_one_out_sets(m)),
+            "fresh_models": (sig.take(fresh), keep[m:], [refs] * e),
+        }
+        for name, (target, member, sets) in runs.items():
+            scores, _ = protocol.score_targets(attack, keep[:m], sig.take(refs), target, sets)
+            got = protocol.pair_metrics(scores, member)
+            assert got["auc"] == 0.5, (attack.name, name, got["auc"])
+            for fpr, tpr in got["tpr_at_fpr"].items():
+                assert tpr is None or tpr <= float(fpr), (attack.name, name, fpr, tpr)

@@ -121,27 +121,26 @@ def test_tuning_picks_the_grid_point_of_the_largest_auc():
     assert a == min(g for g, v in aucs.items() if v == best)
 
 
-def test_each_target_model_is_tuned_on_its_own_block_without_its_membership():
+def test_each_target_model_is_tuned_on_another_block_than_its_own():
+    # A block-mate's membership is the complement of the target's: tuning a on it would
+    # choose a with the target's own answers in hand. The smallest other block tunes.
     keep, reference, target = pool(seed=5, r=8, n=12, z=9, q=1)
-    # Leave-one-out: target model 3's block-mate is reference 2 (block 1, model 3 gone).
-    refs = np.array([0, 1, 2, 4, 5, 6, 7])
-    one = target.take([0])
-    one = Signals(one.examples, one.population, np.array([1]))
-    got = rmia.tuned_offline_a(keep[refs], reference.take(refs), one, gamma=1.0)
+    refs = np.array([0, 1, 2, 4, 5, 6, 7])  # leave-one-out: model 3 (block 1) is the target
+    for block, tuning in ((1, 0), (0, 1), (999, 0)):  # 999: a fresh model, no block-mate
+        one = target.take([0])
+        one = Signals(one.examples, one.population, np.array([block]))
+        got = rmia.tuned_offline_a(keep[refs], reference.take(refs), one, gamma=1.0)
+        tune = refs[reference.block[refs] == tuning]
+        rest = refs[reference.block[refs] != tuning]
+        want, _ = rmia.tune_offline_a(
+            keep[rest], reference.take(rest), keep[tune], reference.take(tune), gamma=1.0
+        )
+        assert got.tolist() == [want], block
+    # Only block-mates among the references: nothing independent tunes a.
     mates = refs[reference.block[refs] == 1]
-    rest = refs[reference.block[refs] != 1]
-    want, _ = rmia.tune_offline_a(
-        keep[rest], reference.take(rest), keep[mates], reference.take(mates), gamma=1.0
-    )
-    assert mates.tolist() == [2] and got.tolist() == [want]
-    # A fresh target model has no block-mate: the references of the smallest block tune.
-    fresh = Signals(one.examples, one.population, np.array([999]))
-    first = refs[reference.block[refs] == 0]
-    others = refs[reference.block[refs] != 0]
-    want0, _ = rmia.tune_offline_a(
-        keep[others], reference.take(others), keep[first], reference.take(first), gamma=1.0
-    )
-    assert rmia.tuned_offline_a(keep[refs], reference.take(refs), fresh, gamma=1.0)[0] == want0
+    one = Signals(target.examples[:1], target.population[:1], np.array([1]))
+    got = rmia.tuned_offline_a(keep[mates], reference.take(mates), one, gamma=1.0)
+    assert got.tolist() == [rmia.OFFLINE_A]
 
 
 # ---------------------------------------------------------------- a known answer
@@ -164,3 +163,24 @@ def test_with_uninformative_references_rmia_ranks_like_the_target_probability():
     want = float(sps.norm.cdf(delta / math.sqrt(2)))
     # 3,000 pairs of each kind: the AUC's standard error is about 0.007.
     assert abs(metrics.auc(score[member], score[~member]) - want) < 0.03
+
+
+def test_the_reference_mean_of_equal_values_is_that_value_bit_for_bit():
+    # sum / count rounds: three 0.1s sum to 0.30000000000000004, a third of which is not 0.1;
+    # RMIA's Pr(x) would then differ between a target with 3 OUT references and one with 4.
+    v = np.array([0.1, 1 / 3, 0.7, 2.0 / 7.0])
+    assert ((3 * v) / 3 != v).any()
+    for count in range(1, 9):
+        values = np.broadcast_to(v, (count, 4))
+        assert np.array_equal(rmia.reference_mean(values), v)
+        take = np.zeros((count, 4), bool)
+        take[: max(1, count - 1)] = True
+        assert np.array_equal(rmia.reference_mean(values, take), v)
+    # And otherwise the mean it is, NaN where nothing is taken.
+    rng = np.random.default_rng(0)
+    x = rng.random((5, 3))
+    take = rng.random((5, 3)) < 0.6
+    take[:, 2] = False
+    want = np.array([x[take[:, j], j].mean() if take[:, j].any() else np.nan for j in range(3)])
+    np.testing.assert_allclose(rmia.reference_mean(x, take), want, rtol=4 * np.finfo(float).eps)
+    assert np.isnan(rmia.reference_mean(x, take)[2])

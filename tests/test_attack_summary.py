@@ -316,3 +316,15 @@ def test_one_model_warning_names_the_key_that_adds_models():
     res = summary.summarize([0.1], [2.0], alpha=0.05, more_models="n_models")
     text = " | ".join(res["warnings"])
     assert "n_models" in text and "n_iterations" not in text
+
+
+@pytest.mark.filterwarnings("error")  # scipy's "Input data has range zero" fails the test
+def test_shapiro_wilk_of_confident_models_tiny_losses_is_scipys_own_value():
+    # Confident models' losses spread over ~1e-22: scipy's swilk calls a range below 1e-19
+    # zero (a UserWarning on stderr, p = 1). W does not change under a shift and a scale.
+    rng = np.random.default_rng(3)
+    mem, non = 1e-22 * np.exp(rng.normal(size=16)), 1e-3 * np.exp(rng.normal(size=16))
+    res = summary.summarize(mem, non, alpha=0.1, rule="gaussian", score="loss")
+    want = sps.shapiro((mem - np.median(mem)) / np.ptp(mem)).pvalue
+    assert res["gaussian_fits"]["member"]["shapiro_p"] == pytest.approx(want, rel=1e-6)
+    assert res["gaussian_fits"]["member"]["shapiro_p"] < 0.5  # not the p = 1 of "range zero"

@@ -390,6 +390,18 @@ def test_an_unreachable_coordinator_says_what_it_waits_for_and_ends_with_one_lin
     assert not (tmp_path / "out").exists()
 
 
+def test_the_no_contact_line_asks_by_process_id():
+    from jaxmia.run import _what_to_check
+
+    assert _what_to_check(1, 2) == (
+        "is process 0 running, and can this host reach that address and port?"
+    )
+    zero = _what_to_check(0, 4)
+    assert zero.startswith("this is process 0, the coordinator: are processes 1 .. 3 running")
+    assert "is process 0 running" not in zero
+    assert "coordinator: is process 1 running with the same" in _what_to_check(0, 2)
+
+
 @pytest.mark.slow
 def test_ctrl_c_while_waiting_for_the_coordinator_stops_at_once(tmp_path):
     import signal

@@ -19,6 +19,7 @@ from jaxmia.config import Config
 from jaxmia.errors import NothingToAnalyse, UserError
 from jaxmia.experiment import NonFiniteLoss, run_experiment
 from jaxmia.runs.plan import CALIBRATION, Job
+from jaxmia.runs.products import RUN_KEYS
 from jaxmia.training.chunk import ChunkTrainer
 
 from conftest import TINY_MODELS
@@ -71,6 +72,16 @@ def run(c: Config, out: Path, **kw):
 def test_more_rounds_later_trains_only_the_new_ones(tmp_path):
     small = run(cfg(n_iterations=4), tmp_path / "grow")
     assert small["models_trained"] == 10 and small["models_reused"] == 0
+    # What analyze checks the arrays against: run.json's train_size and target_index, the
+    # epoch-loss flags beside the outputs, and the run's record kept apart from results.
+    folder = tmp_path / "grow" / "run"
+    ident = json.loads((folder / "run.json").read_text())
+    held = losses(tmp_path / "grow")
+    assert ident["train_size"] == 50_000  # the synthetic data's training split
+    assert int(held["target_index"]) == ident["config"]["target_index"]
+    assert held["train_finite"].all() and held["eval_train_finite"].all()
+    record = json.loads((folder / "record.json").read_text())
+    assert record == {k: small[k] for k in RUN_KEYS}
     grown = run(cfg(n_iterations=6, eval_pairs=2), tmp_path / "grow")
     assert grown["models_trained"] == 2 * 2 + 2 and grown["models_reused"] == 10
     direct = run(cfg(n_iterations=6, eval_pairs=2, models_per_chunk=4), tmp_path / "direct")

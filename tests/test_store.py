@@ -80,6 +80,36 @@ def test_fresh_deletes_only_what_jaxmia_wrote(tmp_path):
     assert left == [".lock", "chunks", "chunks/my-copy.npz", "notes.txt", "run.json"]
 
 
+def test_fresh_leaves_another_runs_chunk_and_says_so_as_a_plain_start_does(tmp_path, capsys):
+    other = tmp_path / "other"
+    store = open_store(other, {**IDENTITY, "results_hash": "other"})
+    foreign = store.save_chunk(outputs(seed=1))
+    store.close()
+    run = tmp_path / "run"
+    store = open_store(run)
+    own = store.save_chunk(outputs())
+    store.close()
+    copied = run / "chunks" / foreign.name
+    copied.write_bytes(foreign.read_bytes())
+    capsys.readouterr()
+    lines = {}
+    for fresh in (False, True):
+        store = open_store(run, fresh=fresh)
+        store.load()
+        store.close()
+        lines[fresh] = capsys.readouterr().err.strip().splitlines()
+        assert copied.read_bytes() == foreign.read_bytes()
+    assert own.exists() is False  # --fresh deleted this run's own chunk
+    assert (
+        lines[True]
+        == lines[False]
+        == [
+            f"jaxmia: warning: {foreign.name} belongs to another run (run hash 'other', this "
+            "run's is abc123); left as it is, not used"
+        ]
+    )
+
+
 def test_another_run_is_refused_naming_what_changed(tmp_path):
     open_store(tmp_path / "run").close()
     data = {**IDENTITY, "results_hash": "zzz", "data_fingerprint": "data-2"}

@@ -146,11 +146,9 @@ def naive_scores(name, keep, ref_sig, tgt_sig, ref_pop, tgt_pop, ref_block, tgt_
         return ref.rmia(keep, ref_sig, ref_pop, tgt_sig, tgt_pop, g)
     if name == "rmia_offline":
         return ref.rmia(keep, ref_sig, ref_pop, tgt_sig, tgt_pop, g, cfg.rmia_offline_a)
-    # rmia_offline_tuned: the target's block-mates among the references (else those of the
-    # smallest block) are attacked by the other references for a = 0, 0.1, ..., 1.
-    mates = ref_block == tgt_block[0]
-    if not mates.any():
-        mates = ref_block == ref_block.min()
+    # rmia_offline_tuned: the references of the smallest block other than the target's own
+    # are attacked by the other references for a = 0, 0.1, ..., 1.
+    mates = ref_block == ref_block[ref_block != tgt_block[0]].min()
     rest = ~mates
     best, best_auc = 0.3, None
     for a in [round(0.1 * i, 1) for i in range(11)]:

@@ -19,8 +19,9 @@ T = 2, a = 0.3.
 
 ``tune_offline_a`` picks a as Privacy Meter does (``tune_offline_a``): the
 reference models of one membership block (whose memberships complement each
-other) are attacked by the remaining references for every a in 0, 0.1, ...,
-1, and the a of the largest AUC wins (the smallest on a tie).
+other), never the target model's own block, are attacked by the remaining
+references for every a in 0, 0.1, ..., 1, and the a of the largest AUC wins
+(the smallest on a tie).
 
 scipy (through metrics) is imported only by the function that uses it, so that
 the configuration can read the defaults without loading it.
@@ -78,6 +79,23 @@ def relative_scores(ratio_x, ratio_z, gamma: float) -> np.ndarray:
     return out
 
 
+def reference_mean(values, take=None) -> np.ndarray:
+    """The mean over axis 0 of ``values`` (float64[R, ...]), of the rows ``take`` marks
+    (bool[R, ...], broadcast; None: all), taken as min + mean(value - min), so that equal
+    values give that value bit for bit, whatever their count: a plain sum / count of 3
+    equal values can round one ulp away from them and from the mean of 4, and then
+    identical models would score members and non-members differently.
+
+    Returns: float64[...]; NaN where ``take`` marks no row.
+    """
+    values = np.asarray(values, np.float64)
+    take = np.ones(values.shape, bool) if take is None else np.broadcast_to(take, values.shape)
+    low = np.where(take, values, np.inf).min(axis=0)
+    low = np.where(np.isfinite(low), low, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return low + np.where(take, values - low, 0.0).sum(axis=0) / take.sum(axis=0)
+
+
 def _population(reference: Signals) -> np.ndarray:
     if reference.population.shape[1] == 0:
         raise ValueError("RMIA needs population points (population_size > 0)")
@@ -93,8 +111,8 @@ def rmia_online(keep, reference: Signals, target: Signals, *, gamma: float = GAM
       ValueError: shapes that disagree; no population points.
     """
     check_attack_inputs(keep, reference, target)
-    p_x = reference.examples.mean(axis=0)  # [N, Q]
-    p_z = _population(reference).mean(axis=0)  # [Z, Q]
+    p_x = reference_mean(reference.examples)  # [N, Q]
+    p_z = reference_mean(_population(reference))  # [Z, Q]
     return relative_scores(target.examples / p_x, target.population / p_z, gamma)
 
 
@@ -119,12 +137,9 @@ def rmia_offline(
     if ((a < 0) | (a > 1)).any():
         raise ValueError(f"a must be in [0, 1], got {a}")
     a = a.reshape(-1, 1, 1)  # one per target model, or one for all
-    out = ~keep
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean_out = np.einsum("rn,rnq->nq", out.astype(np.float64), reference.examples)
-        mean_out = mean_out / out.sum(axis=0)[:, None]  # NaN without an OUT reference
+    mean_out = reference_mean(reference.examples, ~keep[:, :, None])  # NaN without an OUT
     p_x = (1 + a) / 2 * mean_out + (1 - a) / 2  # [K or 1, N, Q]
-    p_z = (1 + a) / 2 * _population(reference).mean(axis=0) + (1 - a) / 2
+    p_z = (1 + a) / 2 * reference_mean(_population(reference)) + (1 - a) / 2
     ratio_x = np.broadcast_to(target.examples / p_x, target.examples.shape)
     ratio_z = np.broadcast_to(target.population / p_z, target.population.shape)
     return relative_scores(ratio_x, ratio_z, gamma)
@@ -161,12 +176,14 @@ def tune_offline_a(keep, reference: Signals, tuning_keep, tuning: Signals, *, ga
 
 def _tuning_models(reference: Signals, target_block) -> np.ndarray:
     """bool[R]: the references that tune a for a target model of ``target_block``: those of
-    its own block (its complementary models, leave-one-out), else the references of the
-    smallest block id (a fresh target model has no block-mate among the references)."""
-    own = reference.block == target_block
-    if own.any():
-        return own
-    return reference.block == reference.block.min()
+    the smallest block id other than its own.  Never its own block: a block-mate's
+    membership is the complement of the target's, so the a that best attacks it is
+    chosen with the target's own answers in hand (with identical models, leave-one-out
+    AUC 0.39 instead of 0.5).  Another block's memberships are drawn independently."""
+    other = reference.block[reference.block != target_block]
+    if other.size == 0:  # every reference is a block-mate: nothing independent tunes a
+        return np.zeros(len(reference.block), bool)
+    return reference.block == other.min()
 
 
 def tuned_offline_a(keep, reference: Signals, target: Signals, *, gamma: float = GAMMA):
@@ -181,7 +198,7 @@ def tuned_offline_a(keep, reference: Signals, target: Signals, *, gamma: float =
     for k in range(target.n_models):
         tune = _tuning_models(reference, target.block[k])
         rest = ~tune
-        if not rest.any():  # every reference is a tuning model: nothing attacks them
+        if not rest.any() or not tune.any():  # no tuning models, or nothing attacks them
             chosen[k] = OFFLINE_A
             continue
         chosen[k], _ = tune_offline_a(

@@ -120,8 +120,17 @@ def evaluate_decision(
 
 
 def _shapiro_p(values: np.ndarray) -> float | None:
+    """The Shapiro-Wilk p-value of ``values``; None for fewer than 3 or no spread.
+
+    W does not change under a shift and a scale, but scipy's swilk calls a range
+    below 1e-19 zero (a UserWarning, and p = 1): confident models' losses reach that.
+    Such values are scaled to a unit range first; others go in as they are."""
     if values.size < 3 or np.ptp(values) == 0:
         return None
+    values = np.asarray(values, np.float64)
+    spread = np.ptp(values)
+    if spread < 1e-6:  # far above swilk's floor, far below any spread it rounds
+        values = (values - np.median(values)) / spread
     return float(sps.shapiro(values).pvalue)
 
 

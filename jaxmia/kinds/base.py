@@ -103,10 +103,12 @@ class Kind(Protocol):
     def arrays(self, cfg, plan: Plan, dataset, outputs: ModelOutputs) -> dict:
         """The arrays file's contents from the trained models' outputs."""
 
-    def check_arrays(self, arrays: dict, where: str, cfg=None) -> None:
+    def check_arrays(self, arrays: dict, where: str, cfg=None, n_train=None) -> None:
         """Refuses (UserError naming ``where``) arrays this jaxmia cannot analyse: not of
         the schema, out of range, non-finite where used, or (with ``cfg``, the run's own
-        config from run.json) not of this run (classes, targets, ...)."""
+        config from run.json) not of this run (classes, targets, the rows its plan draws
+        from the seed, ...).  ``n_train`` (run.json's training-set size, None when
+        unknown) bounds every training-set index and lets the plan be drawn again."""
 
     def counts(self, arrays: dict) -> dict:
         """The config keys that count models (n_iterations, ...), as the arrays hold them:
@@ -173,7 +175,14 @@ def refuse_bad_arrays(check, arrays: dict, where: str):
 
 def product_files(kind) -> tuple[str, ...]:
     """Every file a run of ``kind`` writes at the top of its folder, besides run.json."""
-    return ("config.yaml", "results.json", kind.arrays_file, *kind.table_files, *kind.figure_files)
+    return (
+        "config.yaml",
+        "results.json",
+        products.RECORD_FILE,
+        kind.arrays_file,
+        *kind.table_files,
+        *kind.figure_files,
+    )
 
 
 def metadata(kind, cfg, synthetic: bool, fingerprint: str | None = None) -> dict:
@@ -236,6 +245,9 @@ def write_run(
         arrays_name=kind.arrays_file,
         tables=analysis.tables,
         between=between,
+        record={k: run_info[k] for k in products.RUN_KEYS if k in run_info}
+        if write_arrays
+        else None,
     )
     for what in out.get("skipped") or []:
         print(f"jaxmia: warning: non-finite loss for {what}; left out", file=sys.stderr)

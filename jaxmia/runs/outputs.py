@@ -141,6 +141,11 @@ class ModelOutputs:
         views = np.isfinite(self.view_logits).reshape(len(self), -1).all(axis=1)
         return np.isfinite(self.epoch_loss).all(axis=1) & np.isfinite(self.loss).all(axis=1) & views
 
+    def trained_finite(self) -> np.ndarray:
+        """bool[J]: every epoch loss of the model is finite: the part of ``finite`` the
+        arrays files do not keep the values of (they keep the scored outputs)."""
+        return np.isfinite(self.epoch_loss).all(axis=1)
+
     def to_arrays(self) -> dict[str, np.ndarray]:
         return {f: getattr(self, f) for f in self.fields()}
 

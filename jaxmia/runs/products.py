@@ -12,6 +12,10 @@ of a run (results of 100 rounds beside losses of 120), so:
 3. ``results.json`` is written last and records the SHA-256 of the arrays
    file it was computed from (``losses_sha256``).
 
+A run also keeps its own record (RUN_KEYS: timing, devices, how it computed)
+in ``record.json``, written before ``results.json``; ``jaxmia analyze`` never
+rewrites it, and restores the record from it when ``results.json`` is gone.
+
 A run killed anywhere in between leaves no ``results.json``, and the next run
 (or ``jaxmia analyze``) writes the set again from the kept chunks.  The
 PyTorch baseline writes its products through the same function.
@@ -47,6 +51,26 @@ RUN_KEYS = (
 )
 
 
+RECORD_FILE = "record.json"  # the run's RUN_KEYS, kept apart from the rewritable results
+
+
+def read_record(run_dir: Path) -> dict | None:
+    """The run's record (RUN_KEYS) from ``record.json``; None when the folder has none
+    (written before it was kept) or it is not a readable JSON object of those keys."""
+    import json
+
+    path = Path(run_dir) / RECORD_FILE
+    try:
+        if path.is_symlink() or not path.is_file():
+            return None
+        record = json.loads(path.read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(record, dict):
+        return None
+    return {k: record[k] for k in RUN_KEYS if k in record}
+
+
 SYNTHETIC_NOTE = "# SYNTHETIC DATA: not CIFAR\n"
 UNVERIFIED_NOTE = "# UNVERIFIED DATA: not checked against the official checksums\n"
 
@@ -64,13 +88,16 @@ def write_products(
     tables: Callable[[Path], None] | None = None,
     unverified: bool = False,
     between: Callable[[], None] | None = None,
+    record: dict | None = None,
 ) -> dict:
     """Writes the set in the order above; returns ``results`` with ``losses_sha256``.
 
     ``figures(folder)`` draws the PNGs into ``folder`` (None: no figures, and
     the old ones, ``figure_files``, are removed).  ``arrays=None`` keeps the
     arrays file ``arrays_name`` on disk as it is (``jaxmia analyze``) and
-    records its hash.  ``between()`` runs before each step and may raise to stop
+    records its hash.  ``record`` (a finished run's RUN_KEYS; None from ``jaxmia
+    analyze``) is written to ``record.json`` before results.json.  ``between()`` runs
+    before each step and may raise to stop
     (``interrupt.StopFlag.check``): the exception then carries
     ``products_begun``, whether results.json was already removed.  OSErrors become
     one UserError line.
@@ -105,6 +132,8 @@ def write_products(
         else:
             figures(run_dir)
         step()
+        if record is not None:
+            fileio.write_json(run_dir / RECORD_FILE, record)
         results = {**results, "losses_sha256": hashlib.sha256(data).hexdigest()}
         fileio.write_json(run_dir / "results.json", results)
     except OSError as e:

@@ -20,7 +20,7 @@ import dataclasses
 
 import numpy as np
 
-__all__ = ["Field", "check"]
+__all__ = ["Field", "check", "check_flag", "finite_rows"]
 
 _KINDS = {
     "float": lambda d: np.issubdtype(d, np.floating),
@@ -45,7 +45,8 @@ class Field:
         supplies its default).
       at_least, at_most: bounds of its finite values (None: none).
       below: ints only: every value is below this (an int, or a size symbol such as
-        "C": a class index is below the number of classes).
+        "C": a class index is below the number of classes; "N", the training set's
+        size, bounds a training-set index).  A symbol of unknown size checks nothing.
       finite_where: the name of a bool field whose True entries mark rows (the
         leading axes) of this field that must be finite: a model that is used has
         finite outputs.
@@ -103,6 +104,22 @@ def check(
     given = dict(sizes or {})
     known = dict(given)
     source = dict.fromkeys(given, given_by)  # symbol -> what set its size
+    # A symbol run.json does not give takes the size most fields agree on, so that the
+    # one damaged field is the one named, whichever comes first in the schema.
+    votes: dict[str, list[int]] = {}
+    for f in schema:
+        shape = np.shape(arrays[f.name]) if f.name in arrays else None
+        if shape is None or len(shape) != len(f.shape):
+            continue
+        for sym, n in zip(f.shape, shape, strict=True):
+            if isinstance(sym, str) and sym not in given:
+                votes.setdefault(sym, []).append(n)
+    for sym, ns in votes.items():
+        counts = {n: ns.count(n) for n in ns}
+        best = max(counts.values())
+        if best < len(ns) and list(counts.values()).count(best) == 1:
+            known[sym] = max(counts, key=counts.get)
+            source[sym] = f"{best} of the {len(ns)} fields that have it"
     values = {}
     for f in schema:
         if f.name not in arrays:
@@ -153,7 +170,7 @@ def _check_values(f: Field, values: dict, known: dict) -> None:
     if finite.size == 0:
         return
     lo, hi = finite.min(), finite.max()
-    bound = known.get(f.below, f.below) if isinstance(f.below, str) else f.below
+    bound = known.get(f.below) if isinstance(f.below, str) else f.below
     label = f"{f.below}={bound}" if isinstance(f.below, str) else str(bound)
     if f.at_least is not None and lo < f.at_least:
         raise ValueError(f"{f.name} must be >= {f.at_least:g}, got {lo:g}")
@@ -161,3 +178,47 @@ def _check_values(f: Field, values: dict, known: dict) -> None:
         raise ValueError(f"{f.name} must be <= {f.at_most:g}, got {hi:g}")
     if bound is not None and hi >= bound:
         raise ValueError(f"{f.name} must be below {label}, got {hi}")
+
+
+def finite_rows(*arrays, ndim: int) -> np.ndarray:
+    """bool[leading ndim axes]: every value of every array in that row is finite."""
+    ok = None
+    for a in arrays:
+        a = np.asarray(a)
+        rest = int(np.prod(a.shape[ndim:], dtype=np.int64))
+        row = np.isfinite(a.reshape(a.shape[:ndim] + (rest,))).all(axis=-1)
+        ok = row if ok is None else ok & row
+    return ok
+
+
+def check_flag(name: str, flag, outputs_finite, trained=None, trained_name: str = "") -> None:
+    """A saved finiteness flag (``finite``, ``model_used``) must say what the run computed:
+    True exactly where the model's saved outputs are finite (``outputs_finite``) and its
+    training losses were (``trained``, the field ``trained_name``).  Files written before
+    ``trained`` was kept cannot show why a model with finite outputs was flagged, so
+    without it only a True flag on non-finite outputs is a contradiction.
+
+    Raises:
+      ValueError: the first entry where the flag contradicts the values, in one line.
+    """
+    flag = np.asarray(flag, bool)
+    want = np.asarray(outputs_finite, bool)
+    if trained is not None:
+        want = want & np.asarray(trained, bool)
+        bad = flag != want
+    else:
+        bad = flag & ~want
+    if np.any(bad):
+        at = tuple(int(i) for i in np.argwhere(bad)[0])
+        where = ", ".join(str(i) for i in at)
+        why = (
+            "its saved outputs are finite"
+            + (f" and {trained_name} says its training was" if trained is not None else "")
+            if want[at]
+            else "its saved outputs are not finite"
+            + ("" if trained is None or np.asarray(trained, bool)[at] else f" (or {trained_name})")
+        )
+        raise ValueError(
+            f"{name}[{where}] is {bool(flag[at])}, yet {why}: the flag contradicts the "
+            "values it describes"
+        )

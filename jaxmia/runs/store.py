@@ -185,6 +185,23 @@ def read_identity(run_dir: Path, hint: str = _RUN_HINT) -> dict:
     return old
 
 
+def train_size(identity: dict) -> int | None:
+    """The training set's size a run's indices refer to: run.json's ``train_size``, or, in
+    folders written before it was recorded, the size its data fingerprint names (the
+    synthetic data's "n=50000/10000", the official CIFAR's 50,000); None when unknown
+    (data taken on the user's word, of any size)."""
+    n = identity.get("train_size")
+    if isinstance(n, int) and not isinstance(n, bool) and n > 0:
+        return n
+    parts = str(identity.get("data_fingerprint") or "").split(":")
+    sized = [p[2:].split("/")[0] for p in parts if p.startswith("n=")]
+    if parts[0] == "synthetic" and sized and sized[0].isdigit():
+        return int(sized[0])
+    if parts[0] in ("cifar10", "cifar100") and parts[1:2] != ["unverified"]:
+        return 50_000  # data.OFFICIAL_COUNTS, checked when the run loaded the data
+    return None
+
+
 def lock_folder(run_dir: Path) -> int:
     """Takes the folder's exclusive lock (fcntl); returns its fd.
 
@@ -287,7 +304,7 @@ class RunStore:
                     )
             store = cls(run_dir, identity, fd, product_files)
             if fresh:
-                store._delete_own_files()
+                store._delete_own_files({identity["results_hash"], (old or {}).get("results_hash")})
             store._clean_temporaries()
             body = {"jaxmia": RUN_MARK, **identity}
             atomic_write_bytes(run_dir / "run.json", (json.dumps(body, indent=2) + "\n").encode())
@@ -311,13 +328,19 @@ class RunStore:
             os.close(self._lock_fd)
             self._lock_fd = None
 
-    def _delete_own_files(self) -> None:
-        """--fresh: removes what jaxmia wrote here, and nothing else (a link named like one
-        of its files is removed itself; what it points to is never touched)."""
+    def _delete_own_files(self, own_hashes) -> None:
+        """--fresh: removes what jaxmia wrote here for this folder's runs (``own_hashes``:
+        the run run.json recorded and the new one), and nothing else: a chunk of another
+        run is left as it is (``load`` says so, as on a plain start); a link named like one
+        of its files is removed itself, what it points to is never touched."""
         for name in self.product_files:
             (self.run_dir / name).unlink(missing_ok=True)
         if self.chunk_dir.is_dir():
             for p in self.chunk_dir.iterdir():
+                if _CHUNK.match(p.name) and not p.is_symlink():
+                    other = _chunk_run_hash(p)
+                    if other is not None and other not in own_hashes:
+                        continue  # load() says so, in the line a plain start gives it
                 if _CHUNK.match(p.name) or self._own_temporary(p):
                     p.unlink()
             if not self.chunk_dir.is_symlink():
@@ -402,6 +425,15 @@ class RunStore:
         if other != self.run_hash:
             raise _OtherRun(f"run hash {show(other, 20)}, this run's is {self.run_hash}")
         return ModelOutputs.from_arrays(arrays)
+
+
+def _chunk_run_hash(path: Path) -> str | None:
+    """The run hash a chunk file records, or None when it cannot be read (damaged)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return str(z["run_hash"])
+    except Exception:  # noqa: BLE001 - an unreadable chunk is nobody's for certain
+        return None
 
 
 class _OtherRun(ValueError):

@@ -64,11 +64,27 @@ class Population(KindBase):
 
         return assemble(cfg, plan, dataset, outputs, self.jobs(cfg))
 
-    def check_arrays(self, arrays: dict, where: str, cfg=None) -> None:
+    def check_arrays(self, arrays: dict, where: str, cfg=None, n_train=None) -> None:
         from jaxmia.kinds.population.analysis import check_population_arrays
 
-        sizes = {"C": cfg.num_classes, "n": cfg.subset_size} if cfg is not None else None
+        sizes = {"C": cfg.num_classes, "n": cfg.subset_size} if cfg is not None else {}
+        if n_train is not None:
+            sizes["N"] = n_train
         refuse_bad_arrays(partial(check_population_arrays, sizes=sizes), arrays, where)
+        if cfg is None or n_train is None:
+            return
+        plan = self.plan(cfg, n_train)
+        for r in range(len(arrays["model_used"])):
+            members, others = plan.sets(r)
+            if not (
+                np.array_equal(arrays["member_rows"][r], members)
+                and np.array_equal(arrays["nonmember_rows"][r], others)
+            ):
+                raise UserError(
+                    f"{where}: repetition {r} holds other member or non-member rows than "
+                    f"run.json's seed ({cfg.seed}) draws; it is another run's: rerun the run "
+                    "to rewrite it"
+                )
 
     def counts(self, arrays: dict) -> dict:
         return {"repetitions": int(np.shape(arrays["model_used"])[0])}

@@ -105,6 +105,11 @@ def check_population_arrays(arrays, sizes: dict | None = None) -> tuple[int, int
     """
     sizes = schema.check(arrays, SCHEMA, sizes, minimum=MIN_SIZES)
     r, n = sizes["R"], sizes["n"]
+    saved = [f"{who}_{what}" for who in ("member", "nonmember") for what in ("losses", "logits")]
+    outputs = schema.finite_rows(*(arrays[k] for k in saved), ndim=1)
+    schema.check_flag(
+        "model_used", arrays["model_used"], outputs, arrays.get("train_finite"), "train_finite"
+    )
     rows = np.asarray(arrays["member_rows"])
     both = np.concatenate([rows, np.asarray(arrays["nonmember_rows"])], axis=1)
     for i in range(r):

@@ -7,6 +7,8 @@ The arrays, R repetitions, n members = n non-members per repetition, C classes:
     member_losses, nonmember_losses     float32[R, n]   cross-entropy under model r
     member_logits, nonmember_logits     float32[R, n, C]
     model_used                          bool[R]         False: non-finite losses, left out
+    train_finite                        bool[R]         its epoch losses are finite (absent
+                                                        in older files)
     train_accuracy, test_accuracy       float32[R]
     class_names                         str[C]
     synthetic                           bool[]
@@ -26,9 +28,14 @@ _CLASS = {"at_least": 0, "below": "C"}
 
 SCHEMA = (
     Field(
-        "member_rows", "int", ("R", "n"), "training-set indices of each model's members", at_least=0
+        "member_rows",
+        "int",
+        ("R", "n"),
+        "training-set indices of each model's members",
+        at_least=0,
+        below="N",
     ),
-    Field("nonmember_rows", "int", ("R", "n"), at_least=0),
+    Field("nonmember_rows", "int", ("R", "n"), at_least=0, below="N"),
     Field("member_labels", "int", ("R", "n"), **_CLASS),
     Field("nonmember_labels", "int", ("R", "n"), **_CLASS),
     Field("member_losses", "float", ("R", "n"), **_USED),
@@ -36,6 +43,7 @@ SCHEMA = (
     Field("member_logits", "float", ("R", "n", "C"), **_USED),
     Field("nonmember_logits", "float", ("R", "n", "C"), **_USED),
     Field("model_used", "bool", ("R",)),
+    Field("train_finite", "bool", ("R",), "the model's epoch losses are finite", False),
     Field("train_accuracy", "float", ("R",), **_RATE),
     Field("test_accuracy", "float", ("R",), **_RATE),
     Field("class_names", "str", ("C",)),
@@ -62,6 +70,7 @@ def assemble(cfg, plan, dataset, outputs, jobs) -> dict:
         "member_logits": sel.logits[:, :n],
         "nonmember_logits": sel.logits[:, n:],
         "model_used": sel.finite(),
+        "train_finite": sel.trained_finite(),
         "train_accuracy": sel.train_accuracy,
         "test_accuracy": sel.test_accuracy,
         "class_names": np.array(dataset.class_names),

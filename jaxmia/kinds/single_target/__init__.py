@@ -84,6 +84,7 @@ class SingleTarget(KindBase):
             n_iterations=cfg.n_iterations,
             eval_pairs=cfg.eval_pairs,
             target_label=int(label),
+            target_index=x,
             target_image=dataset.train_images[x],
             synthetic=dataset.synthetic,
         )
@@ -99,11 +100,19 @@ class SingleTarget(KindBase):
             )
         return arrays
 
-    def check_arrays(self, arrays: dict, where: str, cfg=None) -> None:
+    def check_arrays(self, arrays: dict, where: str, cfg=None, n_train=None) -> None:
         from jaxmia.kinds.single_target.arrays import check
 
-        sizes = {"C": cfg.num_classes} if cfg is not None else None
+        sizes = {"C": cfg.num_classes} if cfg is not None else {}
+        if n_train is not None:
+            sizes["N"] = n_train
         refuse_bad_arrays(partial(check, sizes=sizes), arrays, where)
+        held = int(arrays["target_index"]) if "target_index" in arrays else None
+        if cfg is not None and held is not None and held != cfg.target_index:
+            raise UserError(
+                f"{where}: holds target {held}, run.json's target_index is {cfg.target_index}; "
+                "it is another run's: rerun the run to rewrite it"
+            )
 
     def counts(self, arrays: dict) -> dict:
         return {

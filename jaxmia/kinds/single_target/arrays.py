@@ -7,11 +7,16 @@ pairs, C classes:
     member_logits, nonmember_logits           float32[l, C]
     finite                                    bool[l, 2]   the (IN, OUT) model's losses are finite
     round_used                                bool[l]      both models finite
+    train_finite                              bool[l, 2]   the model's epoch losses are finite
+                                                           (absent in older files)
     eval_member_losses, eval_nonmember_losses float32[E]
     eval_member_logits, eval_nonmember_logits float32[E, C]
     eval_finite                               bool[E, 2]
     eval_used                                 bool[E]
+    eval_train_finite                         bool[E, 2]
     target_label                              int32[]      x's class
+    target_index                              int32[]      x's training-set index (absent
+                                                           in files before it was kept)
     target_image                              uint8[H, W, 3]   x itself
     train_accuracy, test_accuracy             float32[l, 2] (IN, OUT)
     synthetic                                 bool[]
@@ -44,13 +49,16 @@ SCHEMA = (
     Field("nonmember_logits", "float", ("l", "C"), **_USED),
     Field("finite", "bool", ("l", 2), "the (IN, OUT) model's losses are finite"),
     Field("round_used", "bool", ("l",), "both models of the round finite"),
+    Field("train_finite", "bool", ("l", 2), "the model's epoch losses are finite", False),
     Field("eval_member_losses", "float", ("E",), **_EVAL_USED),
     Field("eval_nonmember_losses", "float", ("E",), **_EVAL_USED),
     Field("eval_member_logits", "float", ("E", "C"), **_EVAL_USED),
     Field("eval_nonmember_logits", "float", ("E", "C"), **_EVAL_USED),
     Field("eval_finite", "bool", ("E", 2)),
     Field("eval_used", "bool", ("E",)),
+    Field("eval_train_finite", "bool", ("E", 2), required=False),
     Field("target_label", "int", (), "x's class", at_least=0, below="C"),
+    Field("target_index", "int", (), "x's training-set index", False, at_least=0, below="N"),
     Field("target_image", "uint8", ("H", "W", 3)),
     Field("train_accuracy", "float", ("l", 2), **_RATE),
     Field("test_accuracy", "float", ("l", 2), **_RATE),
@@ -70,11 +78,13 @@ def assemble(
     n_iterations: int,
     eval_pairs: int,
     target_label: int,
+    target_index: int,
     target_image: np.ndarray,
     synthetic: bool,
 ) -> dict[str, np.ndarray]:
     """Stacks the models' outputs into the single-target arrays, index = round."""
     ok = outputs.finite()
+    trained = outputs.trained_finite()
     where = outputs.index()
 
     def rows(stream, n, member):
@@ -94,13 +104,16 @@ def assemble(
         "nonmember_logits": logits(cal_out),
         "finite": np.stack([ok[cal_in], ok[cal_out]], 1),
         "round_used": ok[cal_in] & ok[cal_out],
+        "train_finite": np.stack([trained[cal_in], trained[cal_out]], 1),
         "eval_member_losses": outputs.target_loss[ev_in],
         "eval_nonmember_losses": outputs.target_loss[ev_out],
         "eval_member_logits": logits(ev_in),
         "eval_nonmember_logits": logits(ev_out),
         "eval_finite": np.stack([ok[ev_in], ok[ev_out]], 1),
         "eval_used": ok[ev_in] & ok[ev_out],
+        "eval_train_finite": np.stack([trained[ev_in], trained[ev_out]], 1),
         "target_label": np.array(target_label, np.int32),
+        "target_index": np.array(target_index, np.int32),
         "target_image": np.asarray(target_image, np.uint8),
         "train_accuracy": np.stack(
             [outputs.train_accuracy[cal_in], outputs.train_accuracy[cal_out]], 1
@@ -113,13 +126,26 @@ def assemble(
 
 
 def check(arrays, sizes: dict | None = None) -> dict[str, int]:
-    """SCHEMA (with ``sizes`` known from run.json), and that round_used marks exactly the
+    """SCHEMA (with ``sizes`` known from run.json); that ``finite`` says what the saved
+    losses and logits (and ``train_finite``) say; and that round_used marks exactly the
     rounds whose two models are finite (``finite``), as ``assemble`` writes them.
 
     Raises:
       ValueError: the first problem, in one line.
     """
     known = schema.check(arrays, SCHEMA, sizes, minimum=MIN_SIZES)
+    for pre in ("", "eval_"):
+        outputs = [
+            schema.finite_rows(arrays[f"{pre}{who}_losses"], arrays[f"{pre}{who}_logits"], ndim=1)
+            for who in ("member", "nonmember")
+        ]
+        schema.check_flag(
+            f"{pre}finite",
+            arrays[f"{pre}finite"],
+            np.stack(outputs, 1),
+            arrays.get(f"{pre}train_finite"),
+            f"{pre}train_finite",
+        )
     for used, finite, what in (
         ("round_used", "finite", "round"),
         ("eval_used", "eval_finite", "pair"),

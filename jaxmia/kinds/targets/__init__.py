@@ -169,13 +169,13 @@ class Targets(KindBase):
             )
         return arrays
 
-    def check_arrays(self, arrays: dict, where: str, cfg=None) -> None:
+    def check_arrays(self, arrays: dict, where: str, cfg=None, n_train=None) -> None:
         from jaxmia.kinds.targets.analysis import check_targets_arrays
         from jaxmia.kinds.targets.attacks import check_attack_arrays
 
-        sizes = None
+        sizes = {} if n_train is None else {"N": n_train}
         if cfg is not None:
-            sizes = {"C": cfg.num_classes}
+            sizes["C"] = cfg.num_classes
             if cfg.targets is not None:
                 sizes["T"] = len(cfg.targets)
         a = refuse_bad_arrays(partial(check_targets_arrays, sizes=sizes), arrays, where)
@@ -191,6 +191,31 @@ class Targets(KindBase):
                     f"{held[i]} in the file, {cfg.targets[i]} in run.json); it is another "
                     "run's: rerun the run to rewrite it"
                 )
+        if cfg is not None and cfg.targets is not None and n_train is not None:
+            self._check_drawn(arrays, where, cfg, n_train)
+
+    def _check_drawn(self, arrays: dict, where: str, cfg, n_train: int) -> None:
+        """The membership and population points are those run.json's plan draws."""
+        plan = self.plan(cfg, n_train)
+        for prefix, stream in (("", CALIBRATION), ("eval_", EVALUATION)):
+            held = arrays.get(f"{prefix}membership")
+            if held is None or len(held) == 0:
+                continue
+            jobs = [Job(stream, m, False) for m in range(len(held))]
+            drawn = plan.membership(jobs).reshape(held.shape)
+            if not np.array_equal(held, drawn):
+                m = int(np.flatnonzero((held != drawn).any(axis=1))[0])
+                raise UserError(
+                    f"{where}: {prefix}membership of model {m} is not what run.json's seed "
+                    f"({cfg.seed}) draws; it is another run's: rerun the run to rewrite it"
+                )
+        if "population_points" in arrays and not np.array_equal(
+            arrays["population_points"], plan.population
+        ):
+            raise UserError(
+                f"{where}: holds other population points than run.json's seed ({cfg.seed}) "
+                "draws; it is another run's: rerun the run to rewrite it"
+            )
 
     def counts(self, arrays: dict) -> dict:
         e = arrays["eval_membership"] if "eval_membership" in arrays else np.zeros((0, 0))

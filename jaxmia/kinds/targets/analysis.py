@@ -72,6 +72,21 @@ def check_targets_arrays(arrays, sizes: dict | None = None) -> dict[str, np.ndar
     sizes = schema.check(arrays, SCHEMA, sizes, minimum=MIN_SIZES)
     if np.unique(np.asarray(arrays["targets"])).size != sizes["T"]:
         raise ValueError("targets must be distinct training-set indices")
+    for pre in ("", "eval_") if given else ("",):
+        views = (f"{pre}augmented_logits", f"{pre}population_logits")
+        outputs = schema.finite_rows(
+            arrays[f"{pre}losses"],
+            arrays[f"{pre}logits"],
+            *(arrays[k] for k in views if k in arrays),
+            ndim=1,
+        )
+        schema.check_flag(
+            f"{pre}model_used",
+            arrays[f"{pre}model_used"],
+            outputs,
+            arrays.get(f"{pre}train_finite"),
+            f"{pre}train_finite",
+        )
     m, t, c = sizes["M"], sizes["T"], sizes["C"]
     a = {}
     a["targets"] = np.asarray(arrays["targets"]).astype(np.int64)

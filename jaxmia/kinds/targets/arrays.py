@@ -10,10 +10,12 @@ be 0), T targets, C classes:
     losses                   float32[M, T]     cross-entropy of each target under each model
     logits                   float32[M, T, C]
     model_used               bool[M]           False: a non-finite loss; left out of everything
+    train_finite             bool[M]           its epoch losses are finite (absent in older files)
     eval_membership          bool[E, T]
     eval_losses              float32[E, T]
     eval_logits              float32[E, T, C]
     eval_model_used          bool[E]
+    eval_train_finite        bool[E]
     train_accuracy, test_accuracy  float32[M]
     class_names              str[C]
     synthetic                bool[]
@@ -48,13 +50,15 @@ _USED = {"finite_where": "model_used"}
 _RATE = {"at_least": 0.0, "at_most": 1.0, "finite_where": "model_used"}
 
 SCHEMA = (
-    Field("targets", "int", ("T",), "training-set indices of the targets", at_least=0),
+    Field("targets", "int", ("T",), "training-set indices of the targets", at_least=0, below="N"),
     Field("target_labels", "int", ("T",), at_least=0, below="C"),
     Field("target_images", "uint8", ("T", "H", "W", 3), required=False),
     Field("membership", "bool", ("M", "T"), "model m trained on target t"),
     Field("losses", "float", ("M", "T"), **_USED),
     Field("logits", "float", ("M", "T", "C"), **_USED),
     Field("model_used", "bool", ("M",)),
+    Field("train_finite", "bool", ("M",), "the model's epoch losses are finite", False),
+    Field("eval_train_finite", "bool", ("E",), required=False),
     # A run without evaluation models may lack these (E = 0).
     Field("eval_membership", "bool", ("E", "T"), required=False),
     Field("eval_losses", "float", ("E", "T"), required=False, finite_where="eval_model_used"),
@@ -70,7 +74,15 @@ SCHEMA = (
     # Query views and population points (queries > 1, population_size > 0).
     Field("augmented_logits", "float", ("M", "T", "A", "C"), "queries 1 .. Q-1", False),
     Field("eval_augmented_logits", "float", ("E", "T", "A", "C"), required=False),
-    Field("population_points", "int", ("Z",), "training-set indices no model trains on", False),
+    Field(
+        "population_points",
+        "int",
+        ("Z",),
+        "training-set indices no model trains on",
+        False,
+        at_least=0,
+        below="N",
+    ),
     Field("population_labels", "int", ("Z",), required=False),
     Field("population_logits", "float", ("M", "Z", "Q", "C"), "every query", False),
     Field("eval_population_logits", "float", ("E", "Z", "Q", "C"), required=False),
@@ -106,6 +118,8 @@ def assemble(cfg, plan, dataset, outputs) -> dict:
         "eval_losses": ev.loss[:, :t],
         "eval_logits": ev.logits[:, :t],
         "eval_model_used": e_used,
+        "train_finite": cal.trained_finite(),
+        "eval_train_finite": ev.trained_finite(),
         "train_accuracy": cal.train_accuracy,
         "test_accuracy": cal.test_accuracy,
         "class_names": np.array(dataset.class_names),
