@@ -393,12 +393,15 @@ def reference_bn_train(ds, cfg, job: Job):
 # Winograd and vmap + lax.conv alike), where the CNN stays at 4e-7
 # (tests/test_formulations.py).  ResNet-9 adds max-pools (and a global max),
 # where a near-tie that rounding flips routes a gradient to another input:
-# measured 6.3e-4 under vmapped lax.conv, 2.4e-4 under map + Winograd.  A
-# layer's scale is the largest of its leaves, so that a BatchNorm's bias
+# measured 6.3e-4 under vmapped lax.conv, 2.4e-4 under map + Winograd natively
+# (AVX2), and 3.45e-3 under map + Winograd compiled for SSE4_2 (CI's lower-ISA
+# pass, whose 128-bit sums round in yet another order and flipped more ties).
+# A layer's scale is the largest of its leaves, so that a BatchNorm's bias
 # (started at 0, ~1e-3 after 6 steps) is measured against the unit scale of the
 # normalised activations it shifts, as its scale is.  Bounds: about five times
-# the worst measured.
-BN_BOUND = {"wrn10_1": 1e-3, "resnet9_w8": 3e-3}
+# the worst measured for the WRN, three times for ResNet-9 (a flip is a jump,
+# not a drift, so its worst case is the number of flips, which the ISA sets).
+BN_BOUND = {"wrn10_1": 1e-3, "resnet9_w8": 1e-2}
 
 
 def assert_layers_close(got, want, bound, what=""):
