@@ -193,7 +193,8 @@ def _jaxmia_start(cfg, job, tiny_dataset):
     def jaxmia_augmentation(e, s, n):
         key = augment.batch_key(model_key(ids), e, s)
         flip, offsets = augment.draw(cfg.augment, key, cfg.batch_size)
-        return torch.as_tensor(np.asarray(flip)[:n]), torch.as_tensor(np.asarray(offsets)[:n])
+        # np.array copies: a jax array's numpy view is read-only, which torch warns about.
+        return torch.as_tensor(np.array(flip)[:n]), torch.as_tensor(np.array(offsets)[:n])
 
     variables = {"params": state.params, "batch_stats": state.batch_stats}
     return res, jax.device_get(variables), orders, jaxmia_augmentation, setup.steps_per_epoch
