@@ -260,6 +260,29 @@ def use_cpu_devices(n: int) -> None:
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flags}".strip()
 
 
+# XLA flags jaxmia sets before JAX starts, each to step around a compiler fault seen
+# on a real machine, unless XLA_FLAGS already names the flag (the user's choice wins):
+# - jax/jaxlib 0.11.2 on an H200 (2026-11-30, benchmarks/README.md "GPU") aborted
+#   while compiling WRN-28-2's vmapped training step: "triton_tiling_propagation.cc:703
+#   Check failed: subdim_size_accumulator == dim_size (256 vs. 32)" in the GEMM
+#   fusion pass.  With Triton GEMMs off, XLA calls cuBLAS for those products and
+#   WRN-28-2 and ResNet-9 trained.  The flag means nothing to a CPU backend.
+XLA_WORKAROUNDS = {"xla_gpu_enable_triton_gemm": "false"}
+
+
+def use_xla_workarounds() -> list[str]:
+    """Adds each of ``XLA_WORKAROUNDS`` to XLA_FLAGS that XLA_FLAGS does not already
+    name; returns the flags added.  Does nothing once JAX is imported (XLA reads its
+    flags once), so a caller that imported JAX first keeps its own flags."""
+    if "jax" in sys.modules:
+        return []
+    current = os.environ.get("XLA_FLAGS", "")
+    added = [f"--{k}={v}" for k, v in XLA_WORKAROUNDS.items() if k not in current]
+    if added:
+        os.environ["XLA_FLAGS"] = " ".join([current, *added]).strip()
+    return added
+
+
 def enable_compile_cache() -> None:
     """JAX's persistent compilation cache, so a second run skips most compiling.
 
@@ -336,6 +359,7 @@ def _main(args, stop) -> int:
         print(note, file=sys.stderr)
     if cpu_devices is not None:
         use_cpu_devices(cpu_devices)
+    use_xla_workarounds()
     from jaxmia.experiment import NonFiniteLoss, run_experiment
     from jaxmia.kinds import format_summary
 

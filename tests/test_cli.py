@@ -341,6 +341,40 @@ def test_cpu_devices_auto_chooses_by_the_machine(monkeypatch):
         choose_cpu_devices(0, **quiet)
 
 
+def test_xla_workarounds_are_added_before_jax_starts_and_yield_to_the_user(monkeypatch):
+    # jaxmia.run.XLA_WORKAROUNDS: flags set before JAX starts, unless XLA_FLAGS names them.
+    code = (
+        "import os, sys\n"
+        "from jaxmia.run import use_xla_workarounds\n"
+        "assert 'jax' not in sys.modules\n"
+        "print(use_xla_workarounds())\n"
+        "print(os.environ['XLA_FLAGS'])\n"
+    )
+
+    def run(flags):
+        env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+        if flags is not None:
+            env["XLA_FLAGS"] = flags
+        proc = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env
+        )
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout.splitlines()
+
+    flag = "--xla_gpu_enable_triton_gemm=false"
+    assert run(None) == [f"['{flag}']", flag]
+    assert run("--xla_cpu_max_isa=AVX2") == [f"['{flag}']", f"--xla_cpu_max_isa=AVX2 {flag}"]
+    user = "--xla_gpu_enable_triton_gemm=true"
+    assert run(user) == ["[]", user]  # the user's choice wins
+    # Once JAX is imported (as here, in the test process) XLA has read its flags:
+    # nothing is added, and XLA_FLAGS is left alone.
+    from jaxmia.run import use_xla_workarounds
+
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_max_isa=AVX2")
+    assert use_xla_workarounds() == []
+    assert os.environ["XLA_FLAGS"] == "--xla_cpu_max_isa=AVX2"
+
+
 def test_cpu_devices_must_be_a_number_or_auto():
     proc = subprocess.run(
         [sys.executable, "-m", "jaxmia.run", "--cpu-devices", "many"],
