@@ -53,6 +53,12 @@ def plot_privacy_audit(path, block: dict, *, title_suffix: str = "") -> Path:
     ax.plot([0, right], [0, right], color="0.6", ls="--", lw=1, label="ε_lb = ε (diagonal)")
     conf = block.get("confidence", 0.95)
     drawn = set()
+
+    def mark(key, label, xs, ys, *fmt, **style):
+        # Each kind of mark is named in the legend once, however many levels draw it.
+        ax.plot(xs, ys, *fmt, label=label if key not in drawn else None, **style)
+        drawn.add(key)
+
     for lv in levels:
         x = _x(lv, right)
         emp = lv.get("empirical") or {}
@@ -60,7 +66,9 @@ def plot_privacy_audit(path, block: dict, *, title_suffix: str = "") -> Path:
             e = (emp.get(key) or {}).get("epsilon_lb")
             if e is None:
                 continue
-            ax.plot(
+            mark(
+                key,
+                label,
                 x,
                 e,
                 marker=marker,
@@ -69,39 +77,29 @@ def plot_privacy_audit(path, block: dict, *, title_suffix: str = "") -> Path:
                 mfc="none" if i == 0 else f"C{i}",
                 mew=2,
                 color=f"C{i}",
-                label=label if key not in drawn else None,
             )
-            drawn.add(key)
         one = emp.get("one_run")
         if one:
             values = [p["epsilon_lb"] for p in one["per_model"]]
-            ax.plot(
+            mark(
+                "each",
+                "one run, each evaluation model",
                 [x] * len(values),
                 values,
                 ".",
                 color="C2",
                 alpha=0.4,
-                label="one run, each evaluation model" if "each" not in drawn else None,
             )
-            drawn.add("each")
-            ax.plot(
-                x,
-                one["median"],
-                "D",
-                color="C2",
-                ms=8,
-                label="one run, median over models" if "median" not in drawn else None,
-            )
-            drawn.add("median")
-            ax.plot(
+            mark("median", "one run, median over models", x, one["median"], "D", color="C2", ms=8)
+            mark(
+                "max",
+                "one run, all models at once",
                 x,
                 one["max_simultaneous"],
                 "*",
                 color="C3",
                 ms=12,
-                label="one run, all models at once" if "max" not in drawn else None,
             )
-            drawn.add("max")
         ax.annotate(
             f"σ={lv['noise_multiplier']:g}",
             (x, 0),
