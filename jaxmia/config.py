@@ -155,6 +155,14 @@ def _to_dict(self) -> dict[str, Any]:
     return dataclasses.asdict(self)
 
 
+def _own_dict(self) -> dict[str, Any]:
+    """The keys this run's kind reads (the common keys and its own, in config.yaml's
+    order) with their values: what a run folder's config.yaml lists.  Other kinds'
+    keys are left out; loading this back gives the same Config."""
+    own = {k.name for k in COMMON_KEYS + self.kind.keys}
+    return {name: value for name, value in self.to_dict().items() if name in own}
+
+
 def _kind(self):
     """The experiment kind (kinds/<kind>/) this config runs."""
     return kinds.get(self.experiment)
@@ -218,6 +226,7 @@ Config = dataclasses.make_dataclass(
         "__post_init__": _post_init,
         "replace": _replace,
         "to_dict": _to_dict,
+        "own_dict": _own_dict,
         "kind": property(_kind),
         "check_against": _check_against,
         "hashed_keys": _hashed_keys,

@@ -265,3 +265,24 @@ def test_every_kind_ships_an_offline_demo_config():
             offline.setdefault(cfg.experiment, []).append(path.name)
     assert set(offline) == set(kinds.names()), offline
     assert "population_demo.yaml" in offline["population"]
+
+
+@pytest.mark.parametrize(
+    "path", ["demo.yaml", "targets_demo.yaml", "population_demo.yaml", "dp_audit_demo.yaml"]
+)
+def test_a_run_folders_config_lists_its_own_kinds_keys_and_loads_back(path, tmp_path):
+    # config.yaml (Config.own_dict) lists the common keys and the run's kind's keys,
+    # none of another kind's, and reads back into the same Config.
+    import yaml
+
+    from jaxmia.config import COMMON_KEYS
+
+    cfg = load_config(CONFIGS / path)
+    own = cfg.own_dict()
+    expected = [k.name for k in COMMON_KEYS + cfg.kind.keys]
+    assert sorted(own) == sorted(expected)
+    others = {k.name for k in Config.__dataclass_fields__.values()} - set(expected)
+    assert others and not others & set(own)  # the other kinds' keys exist, and are left out
+    back = tmp_path / "config.yaml"
+    back.write_text(yaml.safe_dump(own, sort_keys=False))
+    assert load_config(back) == cfg

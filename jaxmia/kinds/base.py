@@ -235,7 +235,7 @@ def write_run(
 
     out = products.write_products(
         Path(run_dir),
-        config=cfg.to_dict(),
+        config=cfg.own_dict(),
         arrays=arrays if write_arrays else None,
         results=results,
         figures=draw,
