@@ -652,3 +652,16 @@ def test_no_progress_still_says_a_line_per_chunk(tmp_path, capsys):
     assert res["models_per_chunk"] == -(-n_models // 4) * 4  # 4 devices (conftest)
     assert len(lines) == 1
     assert lines[0].startswith(f"jaxmia: chunk 1 of 1 done: {n_models} of {n_models} models")
+
+
+@pytest.mark.parametrize("queries", [1, 2])
+def test_a_targets_run_without_evaluation_models_finishes(tmp_path, queries):
+    # eval_models: 0 (configs/lira_cifar10.yaml's setting) once crashed after the
+    # training: the finiteness check of no models reshaped an empty array to (0, -1).
+    c = cfg(**{**KINDS["targets"], "eval_models": 0, "n_models": 2, "queries": queries})
+    res = run(c, tmp_path)
+    assert res["eval_models"] == 0 and res["models_trained"] == 2
+    with np.load(tmp_path / "run" / "targets.npz") as z:
+        assert z["eval_losses"].shape == (0, 4) and z["losses"].shape == (2, 4)
+        assert z["eval_model_used"].shape == (0,) and z["model_used"].all()
+    assert any("no evaluation models" in w for w in res["warnings"])

@@ -138,7 +138,10 @@ class ModelOutputs:
     def finite(self) -> np.ndarray:
         """bool[J]: the model's every epoch loss, every scored loss and every view's logits
         are finite."""
-        views = np.isfinite(self.view_logits).reshape(len(self), -1).all(axis=1)
+        # all over every axis but the first: also for no models (a reshape to
+        # (0, -1) cannot infer its -1)
+        v = np.isfinite(self.view_logits)
+        views = v.all(axis=tuple(range(1, v.ndim)))
         return np.isfinite(self.epoch_loss).all(axis=1) & np.isfinite(self.loss).all(axis=1) & views
 
     def trained_finite(self) -> np.ndarray:
