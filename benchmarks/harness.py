@@ -313,10 +313,16 @@ LSCPU_KEYS = ("Model name", "CPU family", "Model", "Thread(s) per core", "Core(s
 
 # The peak a GEMM reaches here: torch.mm (oneDNN/MKL) of n x n float32 on every
 # core (CUDA when the baseline runs there), best of several calls after a warm-up.
+# On CUDA the peak is TF32's, the precision XLA (jaxmia's float32 default) and cuDNN
+# use for float32 convolutions on a GPU; torch's float32 mm alone avoids TF32, and
+# ResNet-9 then ran at 127% of that "peak" on an H200 (benchmarks/README.md, "GPU").
 SGEMM_PROBE = """
 import sys, time, torch
 dev, n = sys.argv[1], int(sys.argv[2])
 torch.set_num_threads(torch.get_num_threads())
+if dev == "cuda":
+    torch.backends.cuda.matmul.allow_tf32 = True
+    n = max(n, 8192)  # a 4096 product is too short to fill the GPU
 a, b = torch.randn(n, n, device=dev), torch.randn(n, n, device=dev)
 sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
 best = float("inf")
@@ -328,7 +334,8 @@ print(2 * n**3 / best / 1e9)
 
 
 def sgemm_peak_gflops(device: str = "cpu", n: int = 4096) -> float | None:
-    """GFLOP/s of the best float32 n x n matrix product (None without torch)."""
+    """GFLOP/s of the best float32 n x n matrix product (None without torch); on CUDA,
+    with TF32 allowed and n at least 8192."""
     try:
         out = subprocess.run(
             [sys.executable, "-c", SGEMM_PROBE, device, str(n)],
