@@ -92,7 +92,7 @@ PY
 
 # dry: the real networks on a few images (every stage runs, nothing is timed)
 python3 -c "import yaml; c = yaml.safe_load(open('configs/bench_cpu_resnets.yaml'));
-c.update(n_iterations=1, subset_size=15, batch_size=16, epochs=1, models_per_chunk=2,
+c.update(n_iterations=1, subset_size=15, batch_size=16, epochs=1, warmup_epochs=0, models_per_chunk=2,
          test_samples=16); yaml.safe_dump(c, open('$OUT/tiny_resnets.yaml', 'w'))"
 for model in wrn28_2 resnet9; do
     if [ $dry = 1 ]; then
