@@ -158,7 +158,8 @@ def _to_dict(self) -> dict[str, Any]:
 def _own_dict(self) -> dict[str, Any]:
     """The keys this run's kind reads (the common keys and its own, in config.yaml's
     order) with their values: what a run folder's config.yaml lists.  Other kinds'
-    keys are left out; loading this back gives the same Config."""
+    keys are left out (the run never reads them; run.json keeps the whole config),
+    so loading this back gives the same Config when they were at their defaults."""
     own = {k.name for k in COMMON_KEYS + self.kind.keys}
     return {name: value for name, value in self.to_dict().items() if name in own}
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -277,7 +278,10 @@ def use_xla_workarounds() -> list[str]:
     if "jax" in sys.modules:
         return []
     current = os.environ.get("XLA_FLAGS", "")
-    added = [f"--{k}={v}" for k, v in XLA_WORKAROUNDS.items() if k not in current]
+    # The flag itself, not a longer name that starts with it (XLA has
+    # --xla_gpu_enable_triton_gemm_int4) or a path that contains it.
+    named = {m.group(1) for m in re.finditer(r"(?:^|\s)--?([A-Za-z0-9_]+)(?==|\s|$)", current)}
+    added = [f"--{k}={v}" for k, v in XLA_WORKAROUNDS.items() if k not in named]
     if added:
         os.environ["XLA_FLAGS"] = " ".join([current, *added]).strip()
     return added

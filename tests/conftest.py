@@ -15,6 +15,11 @@ import tempfile
 _flags = os.environ.get("XLA_FLAGS", "")
 if "xla_force_host_platform_device_count" not in _flags:
     os.environ["XLA_FLAGS"] = f"{_flags} --xla_force_host_platform_device_count=4".strip()
+# jaxmia.run's XLA workarounds (a GPU compiler fault), for the tests that train in
+# this process as for the runs they start (which add them themselves).
+from jaxmia.run import use_xla_workarounds  # noqa: E402  (imports no JAX)
+
+use_xla_workarounds()
 os.environ.setdefault("JAXMIA_NO_DOWNLOAD", "1")
 # One persistent compilation cache for the whole session, shared with the runs
 # the tests start as subprocesses: many tests compile the same tiny programs.

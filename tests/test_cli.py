@@ -366,6 +366,10 @@ def test_xla_workarounds_are_added_before_jax_starts_and_yield_to_the_user(monke
     assert run("--xla_cpu_max_isa=AVX2") == [f"['{flag}']", f"--xla_cpu_max_isa=AVX2 {flag}"]
     user = "--xla_gpu_enable_triton_gemm=true"
     assert run(user) == ["[]", user]  # the user's choice wins
+    assert run("--xla_gpu_enable_triton_gemm") == ["[]", "--xla_gpu_enable_triton_gemm"]
+    # A longer flag name that starts with it, or a path that holds it, is another flag.
+    other = "--xla_gpu_enable_triton_gemm_int4=true --xla_dump_to=/tmp/xla_gpu_enable_triton_gemm"
+    assert run(other) == [f"['{flag}']", f"{other} {flag}"]
     # Once JAX is imported (as here, in the test process) XLA has read its flags:
     # nothing is added, and XLA_FLAGS is left alone.
     from jaxmia.run import use_xla_workarounds
