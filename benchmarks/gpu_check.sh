@@ -40,9 +40,8 @@ exec > >(tee "$FINAL/gpu_check.log") 2>&1
 tee_pid=$!
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD" JAXMIA_NO_DOWNLOAD=1
 export JAXMIA_CACHE_DIR=off  # the harness sets its own cache folders where it needs one
-# The harness's children run jaxmia.run in process, which adds its XLA workarounds
-# (jaxmia.run.XLA_WORKAROUNDS) itself; the tests get them here.
-export XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_enable_triton_gemm=false"
+# jaxmia's XLA workarounds (jaxmia.run.XLA_WORKAROUNDS) need nothing here: jaxmia.run
+# adds them for the runs and the harness's children, tests/conftest.py for the tests.
 dry=0; [ "${1:-}" = "--dry" ] && dry=1
 
 timeout 20 python3 - <<'PY' 2>&1 | tee "$OUT/machine.txt"
